@@ -1,0 +1,4 @@
+//! isogate: OAuth 2.0 resource isolation for any HTTP API.
+pub mod jwt;
+pub mod resources;
+pub mod secret;

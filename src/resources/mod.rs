@@ -1,0 +1,162 @@
+//! The resource model of the resource file (identity resources, API scopes, API resources,
+//! clients) and the pure computation of a token's `aud` and `scope` (SPEC §3).
+
+mod rules;
+
+pub use rules::{grant, Granted, Refusal, TokenRequest};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::jwt::Alg;
+use crate::secret::SecretHash;
+
+/// The scope that asks for a refresh token.
+pub const OFFLINE_ACCESS: &str = "offline_access";
+
+/// Everything a token's audience and scopes are computed from.
+#[derive(Debug, Default)]
+pub struct Model {
+    /// Identity resources by name.
+    pub identity_resources: BTreeMap<String, IdentityResource>,
+    /// API scopes by name.
+    pub api_scopes: BTreeMap<String, ApiScope>,
+    /// API resources in file order: `aud` lists them in this order.
+    pub api_resources: Vec<ApiResource>,
+    /// `<issuer>/resources`, when `emit_static_audience` is set.
+    pub static_audience: Option<String>,
+}
+
+impl Model {
+    /// The API resource with this name.
+    pub fn api_resource(&self, name: &str) -> Option<&ApiResource> {
+        self.api_resources.iter().find(|r| r.name == name)
+    }
+}
+
+/// A named group of user claims, requested as a scope (`openid`, `profile`, …).
+#[derive(Debug, Clone)]
+pub struct IdentityResource {
+    /// The scope name.
+    pub name: String,
+    /// Shown on consent.
+    pub display_name: Option<String>,
+    /// Claims of the user this scope releases.
+    pub user_claims: Vec<String>,
+}
+
+/// A scope of access to APIs; several API resources may list the same one.
+#[derive(Debug, Clone)]
+pub struct ApiScope {
+    /// The scope name (without parameter).
+    pub name: String,
+    /// Shown on consent.
+    pub display_name: Option<String>,
+    /// User claims added to access tokens when granted.
+    pub user_claims: Vec<String>,
+    /// Requested as `name:<value>`.
+    pub parameterized: bool,
+    /// With `parameterized`: the claim that receives `<value>`.
+    pub parameter_claim: Option<String>,
+}
+
+/// An API: the audience value of tokens minted for it.
+#[derive(Debug, Clone)]
+pub struct ApiResource {
+    /// The audience value and resource indicator.
+    pub name: String,
+    /// Human name.
+    pub display_name: Option<String>,
+    /// Names of the API scopes this API understands.
+    pub scopes: Vec<String>,
+    /// `require_resource_indicator`: accepts only tokens minted for it alone.
+    pub isolated: bool,
+    /// A disabled resource is never an audience and never a valid indicator.
+    pub enabled: bool,
+    /// User claims added to access tokens for this API.
+    pub user_claims: Vec<String>,
+    /// Algorithms tokens for this API may be signed with; empty means any.
+    pub allowed_signing_algs: Vec<Alg>,
+    /// Secrets with which this API may call the introspection endpoint.
+    pub secrets: Vec<SecretHash>,
+}
+
+impl ApiResource {
+    /// Whether this API lists the scope `name`.
+    pub fn lists(&self, name: &str) -> bool {
+        self.scopes.iter().any(|s| s == name)
+    }
+}
+
+/// An OAuth grant type a client may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GrantType {
+    /// `client_credentials`: a machine acting for itself.
+    ClientCredentials,
+    /// `authorization_code`: a user signed in at `/connect/authorize`.
+    AuthorizationCode,
+    /// `refresh_token`: a new access token from a refresh token.
+    RefreshToken,
+}
+
+impl GrantType {
+    /// The `grant_type` parameter value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::ClientCredentials => "client_credentials",
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::RefreshToken => "refresh_token",
+        }
+    }
+
+    /// Parses a `grant_type` value.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            GrantType::ClientCredentials,
+            GrantType::AuthorizationCode,
+            GrantType::RefreshToken,
+        ]
+        .into_iter()
+        .find(|g| g.as_str() == s)
+    }
+}
+
+/// How a refresh token behaves when used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshTokenUsage {
+    /// Rotated on every use; reusing a rotated token revokes its family.
+    OneTime,
+    /// The same token may be used again.
+    Reuse,
+}
+
+/// A registered client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The `client_id`.
+    pub client_id: String,
+    /// Stored secrets; any one authenticates.
+    pub secrets: Vec<SecretHash>,
+    /// A public client (no secrets, `require_secret = false`) authenticates by `client_id` alone.
+    pub require_secret: bool,
+    /// Grant types the client may use.
+    pub allowed_grant_types: BTreeSet<GrantType>,
+    /// Scope names (identity or API) the client may request.
+    pub allowed_scopes: BTreeSet<String>,
+    /// Overrides the issuer's access token lifetime.
+    pub access_token_lifetime: Option<Duration>,
+    /// Exact redirect URIs for `authorization_code`.
+    pub redirect_uris: Vec<String>,
+    /// PKCE S256 is required at `/connect/authorize`.
+    pub require_pkce: bool,
+    /// The user is asked to consent.
+    pub require_consent: bool,
+    /// `offline_access` may be requested.
+    pub allow_offline_access: bool,
+    /// Refresh token rotation.
+    pub refresh_token_usage: RefreshTokenUsage,
+    /// Absolute refresh token lifetime.
+    pub refresh_token_lifetime: Duration,
+    /// Sliding refresh token lifetime.
+    pub refresh_token_sliding_lifetime: Duration,
+}
