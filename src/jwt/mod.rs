@@ -2,6 +2,7 @@
 //! and compact JWS signing.
 
 mod keys;
+pub(crate) use keys::generate_file;
 mod sign;
 
 pub use keys::{generate_pem, KeyError, KeySet, SigningKey};

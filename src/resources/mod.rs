@@ -1,7 +1,7 @@
 //! The resource model of the resource file (identity resources, API scopes, API resources,
 //! clients) and the pure computation of a token's `aud` and `scope` (SPEC §3).
 
-mod rules;
+pub(crate) mod rules;
 
 pub use rules::{grant, Granted, Refusal, TokenRequest};
 

@@ -329,7 +329,7 @@ fn indicator<'a>(
 }
 
 /// Whether `value` is an absolute URI (RFC 3986 §4.3) without a fragment.
-pub(crate) fn is_absolute_uri_without_fragment(value: &str) -> bool {
+pub fn is_absolute_uri_without_fragment(value: &str) -> bool {
     !value.contains('#') && url::Url::parse(value).is_ok()
 }
 

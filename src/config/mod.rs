@@ -1,0 +1,344 @@
+//! The resource file: parse (raw serde shapes with spans), validate (every problem, each with
+//! its key path and line:column) and build the typed, immutable [`Config`].
+
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::jwt::KeySet;
+use crate::resources::{Client, Model};
+
+/// What to do with a signing key file that is missing but marked `generate_if_missing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingKeys {
+    /// `isogate check`: accept it without touching the disk (no key is loaded for it).
+    Accept,
+    /// `isogate serve`: create it (mode 0600).
+    Generate,
+}
+
+/// A validated resource file.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// `[issuer]`, when the token service runs.
+    pub issuer: Option<IssuerConfig>,
+    /// Identity resources, API scopes and API resources.
+    pub model: Model,
+    /// Clients by `client_id`.
+    pub clients: BTreeMap<String, Client>,
+    /// Users who can log in.
+    pub users: Vec<User>,
+    /// `[proxy]`, when the gateway runs.
+    pub proxy: Option<ProxyConfig>,
+    /// `[[routes]]` in file order.
+    pub routes: Vec<Route>,
+    /// `[admin]` listener.
+    pub admin: Option<SocketAddr>,
+    /// How long shutdown waits for in-flight requests (`shutdown_grace`, default 10s).
+    pub shutdown_grace: Duration,
+}
+
+/// `[issuer]`, validated.
+#[derive(Debug)]
+pub struct IssuerConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The `iss` value exactly as configured.
+    pub issuer: String,
+    /// Default access token lifetime (`access_token_lifetime`, default 1h).
+    pub access_token_lifetime: Duration,
+    /// Folder of durable grants (`data_dir`, default `data`), resolved against the file's folder.
+    pub data_dir: PathBuf,
+    /// Signing keys in file order.
+    pub keys: KeySet,
+}
+
+impl IssuerConfig {
+    /// The URL of an endpoint at `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer.trim_end_matches('/'))
+    }
+}
+
+/// A `[[users]]` entry.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// The `sub` claim.
+    pub subject: String,
+    /// Login name.
+    pub username: String,
+    /// Argon2id PHC string.
+    pub password: String,
+    /// Profile claims.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `[proxy]`, validated.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Tolerance for `exp` and `nbf` (default 30s).
+    pub clock_skew: Duration,
+    /// Upstream response timeout (default 30s).
+    pub upstream_timeout: Duration,
+    /// Issuers other than the local one.
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+/// A `[[proxy.trusted_issuers]]` entry.
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    /// The `iss` value.
+    pub issuer: String,
+    /// Where its keys are; discovered when absent.
+    pub jwks_uri: Option<String>,
+    /// Require `typ: at+jwt` (default true).
+    pub require_typ: bool,
+}
+
+/// A `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Normalised prefix without trailing slash (`/` for the root).
+    pub path_prefix: String,
+    /// Lower-case host without port.
+    pub host: Option<String>,
+    /// The upstream origin, e.g. `http://127.0.0.1:9001`.
+    pub upstream: String,
+    /// The API resource this route protects.
+    pub resource: String,
+    /// Method → scopes; `*` for the rest. Empty: any scope of the resource.
+    pub scopes: BTreeMap<String, Vec<String>>,
+    /// Remove `Authorization` before forwarding.
+    pub strip_authorization: bool,
+}
+
+/// One thing wrong with the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `clients[1].allowed_scopes[0]`; empty for the file as a whole.
+    pub key: String,
+    /// 1-based line, 0 when unknown.
+    pub line: usize,
+    /// 1-based column (in characters), 0 when unknown.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: ", self.line, self.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a file was refused: every problem found.
+#[derive(Debug, thiserror::Error)]
+pub struct Invalid {
+    /// The file.
+    pub path: PathBuf,
+    /// Every problem, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {n} problem{}",
+            self.path.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}:{p}", self.path.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads, parses and validates the resource file at `path`.
+pub fn load(path: &Path, missing_keys: MissingKeys) -> Result<Config, Invalid> {
+    let invalid = |problems| Invalid {
+        path: path.to_owned(),
+        problems,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        invalid(vec![Problem {
+            key: String::new(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the file: {e}"),
+        }])
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    parse(&text, dir, missing_keys)
+        .map(|mut config| {
+            config.path = path.to_owned();
+            config
+        })
+        .map_err(invalid)
+}
+
+/// Parses and validates file contents; relative paths are resolved against `dir`.
+pub fn parse(text: &str, dir: &Path, missing_keys: MissingKeys) -> Result<Config, Vec<Problem>> {
+    let lines = Lines::new(text);
+    let root = toml::de::DeTable::parse(text).map_err(|e| vec![lines.problem_from_toml(&e)])?;
+    let mut unknown = Vec::new();
+    let deserializer = toml::de::Deserializer::from(root.clone());
+    let file: raw::File = serde_ignored::deserialize(deserializer, |path| {
+        unknown.push(segments(&path));
+    })
+    .map_err(|e| vec![lines.problem_from_toml(&e)])?;
+
+    let mut problems: Vec<Problem> = unknown
+        .iter()
+        .map(|segs| {
+            let span = locate(root.get_ref(), segs);
+            let (key, last) = key_path(segs);
+            lines.problem(span, key, format!("unknown key `{last}`"))
+        })
+        .collect();
+    let config = validate::validate(file, &lines, dir, missing_keys, &mut problems);
+    problems.sort_by_key(|p| (p.line, p.column));
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// The path `serde_ignored` reports, without the `Option` and `Spanned` wrappers.
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<Segment> {
+    use serde_ignored::Path as P;
+    let mut out = match path {
+        P::Root => return Vec::new(),
+        P::Seq { parent, .. }
+        | P::Map { parent, .. }
+        | P::Some { parent }
+        | P::NewtypeStruct { parent }
+        | P::NewtypeVariant { parent } => segments(parent),
+    };
+    match path {
+        P::Seq { index, .. } => out.push(Segment::Index(*index)),
+        P::Map { key, .. } if !key.starts_with("$__serde_spanned_private") => {
+            out.push(Segment::Key(key.clone()))
+        }
+        _ => {}
+    }
+    out
+}
+
+/// `clients[0].foo` and `foo` for a path.
+fn key_path(segments: &[Segment]) -> (String, String) {
+    let mut key = String::new();
+    for seg in segments {
+        match seg {
+            Segment::Key(k) if key.is_empty() => key.push_str(k),
+            Segment::Key(k) => {
+                key.push('.');
+                key.push_str(k)
+            }
+            Segment::Index(i) => key.push_str(&format!("[{i}]")),
+        }
+    }
+    let last = match segments.last() {
+        Some(Segment::Key(k)) => k.clone(),
+        _ => String::new(),
+    };
+    (key, last)
+}
+
+/// The span of the key at `segments` in the parsed document.
+fn locate(root: &toml::de::DeTable<'_>, segments: &[Segment]) -> Option<Range<usize>> {
+    use toml::de::DeValue;
+    let (Segment::Key(first), rest) = segments.split_first()? else {
+        return None;
+    };
+    let (key, mut value) = root.get_key_value(first.as_str())?;
+    let mut span = key.span();
+    for seg in rest {
+        match (seg, value.get_ref()) {
+            (Segment::Key(k), DeValue::Table(t)) => {
+                let (key, v) = t.get_key_value(k.as_str())?;
+                span = key.span();
+                value = v;
+            }
+            (Segment::Index(i), DeValue::Array(a)) => {
+                value = a.get(*i)?;
+                span = value.span();
+            }
+            _ => return None,
+        }
+    }
+    Some(span)
+}
+
+/// Turns byte offsets into line:column.
+pub(crate) struct Lines<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Lines { text, starts }
+    }
+
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.starts[line - 1];
+        let column = self
+            .text
+            .get(start..offset.min(self.text.len()))
+            .map_or(1, |s| s.chars().count() + 1);
+        (line, column)
+    }
+
+    /// A problem at `span` (or at no known place).
+    pub(crate) fn problem(
+        &self,
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Problem {
+        let (line, column) = span.map_or((0, 0), |s| self.position(s.start));
+        Problem {
+            key: key.into(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn problem_from_toml(&self, e: &toml::de::Error) -> Problem {
+        self.problem(e.span(), "", e.message().trim_end())
+    }
+}
+
+#[cfg(test)]
+mod tests;

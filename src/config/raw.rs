@@ -1,0 +1,250 @@
+//! The resource file exactly as written: serde shapes with source spans, no meaning attached.
+//! Unknown keys are collected by `serde_ignored` (all of them, not just the first) and reported
+//! by [`super::load`] as errors; that is why these structs do not `deny_unknown_fields`.
+//! Defaults are applied in validation, which documents them.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A value and where it stands in the file.
+pub type S<T> = Spanned<T>;
+
+/// The whole resource file.
+#[derive(Debug, Deserialize)]
+pub struct File {
+    /// `[issuer]`: the token service.
+    pub issuer: Option<S<Issuer>>,
+    /// `[[identity_resources]]`.
+    #[serde(default)]
+    pub identity_resources: Vec<S<IdentityResource>>,
+    /// `[[api_scopes]]`.
+    #[serde(default)]
+    pub api_scopes: Vec<S<ApiScope>>,
+    /// `[[api_resources]]`.
+    #[serde(default)]
+    pub api_resources: Vec<S<ApiResource>>,
+    /// `[[clients]]`.
+    #[serde(default)]
+    pub clients: Vec<S<Client>>,
+    /// `[[users]]`.
+    #[serde(default)]
+    pub users: Vec<S<User>>,
+    /// `[proxy]`: the gateway.
+    pub proxy: Option<S<Proxy>>,
+    /// `[[routes]]`.
+    #[serde(default)]
+    pub routes: Vec<S<Route>>,
+    /// `[admin]`.
+    pub admin: Option<S<Admin>>,
+    /// How long shutdown waits for in-flight requests. Default `"10s"`.
+    pub shutdown_grace: Option<S<String>>,
+}
+
+/// `[issuer]`.
+#[derive(Debug, Deserialize)]
+pub struct Issuer {
+    /// Socket address to listen on, e.g. `"127.0.0.1:5000"`.
+    pub listen: S<String>,
+    /// The `iss` value and base URL of every endpoint.
+    pub issuer: S<String>,
+    /// Default `"1h"`.
+    pub access_token_lifetime: Option<S<String>>,
+    /// Default `false`.
+    #[serde(default)]
+    pub emit_static_audience: bool,
+    /// Default `"data"`.
+    pub data_dir: Option<S<String>>,
+    /// TLS certificate and key.
+    pub tls: Option<S<Tls>>,
+    /// `[[issuer.signing_keys]]`.
+    #[serde(default)]
+    pub signing_keys: Vec<S<SigningKey>>,
+}
+
+/// `tls = { cert, key }`. Parsed so that a file asking for TLS gets a clear error until TLS
+/// listeners are built; the fields are read then.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert: S<String>,
+    /// PEM private key.
+    pub key: S<String>,
+}
+
+/// `[[issuer.signing_keys]]`.
+#[derive(Debug, Deserialize)]
+pub struct SigningKey {
+    /// PKCS#8 PEM private key file.
+    pub file: S<String>,
+    /// ES256 | ES384 | RS256 | PS256 | EdDSA.
+    pub alg: S<String>,
+    /// Default: RFC 7638 thumbprint.
+    pub kid: Option<S<String>>,
+    /// Create the file on first start. Default `false`.
+    #[serde(default)]
+    pub generate_if_missing: bool,
+    /// Published, never used to sign. Default `false`.
+    #[serde(default)]
+    pub retired: bool,
+}
+
+/// `[[identity_resources]]`.
+#[derive(Debug, Deserialize)]
+pub struct IdentityResource {
+    /// The scope name.
+    pub name: S<String>,
+    /// Shown on consent.
+    pub display_name: Option<String>,
+    /// Claims released.
+    #[serde(default)]
+    pub user_claims: Vec<String>,
+}
+
+/// `[[api_scopes]]`.
+#[derive(Debug, Deserialize)]
+pub struct ApiScope {
+    /// The scope name.
+    pub name: S<String>,
+    /// Shown on consent.
+    pub display_name: Option<String>,
+    /// User claims added when granted.
+    #[serde(default)]
+    pub user_claims: Vec<String>,
+    /// Requested as `name:<value>`. Default `false`.
+    #[serde(default)]
+    pub parameterized: bool,
+    /// Claim receiving `<value>`.
+    pub parameter_claim: Option<S<String>>,
+}
+
+/// `[[api_resources]]`.
+#[derive(Debug, Deserialize)]
+pub struct ApiResource {
+    /// Absolute URI: the audience value.
+    pub name: S<String>,
+    /// Human name.
+    pub display_name: Option<String>,
+    /// References to `[[api_scopes]]`.
+    #[serde(default)]
+    pub scopes: Vec<S<String>>,
+    /// Resource isolation. Default `false`.
+    #[serde(default)]
+    pub require_resource_indicator: bool,
+    /// Default `true`.
+    pub enabled: Option<bool>,
+    /// User claims added for this API.
+    #[serde(default)]
+    pub user_claims: Vec<String>,
+    /// Empty: any.
+    #[serde(default)]
+    pub allowed_signing_algs: Vec<S<String>>,
+    /// Stored secrets for introspection.
+    #[serde(default)]
+    pub secrets: Vec<S<String>>,
+}
+
+/// `[[clients]]`.
+#[derive(Debug, Deserialize)]
+pub struct Client {
+    /// The `client_id`.
+    pub client_id: S<String>,
+    /// Stored secrets.
+    #[serde(default)]
+    pub secrets: Vec<S<String>>,
+    /// Default `true`.
+    pub require_secret: Option<bool>,
+    /// client_credentials | authorization_code | refresh_token.
+    #[serde(default)]
+    pub allowed_grant_types: Vec<S<String>>,
+    /// Scope names the client may request.
+    #[serde(default)]
+    pub allowed_scopes: Vec<S<String>>,
+    /// Overrides `[issuer] access_token_lifetime`.
+    pub access_token_lifetime: Option<S<String>>,
+    /// Exact redirect URIs.
+    #[serde(default)]
+    pub redirect_uris: Vec<S<String>>,
+    /// Default `true`.
+    pub require_pkce: Option<bool>,
+    /// Default `false`.
+    #[serde(default)]
+    pub require_consent: bool,
+    /// Default `false`.
+    #[serde(default)]
+    pub allow_offline_access: bool,
+    /// `"one_time"` (default) | `"reuse"`.
+    pub refresh_token_usage: Option<S<String>>,
+    /// Default `"30d"`.
+    pub refresh_token_lifetime: Option<S<String>>,
+    /// Default `"15d"`.
+    pub refresh_token_sliding_lifetime: Option<S<String>>,
+}
+
+/// `[[users]]`.
+#[derive(Debug, Deserialize)]
+pub struct User {
+    /// The `sub` value.
+    pub subject: S<String>,
+    /// Login name.
+    pub username: S<String>,
+    /// Argon2id PHC string.
+    pub password: S<String>,
+    /// Claims, e.g. `{ name = "Alice", email = "alice@example.com" }`.
+    #[serde(default)]
+    pub claims: BTreeMap<String, toml::Value>,
+}
+
+/// `[proxy]`.
+#[derive(Debug, Deserialize)]
+pub struct Proxy {
+    /// Socket address to listen on.
+    pub listen: S<String>,
+    /// Default `"30s"`.
+    pub clock_skew: Option<S<String>>,
+    /// Default `"30s"`.
+    pub upstream_timeout: Option<S<String>>,
+    /// TLS certificate and key.
+    pub tls: Option<S<Tls>>,
+    /// `[[proxy.trusted_issuers]]`.
+    #[serde(default)]
+    pub trusted_issuers: Vec<S<TrustedIssuer>>,
+}
+
+/// `[[proxy.trusted_issuers]]`.
+#[derive(Debug, Deserialize)]
+pub struct TrustedIssuer {
+    /// The `iss` value.
+    pub issuer: S<String>,
+    /// Default: discovered from the issuer.
+    pub jwks_uri: Option<S<String>>,
+    /// Default `true`.
+    pub require_typ: Option<bool>,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Deserialize)]
+pub struct Route {
+    /// Matches the prefix and everything below it on a segment boundary.
+    pub path_prefix: S<String>,
+    /// Optional host, case-insensitive, port ignored.
+    pub host: Option<S<String>>,
+    /// `http://` or `https://` origin.
+    pub upstream: S<String>,
+    /// Names an `[[api_resources]]` entry.
+    pub resource: S<String>,
+    /// Method → scopes, any one of which suffices; `"*"` for every other method.
+    pub scopes: Option<S<BTreeMap<String, Vec<S<String>>>>>,
+    /// Default `false`.
+    #[serde(default)]
+    pub strip_authorization: bool,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+pub struct Admin {
+    /// Socket address to listen on.
+    pub listen: S<String>,
+}

@@ -1,0 +1,208 @@
+use super::*;
+
+const VALID: &str = r#"
+[issuer]
+listen = "127.0.0.1:0"
+issuer = "http://127.0.0.1:5000"
+
+[[issuer.signing_keys]]
+file = "keys/es256.pem"
+alg = "ES256"
+generate_if_missing = true
+
+[[api_scopes]]
+name = "read"
+
+[[api_resources]]
+name = "urn:invoices"
+scopes = ["read"]
+require_resource_indicator = true
+
+[[clients]]
+client_id = "client"
+secrets = ["sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="]
+allowed_grant_types = ["client_credentials"]
+allowed_scopes = ["read"]
+"#;
+
+fn problems(text: &str) -> Vec<Problem> {
+    let dir = tempfile::tempdir().unwrap();
+    parse(text, dir.path(), MissingKeys::Generate).expect_err("invalid")
+}
+
+fn has(problems: &[Problem], key: &str, line: usize, needle: &str) {
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key == key && p.line == line && p.message.contains(needle)),
+        "no problem at {key} line {line} containing {needle:?} in:\n{}",
+        problems
+            .iter()
+            .map(|p| format!("  {p}\n"))
+            .collect::<String>()
+    );
+}
+
+#[test]
+fn a_valid_file_loads_and_generates_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse(VALID, dir.path(), MissingKeys::Generate).unwrap();
+    let issuer = config.issuer.unwrap();
+    assert_eq!(issuer.keys.all().len(), 1);
+    assert!(dir.path().join("keys/es256.pem").exists());
+    assert!(config.model.api_resource("urn:invoices").unwrap().isolated);
+    assert_eq!(
+        issuer.url("/connect/token"),
+        "http://127.0.0.1:5000/connect/token"
+    );
+}
+
+#[test]
+fn check_mode_accepts_a_missing_generated_key_without_writing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    parse(VALID, dir.path(), MissingKeys::Accept).unwrap();
+    assert!(!dir.path().join("keys").exists());
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_its_position() {
+    let text = VALID
+        .replace("alg = \"ES256\"", "alg = \"ES256\"\nalgo = 1")
+        .replace("[[api_scopes]]", "bogus = true\n[[api_scopes]]")
+        + "colour = \"red\"\n";
+    let p = problems(&text);
+    has(&p, "issuer.signing_keys[0].algo", 9, "unknown key `algo`");
+    has(
+        &p,
+        "issuer.signing_keys[0].bogus",
+        12,
+        "unknown key `bogus`",
+    );
+    has(&p, "clients[0].colour", 26, "unknown key `colour`");
+    assert_eq!(p.len(), 3);
+    assert_eq!(p[0].column, 1);
+}
+
+#[test]
+fn every_semantic_problem_is_reported_at_once() {
+    let text = r#"
+shutdown_grace = "soon"
+[issuer]
+listen = "nowhere"
+issuer = "http://127.0.0.1:5000"
+[[issuer.signing_keys]]
+file = "missing.pem"
+alg = "HS256"
+[[api_scopes]]
+name = "read"
+[[api_scopes]]
+name = "read"
+[[api_resources]]
+name = "invoices"
+scopes = ["read", "delete"]
+[[api_resources]]
+name = "urn:x#frag"
+[[clients]]
+client_id = "c"
+secrets = ["plain"]
+allowed_grant_types = ["password"]
+allowed_scopes = ["read", "profile"]
+[proxy]
+listen = "127.0.0.1:0"
+[[routes]]
+path_prefix = "/a/../b"
+upstream = "http://127.0.0.1:1"
+resource = "urn:nothing"
+"#;
+    let p = problems(text);
+    has(&p, "shutdown_grace", 2, "not a duration");
+    has(&p, "issuer.listen", 4, "not a socket address");
+    has(&p, "issuer.signing_keys[0].alg", 8, "unsupported algorithm");
+    has(&p, "issuer.signing_keys", 3, "at least one signing key");
+    has(&p, "api_scopes[1].name", 12, "duplicate scope name");
+    has(&p, "api_resources[0].name", 14, "absolute URI");
+    has(&p, "api_resources[0].scopes[1]", 15, "\"delete\"");
+    has(&p, "api_resources[1].name", 17, "without fragment");
+    has(&p, "clients[0].secrets[0]", 20, "hash-secret");
+    has(
+        &p,
+        "clients[0].allowed_grant_types[0]",
+        21,
+        "expected client_credentials",
+    );
+    has(&p, "clients[0].allowed_scopes[1]", 22, "\"profile\"");
+    has(&p, "routes[0].path_prefix", 26, "normalised");
+    has(&p, "routes[0].resource", 28, "\"urn:nothing\"");
+    // Sorted by position.
+    assert!(p
+        .windows(2)
+        .all(|w| (w[0].line, w[0].column) <= (w[1].line, w[1].column)));
+}
+
+#[test]
+fn key_files_that_are_unreadable_or_of_another_type_are_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::jwt::generate_file(&dir.path().join("rsa.pem"), crate::jwt::Alg::RS256).unwrap();
+    std::fs::write(dir.path().join("junk.pem"), "hello").unwrap();
+    let text = VALID.replace(
+        "file = \"keys/es256.pem\"\nalg = \"ES256\"\ngenerate_if_missing = true",
+        "file = \"rsa.pem\"\nalg = \"ES256\"\n[[issuer.signing_keys]]\nfile = \"junk.pem\"\nalg = \"ES256\"\n[[issuer.signing_keys]]\nfile = \"nope.pem\"\nalg = \"ES256\"",
+    );
+    let p = parse(&text, dir.path(), MissingKeys::Generate).unwrap_err();
+    has(&p, "issuer.signing_keys[0].file", 7, "RSA key, use RS256");
+    has(&p, "issuer.signing_keys[1].file", 10, "not a PEM file");
+    has(&p, "issuer.signing_keys[2].file", 13, "cannot read");
+}
+
+#[test]
+fn a_syntax_error_is_reported_with_its_position() {
+    let p = problems("[issuer\nlisten = 1\n");
+    assert_eq!(p.len(), 1);
+    assert_eq!((p[0].line, p[0].column), (1, 8), "{}", p[0]);
+}
+
+#[test]
+fn a_type_error_is_reported_with_its_position() {
+    let p = problems(&VALID.replace("listen = \"127.0.0.1:0\"", "listen = 5000"));
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].line, 3, "{}", p[0]);
+    assert!(p[0].message.contains("expected a string"), "{}", p[0]);
+}
+
+#[test]
+fn a_file_with_neither_issuer_nor_proxy_has_nothing_to_run() {
+    let p = problems("[[api_scopes]]\nname = \"read\"\n");
+    assert!(p.iter().any(|p| p.message.contains("nothing to run")));
+}
+
+#[test]
+fn allowed_signing_algs_need_a_key_that_can_sign() {
+    let text = VALID.replace(
+        "require_resource_indicator = true",
+        "allowed_signing_algs = [\"RS256\"]",
+    );
+    let p = problems(&text);
+    has(
+        &p,
+        "api_resources[0].allowed_signing_algs",
+        17,
+        "no signing key",
+    );
+}
+
+#[test]
+fn invalid_reports_every_problem_with_the_file_name() {
+    let err = Invalid {
+        path: "isogate.toml".into(),
+        problems: vec![Problem {
+            key: "a.b".into(),
+            line: 3,
+            column: 7,
+            message: "bad".into(),
+        }],
+    };
+    assert_eq!(
+        err.to_string(),
+        "isogate.toml: 1 problem\n  isogate.toml:3:7: a.b: bad"
+    );
+}
