@@ -1,5 +1,194 @@
 //! isogate: OAuth 2.0 resource isolation for any HTTP API.
+//!
+//! One resource file (see [`config`]) drives a token service ([`issuer`]) that mints RFC 9068
+//! access tokens cut down to one API resource (RFC 8707), and a gateway that lets a request
+//! through only with a token minted for the API it targets.
+
 pub mod config;
+pub mod http;
+pub mod issuer;
 pub mod jwt;
 pub mod resources;
 pub mod secret;
+pub mod state;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::state::{Shared, Snapshot};
+
+/// A listener's job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The token service.
+    Issuer,
+    /// The gateway.
+    Proxy,
+    /// Health and metrics.
+    Admin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Issuer => "issuer",
+            Role::Proxy => "proxy",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for the {role}: {source}")]
+pub struct BindError {
+    /// Which listener.
+    pub role: Role,
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// A running isogate: its listeners and the shared snapshot they serve.
+pub struct Server {
+    state: Shared,
+    addrs: Vec<(Role, SocketAddr)>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Binds every listener the configuration names and starts serving. Each logs
+    /// `listening role=<role> addr=<ip:port>` with the real address.
+    pub async fn start(config: Config) -> Result<Server, BindError> {
+        let grace = config.shutdown_grace;
+        let mut wanted = Vec::new();
+        if let Some(issuer) = &config.issuer {
+            wanted.push((Role::Issuer, issuer.listen));
+        }
+        if config.proxy.is_some() {
+            tracing::warn!("the [proxy] section is validated but the gateway is not available in this version of isogate yet");
+        }
+        if config.admin.is_some() {
+            tracing::warn!("the [admin] section is validated but the admin listener is not available in this version of isogate yet");
+        }
+        let state: Shared = Arc::new(ArcSwap::from_pointee(Snapshot::new(config)));
+        let (stop, stop_rx) = watch::channel(false);
+        let mut listeners = Vec::new();
+        for (role, addr) in wanted {
+            let listener =
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BindError { role, addr, source })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| BindError { role, addr, source })?;
+            listeners.push((role, local, listener));
+        }
+        let mut tasks = JoinSet::new();
+        let mut addrs = Vec::new();
+        for (role, addr, listener) in listeners {
+            let rx = stop_rx.clone();
+            match role {
+                Role::Issuer => {
+                    let state = state.clone();
+                    let handle = move |req, peer| issuer::handle(state.clone(), req, peer);
+                    tasks.spawn(http::serve(listener, handle, rx, grace));
+                }
+                Role::Proxy | Role::Admin => unreachable!("not bound in this version"),
+            }
+            tracing::info!(role = %role, addr = %addr, "listening");
+            addrs.push((role, addr));
+        }
+        Ok(Server {
+            state,
+            addrs,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The real address of a role's listener.
+    pub fn addr(&self, role: Role) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(r, _)| *r == role).map(|(_, a)| *a)
+    }
+
+    /// The snapshot being served.
+    pub fn state(&self) -> &Shared {
+        &self.state
+    }
+
+    /// Loads the file at `path` again and, when it is valid, swaps it in atomically;
+    /// an invalid file changes nothing and every problem is logged.
+    pub fn reload(&self, path: &std::path::Path) {
+        match config::load(path, config::MissingKeys::Generate) {
+            Ok(config) => {
+                let current = self.state.load();
+                let before = listen_addrs(&current.config);
+                if listen_addrs(&config) != before {
+                    tracing::warn!(
+                        "a listen address changed; that takes effect only after a restart"
+                    );
+                }
+                self.state.store(Arc::new(Snapshot::new(config)));
+                tracing::info!(file = %path.display(), "configuration reloaded");
+            }
+            Err(invalid) => {
+                tracing::error!("configuration rejected, the previous one keeps serving: {invalid}")
+            }
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), and returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+fn listen_addrs(config: &Config) -> [Option<SocketAddr>; 3] {
+    [
+        config.issuer.as_ref().map(|i| i.listen),
+        config.proxy.as_ref().map(|p| p.listen),
+        config.admin,
+    ]
+}
+
+/// Something stopped a running server.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Serves `config` until SIGTERM or SIGINT, reloading the file on SIGHUP.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let path = config.path.clone();
+    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
+    let server = Server::start(config).await?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => server.reload(&path),
+        }
+    }
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    server.shutdown().await;
+    Ok(())
+}

@@ -46,6 +46,31 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
+impl Config {
+    /// One line saying what the file configures, for `isogate check`.
+    pub fn summary(&self) -> String {
+        let issuer = match &self.issuer {
+            Some(i) if i.keys_to_generate > 0 => format!(
+                "issuer {} ({} signing keys, {} more generated on first start)",
+                i.issuer,
+                i.keys.all().len(),
+                i.keys_to_generate
+            ),
+            Some(i) => format!("issuer {} ({} signing keys)", i.issuer, i.keys.all().len()),
+            None => "no issuer".into(),
+        };
+        format!(
+            "{issuer}, {} API resources, {} API scopes, {} identity resources, {} clients, {} users, {} routes",
+            self.model.api_resources.len(),
+            self.model.api_scopes.len(),
+            self.model.identity_resources.len(),
+            self.clients.len(),
+            self.users.len(),
+            self.routes.len(),
+        )
+    }
+}
+
 /// `[issuer]`, validated.
 #[derive(Debug)]
 pub struct IssuerConfig {
@@ -59,6 +84,8 @@ pub struct IssuerConfig {
     pub data_dir: PathBuf,
     /// Signing keys in file order.
     pub keys: KeySet,
+    /// Keys marked `generate_if_missing` whose files do not exist yet (`isogate check` only).
+    pub keys_to_generate: usize,
 }
 
 impl IssuerConfig {

@@ -321,6 +321,7 @@ fn issuer_config(
     let mut keys = Vec::new();
     let mut kids = BTreeSet::new();
     let mut signers = 0;
+    let mut keys_to_generate = 0;
     for (i, key) in signing_keys.into_iter().enumerate() {
         let raw::SigningKey {
             file,
@@ -343,6 +344,7 @@ fn issuer_config(
         let file_key = format!("issuer.signing_keys[{i}].file");
         if generate_if_missing && !path.exists() {
             if missing_keys == MissingKeys::Accept {
+                keys_to_generate += 1;
                 continue;
             }
             if let Err(e) = crate::jwt::generate_file(&path, alg_value) {
@@ -385,6 +387,7 @@ fn issuer_config(
         access_token_lifetime,
         data_dir,
         keys: KeySet::new(keys),
+        keys_to_generate,
     }
 }
 

@@ -320,7 +320,7 @@ pub fn generate_pem(alg: Alg) -> Result<String, String> {
 
 /// Writes a new key for `alg` to `path` with mode 0600, creating parent folders (0700).
 /// Fails if the file exists: a key is never overwritten.
-pub(crate) fn generate_file(path: &Path, alg: Alg) -> Result<(), KeyError> {
+pub fn generate_file(path: &Path, alg: Alg) -> Result<(), KeyError> {
     let fail = |reason: String| KeyError::Generate {
         path: path.to_owned(),
         reason,

@@ -2,6 +2,7 @@
 //! and compact JWS signing.
 
 mod keys;
+pub use keys::generate_file as generate_key_file;
 pub(crate) use keys::generate_file;
 mod sign;
 

@@ -1,0 +1,59 @@
+//! The discovery document (OpenID Connect Discovery 1.0 and RFC 8414), one for both
+//! well-known locations.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::config::{Config, IssuerConfig};
+use crate::jwt::Alg;
+use crate::resources::OFFLINE_ACCESS;
+
+/// Serialises the discovery document of `issuer`.
+pub fn document(issuer: &IssuerConfig, config: &Config) -> Bytes {
+    let model = &config.model;
+    let mut scopes: Vec<&str> = model
+        .identity_resources
+        .keys()
+        .chain(model.api_scopes.keys())
+        .map(String::as_str)
+        .collect();
+    if config.clients.values().any(|c| c.allow_offline_access) {
+        scopes.push(OFFLINE_ACCESS);
+    }
+    let mut claims: Vec<&str> = model
+        .identity_resources
+        .values()
+        .flat_map(|r| r.user_claims.iter().map(String::as_str))
+        .chain(["sub"])
+        .collect();
+    claims.sort_unstable();
+    claims.dedup();
+    // OpenID Connect requires RS256 among the id_token algorithms; list every signing
+    // algorithm configured, RS256 first when present.
+    let mut algs: Vec<Alg> = issuer
+        .keys
+        .all()
+        .iter()
+        .filter(|k| !k.retired)
+        .map(|k| k.alg)
+        .collect();
+    algs.sort_by_key(|a| (*a != Alg::RS256, *a));
+    algs.dedup();
+    let doc: Value = json!({
+        "issuer": issuer.issuer,
+        "jwks_uri": issuer.url("/.well-known/jwks"),
+        "authorization_endpoint": issuer.url("/connect/authorize"),
+        "token_endpoint": issuer.url("/connect/token"),
+        "scopes_supported": scopes,
+        "claims_supported": claims,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": algs.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+    });
+    Bytes::from(doc.to_string())
+}

@@ -1,0 +1,72 @@
+//! The token service: discovery, JWKS and the token endpoint (SPEC §3).
+
+mod client_auth;
+pub mod discovery;
+mod error;
+pub mod form;
+pub mod token;
+
+pub use error::OAuthError;
+pub use token::{mint, token, TokenResponse};
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::http::{json_bytes, method_not_allowed, text, Body};
+use crate::state::Shared;
+
+/// Answers one request to the issuer listener.
+pub async fn handle(state: Shared, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    let snapshot = state.load_full();
+    let (Some(issuer), Some(docs)) = (&snapshot.config.issuer, &snapshot.issuer_docs) else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the token service is not configured\n",
+        );
+    };
+    let path = req.uri().path();
+    // An issuer URL with a path (https://id.example.com/tenant) serves below that path.
+    let base = url::Url::parse(&issuer.issuer)
+        .map(|u| u.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    let path = path.strip_prefix(base.as_str()).unwrap_or(path);
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    match path {
+        "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server" => {
+            if !get {
+                return method_not_allowed("GET, HEAD");
+            }
+            cacheable(json_bytes(StatusCode::OK, docs.discovery.clone()))
+        }
+        "/.well-known/jwks" => {
+            if !get {
+                return method_not_allowed("GET, HEAD");
+            }
+            let mut response = cacheable(json_bytes(StatusCode::OK, docs.jwks.clone()));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/jwk-set+json"),
+            );
+            response
+        }
+        "/connect/token" => {
+            if req.method() != Method::POST {
+                return method_not_allowed("POST");
+            }
+            token::endpoint(&snapshot, issuer, req, SystemTime::now()).await
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Discovery and JWKS may be cached briefly; a removed key disappears within a minute.
+fn cacheable(mut response: Response<Body>) -> Response<Body> {
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("public, max-age=60"),
+    );
+    response
+}

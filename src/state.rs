@@ -1,0 +1,45 @@
+//! The one immutable snapshot of everything a reload can change, behind one `ArcSwap` so a
+//! swap is atomic: a request loads it once and finishes on the snapshot it started with.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::issuer;
+
+/// Everything derived from one valid resource file.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The validated file.
+    pub config: Config,
+    /// Pre-serialised documents of the token service, when it runs.
+    pub issuer_docs: Option<IssuerDocs>,
+}
+
+/// Documents that change only with the configuration, serialised once.
+#[derive(Debug)]
+pub struct IssuerDocs {
+    /// `/.well-known/openid-configuration` and `/.well-known/oauth-authorization-server`.
+    pub discovery: Bytes,
+    /// `/.well-known/jwks`.
+    pub jwks: Bytes,
+}
+
+impl Snapshot {
+    /// Builds the snapshot of a validated configuration.
+    pub fn new(config: Config) -> Self {
+        let issuer_docs = config.issuer.as_ref().map(|issuer| IssuerDocs {
+            discovery: issuer::discovery::document(issuer, &config),
+            jwks: Bytes::from(serde_json::to_vec(&issuer.keys.jwks()).unwrap_or_default()),
+        });
+        Snapshot {
+            config,
+            issuer_docs,
+        }
+    }
+}
+
+/// The shared, swappable snapshot.
+pub type Shared = Arc<ArcSwap<Snapshot>>;
