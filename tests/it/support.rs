@@ -1,0 +1,237 @@
+//! The harness: a real isogate on an ephemeral port, an HTTP client, token helpers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use isogate::config::{self, MissingKeys};
+use isogate::{Role, Server};
+use serde_json::Value;
+
+/// The secret of every test client, stored as `SECRET_HASH`.
+pub const SECRET: &str = "secret";
+pub const SECRET_HASH: &str = "sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=";
+
+/// The seed: invoices (isolated) and products share read/write; `transaction` is
+/// parameterized. The issuer section is prepended by [`Isogate::start`].
+pub const SEED: &str = r#"
+[[api_scopes]]
+name = "read"
+[[api_scopes]]
+name = "write"
+[[api_scopes]]
+name = "transaction"
+parameterized = true
+parameter_claim = "transaction_id"
+
+[[api_resources]]
+name = "urn:invoices"
+scopes = ["read", "write"]
+require_resource_indicator = true
+
+[[api_resources]]
+name = "urn:products"
+scopes = ["read", "write"]
+
+[[api_resources]]
+name = "urn:payments"
+scopes = ["transaction"]
+
+[[clients]]
+client_id = "client"
+secrets = ["sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="]
+allowed_grant_types = ["client_credentials"]
+allowed_scopes = ["read", "write", "transaction"]
+"#;
+
+/// The `[issuer]` section used by default: an ES256 key that signs and an RS256 key.
+pub fn issuer_section(issuer_url: &str) -> String {
+    format!(
+        r#"
+[issuer]
+listen = "127.0.0.1:0"
+issuer = "{issuer_url}"
+
+[[issuer.signing_keys]]
+file = "keys/es256.pem"
+alg = "ES256"
+kid = "es"
+generate_if_missing = true
+
+[[issuer.signing_keys]]
+file = "keys/rs256.pem"
+alg = "RS256"
+kid = "rs"
+generate_if_missing = true
+"#
+    )
+}
+
+/// A running isogate with its config folder.
+pub struct Isogate {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+}
+
+impl Isogate {
+    /// Starts isogate on the seed with the default issuer section.
+    pub async fn seed() -> Self {
+        Self::start(&(issuer_section("http://isogate.test") + SEED)).await
+    }
+
+    /// Writes `toml` to a fresh folder as `isogate.toml` and starts isogate on it.
+    pub async fn start(toml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, toml).await
+    }
+
+    /// Like [`Isogate::start`] in a prepared folder (e.g. with key files in it).
+    pub async fn start_in(dir: tempfile::TempDir, toml: &str) -> Self {
+        let path = dir.path().join("isogate.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let config = config::load(&path, MissingKeys::Generate).unwrap_or_else(|e| panic!("{e}"));
+        let server = Server::start(config).await.expect("start");
+        Isogate { server, dir }
+    }
+
+    pub fn addr(&self, role: Role) -> SocketAddr {
+        self.server.addr(role).expect("listener")
+    }
+
+    /// `http://<issuer addr><path>`.
+    pub fn issuer_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr(Role::Issuer))
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// POSTs a form to the token endpoint with `client:secret` as HTTP Basic.
+    pub async fn token(&self, form: &[(&str, &str)]) -> Reply {
+        post_form(
+            &self.issuer_url("/connect/token"),
+            form,
+            Some(("client", SECRET)),
+        )
+        .await
+    }
+
+    /// A token for `form`, asserting success; returns the response JSON.
+    pub async fn token_ok(&self, form: &[(&str, &str)]) -> Value {
+        let reply = self.token(form).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.json()
+    }
+}
+
+/// A whole HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends one request over a fresh connection.
+pub async fn send(req: Request<Full<Bytes>>) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let response = client.request(req).await.expect("request");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Reply {
+    send(Request::get(url).body(Full::default()).unwrap()).await
+}
+
+/// A form-urlencoded body.
+pub fn form_body(form: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish()
+}
+
+/// RFC 6749 §2.3.1 Basic credentials (both halves form-urlencoded).
+pub fn basic(id: &str, secret: &str) -> String {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}:{}", enc(id), enc(secret)))
+    )
+}
+
+pub async fn post_form(
+    url: &str,
+    form: &[(&str, &str)],
+    credentials: Option<(&str, &str)>,
+) -> Reply {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some((id, secret)) = credentials {
+        req = req.header("authorization", basic(id, secret));
+    }
+    send(req.body(Full::new(Bytes::from(form_body(form)))).unwrap()).await
+}
+
+/// The decoded header and claims of a compact JWS (no verification).
+pub fn decode_parts(token: &str) -> (Value, Value) {
+    let mut parts = token.split('.');
+    let mut next = || {
+        let part = parts.next().expect("three parts");
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("json")
+    };
+    (next(), next())
+}
+
+/// Verifies `token` with the key named by its `kid` in the issuer's published JWKS, using
+/// jsonwebtoken (an implementation independent of isogate's signer), and returns the claims.
+pub async fn verify(isogate: &Isogate, token: &str, audience: &str) -> Value {
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(&get(&isogate.issuer_url("/.well-known/jwks")).await.body)
+            .expect("jwks");
+    let header = jsonwebtoken::decode_header(token).expect("header");
+    let jwk = jwks
+        .find(header.kid.as_deref().expect("kid"))
+        .expect("kid in JWKS");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).expect("key");
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap_or_else(|e| panic!("token does not verify: {e}"))
+        .claims
+}
+
+/// The repository's root (for config/ and the binary).
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
