@@ -142,7 +142,7 @@ impl Server {
                 tracing::info!(file = %path.display(), "configuration reloaded");
             }
             Err(invalid) => {
-                tracing::error!("configuration rejected, the previous one keeps serving: {invalid}")
+                invalid.log("configuration rejected; the previous configuration keeps serving")
             }
         }
     }

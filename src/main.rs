@@ -127,7 +127,7 @@ fn serve(path: &Path) -> ExitCode {
     let config = match config::load(path, MissingKeys::Generate) {
         Ok(config) => config,
         Err(invalid) => {
-            tracing::error!("{invalid}");
+            invalid.log("invalid configuration; not starting");
             return ExitCode::from(EXIT_INVALID);
         }
     };

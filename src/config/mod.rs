@@ -199,6 +199,16 @@ impl fmt::Display for Invalid {
     }
 }
 
+impl Invalid {
+    /// Logs a summary line, then one line per problem (so each can be grepped and counted).
+    pub fn log(&self, what: &str) {
+        tracing::error!(file = %self.path.display(), problems = self.problems.len(), "{what}");
+        for p in &self.problems {
+            tracing::error!(file = %self.path.display(), "{p}");
+        }
+    }
+}
+
 /// Reads, parses and validates the resource file at `path`.
 pub fn load(path: &Path, missing_keys: MissingKeys) -> Result<Config, Invalid> {
     let invalid = |problems| Invalid {

@@ -1,1 +1,264 @@
+//! The real `isogate` binary: exit codes, printed problems, the listening line, signals.
 
+use std::path::Path;
+use std::process::Command;
+
+use http::StatusCode;
+
+use crate::support::*;
+
+fn isogate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_isogate"))
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = isogate()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn isogate");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_shipped_example_config_passes_check() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo().join("config")).expect("config/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let (code, out, err) = run(&["check", "--config", path.to_str().unwrap()], None);
+            assert_eq!(code, 0, "{}: {out}{err}", path.display());
+            assert!(out.contains(": ok, "), "{out}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+}
+
+#[test]
+fn check_prints_every_problem_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let text = issuer_section("http://isogate.test") + SEED;
+    let text = text
+        .replace(
+            "allowed_scopes = [\"read\", \"write\", \"transaction\"]",
+            "allowed_scopes = [\"read\", \"delete\"]\ncolour = 1",
+        )
+        .replace("name = \"urn:products\"", "name = \"products\"");
+    std::fs::write(&path, text).unwrap();
+    let (code, out, err) = run(&["check", "--config", path.to_str().unwrap()], None);
+    assert_eq!(code, 64, "{out}{err}");
+    assert!(err.contains("3 problems"), "{err}");
+    assert!(
+        err.contains("api_resources[1].name: must be an absolute URI"),
+        "{err}"
+    );
+    assert!(err.contains("clients[0].allowed_scopes[1]: no [[identity_resources]] or [[api_scopes]] entry is named \"delete\""), "{err}");
+    assert!(
+        err.contains("clients[0].colour: unknown key `colour`"),
+        "{err}"
+    );
+    // Each with file:line:column.
+    let prefix = format!("{}:", path.display());
+    let located = err
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix(&prefix))
+        .filter(|rest| rest.split(':').take(2).all(|n| n.parse::<usize>().is_ok()))
+        .count();
+    assert_eq!(located, 3, "{err}");
+}
+
+#[test]
+fn serve_refuses_an_invalid_file_with_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[issuer]\nlisten = 1\n").unwrap();
+    let (code, _, err) = run(&["serve", "--config", path.to_str().unwrap()], None);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("bad.toml"), "{err}");
+}
+
+#[test]
+fn hash_secret_reads_the_argument_or_stdin() {
+    let expected = "sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=\n";
+    assert_eq!(run(&["hash-secret", "secret"], None).1, expected);
+    assert_eq!(run(&["hash-secret"], Some("secret\n")).1, expected);
+}
+
+#[test]
+fn hash_password_prints_an_argon2id_phc_string() {
+    let (code, out, _) = run(&["hash-password"], Some("correct horse\n"));
+    assert_eq!(code, 0);
+    assert!(out.starts_with("$argon2id$v=19$"), "{out}");
+}
+
+#[test]
+fn keygen_writes_a_private_pkcs8_key_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    for alg in ["ES256", "ES384", "RS256", "PS256", "EdDSA"] {
+        let out = dir.path().join(format!("{alg}.pem"));
+        let out_str = out.to_str().unwrap();
+        let (code, _, err) = run(&["keygen", "--alg", alg, "--out", out_str], None);
+        assert_eq!(code, 0, "{err}");
+        let pem = std::fs::read_to_string(&out).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{alg}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        isogate::jwt::SigningKey::from_file(&out, alg.parse().unwrap(), None, false)
+            .expect("loads as its alg");
+        let (code, _, err) = run(&["keygen", "--alg", alg, "--out", out_str], None);
+        assert_ne!(code, 0, "overwrote {alg}");
+        assert!(
+            err.contains("File exists") || err.contains("exists"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), pem);
+    }
+    let (code, _, _) = run(
+        &[
+            "keygen",
+            "--alg",
+            "HS256",
+            "--out",
+            dir.path().join("x").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 2);
+}
+
+/// Starts `isogate serve` on a seed config in `dir` and waits for its listening line.
+fn serve(dir: &Path, extra: &[&str]) -> (Running, std::net::SocketAddr) {
+    serve_until(dir, extra, "listening role=issuer addr=")
+}
+
+fn serve_until(dir: &Path, extra: &[&str], needle: &str) -> (Running, std::net::SocketAddr) {
+    let path = dir.join("isogate.toml");
+    std::fs::write(&path, issuer_section("http://isogate.test") + SEED).unwrap();
+    let mut args = vec!["serve", "--config", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let mut running = Running::spawn(env!("CARGO_BIN_EXE_isogate"), &args);
+    let line = running.wait_for(needle);
+    let addr = listening_addr(&line).unwrap_or_else(|| panic!("no address in {line}"));
+    (running, addr)
+}
+
+/// The address in a `listening` line, text or JSON.
+fn listening_addr(line: &str) -> Option<std::net::SocketAddr> {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
+        return value["addr"].as_str()?.parse().ok();
+    }
+    line.rsplit("addr=")
+        .next()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn serve_logs_listening_issues_tokens_never_logs_them_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, addr) = serve(dir.path(), &[]);
+    assert_ne!(addr.port(), 0, "the line tells the real port");
+    let reply = post_form(
+        &format!("http://{addr}/connect/token"),
+        &[("grant_type", "client_credentials")],
+        Some(("client", SECRET)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    running.wait_for("access token issued");
+    running.signal("TERM");
+    let (code, log) = running.finish();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(!log.contains(&token), "the token was logged");
+    assert!(
+        !log.contains(SECRET_HASH) && !log.contains("PRIVATE KEY"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn sighup_applies_a_valid_file_and_keeps_serving_on_an_invalid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, addr) = serve(dir.path(), &[]);
+    let url = format!("http://{addr}/connect/token");
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("resource", "urn:invoices"),
+    ];
+    let scope = |reply: Reply| reply.json()["scope"].as_str().unwrap().to_owned();
+    assert_eq!(
+        scope(post_form(&url, &form, Some(("client", SECRET))).await),
+        "read write"
+    );
+
+    let path = dir.path().join("isogate.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "allowed_scopes = [\"read\", \"write\", \"transaction\"]",
+            "allowed_scopes = [\"read\"]",
+        ),
+    )
+    .unwrap();
+    running.signal("HUP");
+    running.wait_for("configuration reloaded");
+    assert_eq!(
+        scope(post_form(&url, &form, Some(("client", SECRET))).await),
+        "read"
+    );
+
+    std::fs::write(&path, "this is = = not toml").unwrap();
+    running.signal("HUP");
+    let line = running.wait_for("configuration rejected");
+    assert!(line.contains("problems=1"), "{line}");
+    let line = running.wait_for("isogate.toml");
+    assert!(line.contains("1:6:"), "the problem is located: {line}");
+    assert_eq!(
+        scope(post_form(&url, &form, Some(("client", SECRET))).await),
+        "read",
+        "the last good config serves"
+    );
+    running.signal("TERM");
+    assert_eq!(running.finish().0, Some(0));
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, addr) = serve_until(dir.path(), &["--log-format", "json"], "\"listening\"");
+    let line = running.last_line_with("listening");
+    let value: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(value["message"], "listening");
+    assert_eq!(value["role"], "issuer");
+    assert_eq!(value["addr"], addr.to_string());
+    running.signal("TERM");
+    assert_eq!(running.finish().0, Some(0));
+}

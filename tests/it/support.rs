@@ -76,6 +76,7 @@ generate_if_missing = true
 /// A running isogate with its config folder.
 pub struct Isogate {
     pub server: Server,
+    /// The config folder; removed when the test ends.
     pub dir: tempfile::TempDir,
 }
 
@@ -109,6 +110,7 @@ impl Isogate {
         format!("http://{}{path}", self.addr(Role::Issuer))
     }
 
+    /// A file in the config folder.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -231,7 +233,125 @@ pub async fn verify(isogate: &Isogate, token: &str, audience: &str) -> Value {
         .claims
 }
 
+/// Writes `request` as is on a new TCP connection and returns everything the server sends
+/// until it closes (send `Connection: close`).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // The server may answer and close before reading everything; a failed write is fine.
+    let _ = stream.write_all(request).await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
 /// The repository's root (for config/ and the binary).
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A child process whose stderr lines are collected as they come.
+pub struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    pub fn spawn(program: &str, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (up to 30 s) for a stderr line containing `needle` and returns it.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line containing {needle:?}; the log so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The newest line seen so far that contains `needle`, waiting for one if none.
+    pub fn last_line_with(&mut self, needle: &str) -> String {
+        match self.seen.iter().rev().find(|l| l.contains(needle)) {
+            Some(line) => line.clone(),
+            None => self.wait_for(needle),
+        }
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`, …).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits (up to 30 s) for the process to exit; returns its code and the whole log.
+    pub fn finish(mut self) -> (Option<i32>, String) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let code = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "did not exit:\n{}",
+                self.seen.join("\n")
+            );
+            // Drain the log while waiting; the reader thread ends when the process does.
+            if let Ok(line) = self
+                .lines
+                .recv_timeout(std::time::Duration::from_millis(50))
+            {
+                self.seen.push(line);
+            }
+        };
+        self.seen.extend(self.lines.try_iter());
+        (code, std::mem::take(&mut self.seen).join("\n"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
