@@ -206,3 +206,36 @@ fn invalid_reports_every_problem_with_the_file_name() {
         "isogate.toml: 1 problem\n  isogate.toml:3:7: a.b: bad"
     );
 }
+
+#[test]
+fn a_parameter_claim_may_not_overwrite_a_token_claim() {
+    let text = VALID.replace(
+        "[[api_scopes]]\nname = \"read\"",
+        "[[api_scopes]]\nname = \"read\"\n[[api_scopes]]\nname = \"tx\"\nparameterized = true\nparameter_claim = \"sub\"",
+    );
+    let p = problems(&text);
+    has(
+        &p,
+        "api_scopes[1].parameter_claim",
+        16,
+        "isogate sets itself",
+    );
+}
+
+proptest::proptest! {
+    /// Whatever the text, parsing returns problems or a config; it never panics.
+    #[test]
+    fn any_text_parses_or_reports(text in "(\\PC|\n|\\[|\\]|=|\"){0,400}") {
+        let dir = tempfile::tempdir().unwrap();
+        let _ = parse(&text, dir.path(), MissingKeys::Accept);
+    }
+
+    /// Lines of the valid file, dropped or repeated at random, never panic the validator.
+    #[test]
+    fn mangled_valid_files_never_panic(picks in proptest::collection::vec(0usize..40, 0..60)) {
+        let lines: Vec<&str> = VALID.lines().collect();
+        let text: String = picks.iter().filter_map(|i| lines.get(*i)).map(|l| format!("{l}\n")).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let _ = parse(&text, dir.path(), MissingKeys::Accept);
+    }
+}

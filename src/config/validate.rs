@@ -26,6 +26,22 @@ const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 const DEFAULT_REFRESH_SLIDING_LIFETIME: Duration = Duration::from_secs(15 * 86_400);
 const MAX_RESOURCE_LEN: usize = 512;
+/// Claims of an access token that configuration may not supply.
+const RESERVED_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "client_id",
+    "scope",
+    "auth_time",
+    "acr",
+    "amr",
+    "cnf",
+];
 
 struct V<'a> {
     lines: &'a Lines<'a>,
@@ -256,11 +272,18 @@ fn scopes(
         }
         v.unique(names, &name, key, "scope name");
         if let Some(claim) = &parameter_claim {
+            let key = format!("api_scopes[{i}].parameter_claim");
             if !parameterized {
                 v.at(
                     claim,
-                    format!("api_scopes[{i}].parameter_claim"),
+                    key,
                     "only a parameterized scope has a parameter claim",
+                );
+            } else if RESERVED_CLAIMS.contains(&claim.get_ref().as_str()) {
+                v.at(
+                    claim,
+                    key,
+                    format!("{:?} is a claim isogate sets itself", claim.get_ref()),
                 );
             }
         }

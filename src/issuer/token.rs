@@ -187,3 +187,95 @@ fn jti() -> String {
     aws_lc_rs::rand::fill(&mut bytes).unwrap_or_else(|_| panic!("the system RNG failed"));
     URL_SAFE_NO_PAD.encode(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, MissingKeys};
+    use proptest::prelude::*;
+
+    const CONFIG: &str = r#"
+[issuer]
+listen = "127.0.0.1:0"
+issuer = "http://isogate.test"
+[[issuer.signing_keys]]
+file = "k.pem"
+alg = "ES256"
+generate_if_missing = true
+[[api_scopes]]
+name = "read"
+[[api_scopes]]
+name = "tx"
+parameterized = true
+parameter_claim = "tx_id"
+[[api_resources]]
+name = "urn:invoices"
+scopes = ["read", "tx"]
+[[clients]]
+client_id = "client"
+secrets = ["sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="]
+allowed_grant_types = ["client_credentials"]
+allowed_scopes = ["read", "tx"]
+"#;
+
+    fn fixture() -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = parse(CONFIG, dir.path(), MissingKeys::Generate).unwrap();
+        (dir, config)
+    }
+
+    fn words() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("grant_type".to_owned()),
+            Just("client_credentials".to_owned()),
+            Just("scope".to_owned()),
+            Just("resource".to_owned()),
+            Just("client_id".to_owned()),
+            Just("client_secret".to_owned()),
+            Just("urn:invoices".to_owned()),
+            Just("tx:".to_owned()),
+            "[ -~]{0,12}",
+        ]
+    }
+
+    proptest! {
+        /// Arbitrary bodies and Authorization headers get a token or an OAuth error, never a panic.
+        #[test]
+        fn any_request_is_answered(
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            pairs in proptest::collection::vec((words(), words()), 0..6),
+            authorization in proptest::option::of("[ -~]{0,40}"),
+        ) {
+            let (_dir, config) = fixture();
+            let issuer = config.issuer.as_ref().unwrap();
+            let mut headers = HeaderMap::new();
+            if let Some(value) = authorization.and_then(|a| http::HeaderValue::from_str(&a).ok()) {
+                headers.insert(http::header::AUTHORIZATION, value);
+            }
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            for raw in [body, form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish().into_bytes()] {
+                if let Ok(form) = Form::parse(&raw) {
+                    let _ = token(&config, issuer, &headers, &form, now);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_clock_is_passed_in() {
+        let (_dir, config) = fixture();
+        let issuer = config.issuer.as_ref().unwrap();
+        let form = Form::parse(
+            b"grant_type=client_credentials&client_id=client&client_secret=secret&scope=tx:7",
+        )
+        .unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let issued = token(&config, issuer, &HeaderMap::new(), &form, now).unwrap();
+        let payload = issued.access_token.split('.').nth(1).unwrap();
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(claims["iat"], 1_800_000_000u64);
+        assert_eq!(claims["exp"], 1_800_003_600u64);
+        assert_eq!(claims["tx_id"], "7");
+    }
+}
