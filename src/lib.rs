@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod issuer;
 pub mod jwt;
+pub mod proxy;
 pub mod resources;
 pub mod secret;
 pub mod state;

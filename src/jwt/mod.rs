@@ -5,6 +5,8 @@ mod keys;
 pub use keys::generate_file as generate_key_file;
 pub(crate) use keys::generate_file;
 mod sign;
+pub mod cache;
+pub mod verify;
 
 pub use keys::{generate_pem, KeyError, KeySet, SigningKey};
 pub use sign::{encode, SignError};

@@ -1,0 +1,1 @@
+//! Request-target normalisation and route selection (SPEC §4, "Route choice").
