@@ -74,6 +74,25 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await.map(|_| ());
 }
 
+/// Largest request head (request line and headers) accepted; larger gets 431.
+pub const MAX_HEAD: usize = 32 * 1024;
+
+/// The connection settings of every listener: HTTP/1.1 and HTTP/2, a bounded request head, and
+/// a deadline for the head to arrive (slow-loris).
+pub fn server_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(MAX_HEAD);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(MAX_HEAD as u32);
+    builder
+}
+
 /// Accepts connections on `listener` until `stop` turns true, serving each with `handle`
 /// (HTTP/1.1 and HTTP/2). Then waits up to `grace` for open connections to finish.
 pub async fn serve<F, Fut>(
@@ -85,7 +104,7 @@ pub async fn serve<F, Fut>(
     F: Fn(http::Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = server_builder();
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -121,4 +140,67 @@ pub async fn serve<F, Fut>(
     {
         tracing::warn!(grace = ?grace, "connections still open after the shutdown grace period; closing them");
     }
+}
+
+/// The pooled client isogate uses for upstreams and remote JWKS: HTTP/1.1 over TCP or rustls.
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Body,
+>;
+
+/// Builds the pooled client. `https` upstreams are verified against the system's roots.
+pub fn client(connect_timeout: Duration) -> Client {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match builder.with_native_roots() {
+        Ok(builder) => builder,
+        Err(e) => {
+            tracing::warn!(error = %e, "no system root certificates; https upstreams will fail verification");
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )
+        }
+    };
+    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+/// GETs `url` and parses its JSON body (at most `limit` bytes), within `timeout`.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    url: &str,
+    timeout: Duration,
+    limit: usize,
+) -> Result<T, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+    let req = http::Request::get(uri)
+        .header(header::ACCEPT, "application/json")
+        .body(full(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let fetch = async {
+        let response = client
+            .request(req)
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("GET {url}: status {}", response.status()));
+        }
+        let body = http_body_util::Limited::new(response.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not the JSON expected: {e}"))
+    };
+    tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| format!("GET {url}: no answer within {timeout:?}"))?
 }

@@ -61,6 +61,7 @@ pub struct BindError {
 /// A running isogate: its listeners and the shared snapshot they serve.
 pub struct Server {
     state: Shared,
+    gateway: Option<Arc<proxy::Gateway>>,
     addrs: Vec<(Role, SocketAddr)>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -75,13 +76,19 @@ impl Server {
         if let Some(issuer) = &config.issuer {
             wanted.push((Role::Issuer, issuer.listen));
         }
-        if config.proxy.is_some() {
-            tracing::warn!("the [proxy] section is validated but the gateway is not available in this version of isogate yet");
+        if let Some(proxy) = &config.proxy {
+            wanted.push((Role::Proxy, proxy.listen));
         }
         if config.admin.is_some() {
             tracing::warn!("the [admin] section is validated but the admin listener is not available in this version of isogate yet");
         }
-        let state: Shared = Arc::new(ArcSwap::from_pointee(Snapshot::new(config)));
+        let snapshot = Snapshot::new(config);
+        let gateway = snapshot
+            .config
+            .proxy
+            .is_some()
+            .then(|| proxy::Gateway::new(&snapshot));
+        let state: Shared = Arc::new(ArcSwap::from_pointee(snapshot));
         let (stop, stop_rx) = watch::channel(false);
         let mut listeners = Vec::new();
         for (role, addr) in wanted {
@@ -104,13 +111,23 @@ impl Server {
                     let handle = move |req, peer| issuer::handle(state.clone(), req, peer);
                     tasks.spawn(http::serve(listener, handle, rx, grace));
                 }
-                Role::Proxy | Role::Admin => unreachable!("not bound in this version"),
+                Role::Proxy => {
+                    let state = state.clone();
+                    let Some(gateway) = gateway.clone() else {
+                        continue;
+                    };
+                    let handle =
+                        move |req, peer| proxy::handle(state.clone(), gateway.clone(), req, peer);
+                    tasks.spawn(http::serve(listener, handle, rx, grace));
+                }
+                Role::Admin => continue,
             }
             tracing::info!(role = %role, addr = %addr, "listening");
             addrs.push((role, addr));
         }
         Ok(Server {
             state,
+            gateway,
             addrs,
             stop,
             tasks,
@@ -139,7 +156,11 @@ impl Server {
                         "a listen address changed; that takes effect only after a restart"
                     );
                 }
-                self.state.store(Arc::new(Snapshot::new(config)));
+                let snapshot = Arc::new(Snapshot::new(config));
+                if let Some(gateway) = &self.gateway {
+                    gateway.configure(&snapshot);
+                }
+                self.state.store(snapshot);
                 tracing::info!(file = %path.display(), "configuration reloaded");
             }
             Err(invalid) => {

@@ -122,7 +122,7 @@ pub struct ProxyConfig {
 }
 
 /// A `[[proxy.trusted_issuers]]` entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedIssuer {
     /// The `iss` value.
     pub issuer: String,

@@ -131,7 +131,7 @@ resource = "urn:nothing"
         "expected client_credentials",
     );
     has(&p, "clients[0].allowed_scopes[1]", 22, "\"profile\"");
-    has(&p, "routes[0].path_prefix", 26, "normalised");
+    has(&p, "routes[0].path_prefix", 26, "hold only letters");
     has(&p, "routes[0].resource", 28, "\"urn:nothing\"");
     // Sorted by position.
     assert!(p

@@ -4,8 +4,8 @@
 mod keys;
 pub use keys::generate_file as generate_key_file;
 pub(crate) use keys::generate_file;
-mod sign;
 pub mod cache;
+mod sign;
 pub mod verify;
 
 pub use keys::{generate_pem, KeyError, KeySet, SigningKey};

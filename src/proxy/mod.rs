@@ -1,3 +1,294 @@
-//! The gateway (SPEC §4): route choice, token enforcement and forwarding.
+//! The gateway (SPEC §4): route choice, token enforcement and forwarding. Every request gets
+//! one log line with its route, resource, decision, reason, status and latency.
 
+pub mod enforce;
+pub mod forward;
+pub mod keys;
 pub mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{header, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use crate::config::Route;
+use crate::http::{json, method_not_allowed, Body, Client};
+use crate::state::{Shared, Snapshot};
+use enforce::Denial;
+use forward::{ForwardError, Origin};
+pub use keys::Keys;
+
+/// Where RFC 9728 protected resource metadata is served, followed by the route's prefix.
+const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// The gateway's state that outlives one configuration: the upstream client and the keys.
+pub struct Gateway {
+    client: Client,
+    /// Trusted keys and the verified-token cache.
+    pub keys: Arc<Keys>,
+}
+
+impl Gateway {
+    /// A gateway for `snapshot`; call [`Gateway::configure`] again after each reload.
+    pub fn new(snapshot: &Snapshot) -> Arc<Self> {
+        let client = crate::http::client(Duration::from_secs(5));
+        let keys = Keys::new(client.clone());
+        keys.configure(&snapshot.config);
+        Arc::new(Gateway { client, keys })
+    }
+
+    /// Adopts a new configuration's keys and trusted issuers.
+    pub fn configure(&self, snapshot: &Snapshot) {
+        self.keys.configure(&snapshot.config);
+    }
+}
+
+/// What happened to a request, for the log line.
+struct Outcome {
+    route: Option<String>,
+    resource: Option<String>,
+    decision: &'static str,
+    reason: &'static str,
+    client_id: Option<String>,
+}
+
+impl Outcome {
+    fn refused(reason: &'static str) -> Self {
+        Outcome {
+            route: None,
+            resource: None,
+            decision: "deny",
+            reason,
+            client_id: None,
+        }
+    }
+}
+
+/// Answers one request to the proxy listener.
+pub async fn handle(
+    state: Shared,
+    gateway: Arc<Gateway>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let snapshot = state.load_full();
+    let (response, outcome) = decide(&snapshot, &gateway, req, peer).await;
+    tracing::info!(
+        %method,
+        route = outcome.route.as_deref().unwrap_or("-"),
+        resource = outcome.resource.as_deref().unwrap_or("-"),
+        decision = outcome.decision,
+        reason = outcome.reason,
+        status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        client_id = outcome.client_id.as_deref().unwrap_or("-"),
+        %peer,
+        "request"
+    );
+    response
+}
+
+async fn decide(
+    snapshot: &Snapshot,
+    gateway: &Gateway,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> (Response<Body>, Outcome) {
+    let bad = |reason: &'static str, message: &'static str| {
+        (
+            json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": "invalid_request", "error_description": message}),
+            ),
+            Outcome::refused(reason),
+        )
+    };
+    let config = &snapshot.config;
+    let Some(proxy) = &config.proxy else {
+        return (
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": "the gateway is not configured"}),
+            ),
+            Outcome::refused("not_configured"),
+        );
+    };
+    // HTTP/1 requests must use origin-form (`/path`); HTTP/2 carries the authority apart.
+    if req.version() < Version::HTTP_2 && req.uri().authority().is_some() {
+        return bad(
+            "bad_target",
+            "absolute-form request targets are not accepted",
+        );
+    }
+    let path = match route::normalize(req.uri().path()) {
+        Ok(path) => path,
+        Err(e) => {
+            tracing::debug!(error = %e, "path refused");
+            return bad("bad_path", "the request path is not acceptable");
+        }
+    };
+    let host_value = host(&req);
+    let host = host_value.as_deref().and_then(route::host_of);
+
+    if let Some(suffix) = path.strip_prefix(METADATA_PATH) {
+        let suffix = if suffix.is_empty() { "/" } else { suffix };
+        let route = config.routes.iter().find(|r| {
+            r.path_prefix == suffix && r.host.as_ref().is_none_or(|h| Some(h) == host.as_ref())
+        });
+        let outcome = Outcome::refused("metadata");
+        return match route {
+            Some(_) if !matches!(*req.method(), Method::GET | Method::HEAD) => {
+                (method_not_allowed("GET, HEAD"), outcome)
+            }
+            Some(route) => (
+                json(StatusCode::OK, &metadata(snapshot, route)),
+                Outcome {
+                    decision: "allow",
+                    ..outcome
+                },
+            ),
+            None => (
+                json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({"error": "no such route"}),
+                ),
+                Outcome::refused("no_route"),
+            ),
+        };
+    }
+
+    let Some(route) = route::select(&config.routes, host.as_deref(), &path) else {
+        return (
+            json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({"error": "no route"}),
+            ),
+            Outcome::refused("no_route"),
+        );
+    };
+    let mut outcome = Outcome {
+        route: Some(route.path_prefix.clone()),
+        resource: Some(route.resource.clone()),
+        decision: "deny",
+        reason: "",
+        client_id: None,
+    };
+    let metadata_url = format!(
+        "http://{}{METADATA_PATH}{}",
+        host_value.as_deref().unwrap_or("localhost"),
+        if route.path_prefix == "/" {
+            ""
+        } else {
+            &route.path_prefix
+        }
+    );
+    let claims = match authorize(snapshot, gateway, &req, route, proxy.clock_skew).await {
+        Ok(claims) => claims,
+        Err(denial) => {
+            tracing::debug!(reason = %denial, "request denied");
+            outcome.reason = denial.code();
+            return (denial.response(&metadata_url), outcome);
+        }
+    };
+    outcome.client_id = claims.client_id.clone();
+    let path_and_query = match req.uri().query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    let origin = Origin {
+        peer,
+        host: host_value.as_deref(),
+        scheme: "http",
+    };
+    let upstream = &route.upstream;
+    let strip = route.strip_authorization;
+    match forward::forward(
+        &gateway.client,
+        req,
+        upstream,
+        &path_and_query,
+        &claims,
+        strip,
+        origin,
+        proxy.upstream_timeout,
+    )
+    .await
+    {
+        Ok(response) => {
+            outcome.decision = "allow";
+            outcome.reason = "ok";
+            (response, outcome)
+        }
+        Err(e) => {
+            if let ForwardError::Connect(detail) = &e {
+                tracing::warn!(upstream, error = %detail, "upstream unreachable");
+            }
+            outcome.decision = "allow";
+            outcome.reason = e.code();
+            (e.response(), outcome)
+        }
+    }
+}
+
+/// SPEC §4 steps 1–6 for `route`.
+async fn authorize(
+    snapshot: &Snapshot,
+    gateway: &Gateway,
+    req: &Request<Incoming>,
+    route: &Route,
+    skew: Duration,
+) -> Result<Arc<crate::jwt::verify::Claims>, Denial> {
+    let token = enforce::bearer(req.headers())?;
+    let claims = gateway
+        .keys
+        .verify(token)
+        .await
+        .map_err(|e| Denial::InvalidToken(e.to_string()))?;
+    crate::jwt::verify::check_time(&claims, keys::unix_now(), skew)
+        .map_err(|e| Denial::InvalidToken(e.to_string()))?;
+    let model = &snapshot.config.model;
+    // Validation guarantees a route's resource exists.
+    let resource = model
+        .api_resource(&route.resource)
+        .ok_or_else(|| Denial::InvalidToken("the route's resource is not configured".into()))?;
+    enforce::audience(&claims, resource)?;
+    enforce::scope(&claims, route, resource, model, req.method())?;
+    Ok(claims)
+}
+
+/// The host the client addressed: `:authority` for HTTP/2, else the `Host` header.
+fn host(req: &Request<Incoming>) -> Option<String> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+}
+
+/// The RFC 9728 document of `route`.
+fn metadata(snapshot: &Snapshot, route: &Route) -> serde_json::Value {
+    let config = &snapshot.config;
+    let mut servers: Vec<&str> = config.issuer.iter().map(|i| i.issuer.as_str()).collect();
+    if let Some(proxy) = &config.proxy {
+        servers.extend(proxy.trusted_issuers.iter().map(|t| t.issuer.as_str()));
+    }
+    let scopes = config
+        .model
+        .api_resource(&route.resource)
+        .map(|r| r.scopes.clone())
+        .unwrap_or_default();
+    serde_json::json!({
+        "resource": route.resource,
+        "authorization_servers": servers,
+        "scopes_supported": scopes,
+        "bearer_methods_supported": ["header"],
+    })
+}

@@ -1,1 +1,246 @@
 //! Request-target normalisation and route selection (SPEC §4, "Route choice").
+//!
+//! The gateway picks a route, and with it the protections a request gets, from the request's
+//! path, and the upstream then interprets that same path again. Any disagreement between the two
+//! readings is an authorisation bypass, so [`normalize`] maps every spelling of a path to one
+//! canonical form (the form that is routed *and* forwarded), and refuses the spellings whose
+//! meaning depends on the upstream: encoded `/`, `\` in any form, NUL, `;` path parameters and
+//! double percent-encoding. [`select`] then only has to compare plain strings.
+
+use crate::config::Route;
+
+/// Why a request path was refused. Every variant is a `400 Bad Request`; the messages are terse
+/// enough for the response body and never echo the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path does not start with `/` (e.g. `*`, or an empty authority-form path).
+    #[error("path must start with '/'")]
+    NotAbsolute,
+    /// A `%` not followed by two hexadecimal digits.
+    #[error("malformed percent-escape in path")]
+    MalformedEscape,
+    /// `%2F`: an encoded `/`, which upstreams disagree on splitting.
+    #[error("encoded '/' in path")]
+    EncodedSlash,
+    /// A `\` or `%5C`, which some upstreams treat as `/`.
+    #[error("backslash in path")]
+    Backslash,
+    /// A NUL, literal or `%00`, which truncates the path in some upstreams.
+    #[error("NUL in path")]
+    Nul,
+    /// A literal control character other than NUL.
+    #[error("control character in path")]
+    ControlCharacter,
+    /// A `;` or `%3B`: a path parameter, which upstreams such as Tomcat strip before routing.
+    #[error("path parameter (';') in path")]
+    PathParameter,
+    /// `%25` followed by two hexadecimal digits: an upstream that decodes twice would see an
+    /// escape (possibly `%2E` or `%2F`) that the gateway never normalised.
+    #[error("double percent-encoding in path")]
+    DoubleEncoded,
+}
+
+/// Normalises the path of an origin-form request target (`uri.path()`, without the query).
+///
+/// The result starts with `/` and holds no empty, `.` or `..` segment (a trailing slash is
+/// kept, and a trailing `.` or `..` leaves one); escapes of unreserved characters are decoded
+/// (`%2E` → `.`, before dot segments are removed), other escapes have upper-case hex digits, and
+/// characters that RFC 3986 does not allow in a path (space, `"`, `{`, non-ASCII, …) are
+/// percent-encoded as UTF-8. Normalising the result again returns it unchanged.
+///
+/// # Errors
+/// See [`PathError`]: the path does not start with `/`, or holds a malformed escape, an encoded
+/// `/`, a `\`, a NUL or control character, a `;`, or a double-encoded `%`.
+pub fn normalize(path: &str) -> Result<String, PathError> {
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let decoded = decode(path)?;
+    if has_double_escape(&decoded) {
+        return Err(PathError::DoubleEncoded);
+    }
+    Ok(remove_dot_segments(&decoded))
+}
+
+/// Checks every character, decodes escapes of unreserved characters and canonicalises the rest.
+fn decode(path: &str) -> Result<String, PathError> {
+    let mut out = String::with_capacity(path.len());
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '%' => {
+                let hi = chars.next().and_then(|c| c.to_digit(16));
+                let lo = chars.next().and_then(|c| c.to_digit(16));
+                let (Some(hi), Some(lo)) = (hi, lo) else {
+                    return Err(PathError::MalformedEscape);
+                };
+                // Two hex digits make at most 0xFF, so this never truncates.
+                let byte = (hi << 4 | lo) as u8;
+                match byte {
+                    b'/' => return Err(PathError::EncodedSlash),
+                    b'\\' => return Err(PathError::Backslash),
+                    0 => return Err(PathError::Nul),
+                    b';' => return Err(PathError::PathParameter),
+                    b if is_unreserved(b) => out.push(char::from(b)),
+                    b => push_escape(&mut out, b),
+                }
+            }
+            '\\' => return Err(PathError::Backslash),
+            ';' => return Err(PathError::PathParameter),
+            '\0' => return Err(PathError::Nul),
+            c if c.is_control() => return Err(PathError::ControlCharacter),
+            c if c.is_ascii() && is_path_literal(c as u8) => out.push(c),
+            c => {
+                let mut utf8 = [0; 4];
+                for &b in c.encode_utf8(&mut utf8).as_bytes() {
+                    push_escape(&mut out, b);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `s` (already canonical: every `%` starts an escape) holds `%25` followed by two hex
+/// digits, which reads as another escape once decoded.
+fn has_double_escape(s: &str) -> bool {
+    s.match_indices("%25").any(|(i, _)| {
+        s.as_bytes()
+            .get(i + 3..i + 5)
+            .is_some_and(|pair| pair.iter().all(u8::is_ascii_hexdigit))
+    })
+}
+
+/// RFC 3986 §5.2.4 on a path that starts with `/`, with empty segments (repeated slashes)
+/// dropped first, as most upstreams and file systems treat `//` as `/`.
+fn remove_dot_segments(path: &str) -> String {
+    // Holds `/seg/seg` without a trailing slash; the root is the empty string until the end.
+    let mut out = String::with_capacity(path.len());
+    let mut trailing_slash = false;
+    for segment in path.split('/').skip(1) {
+        trailing_slash = true;
+        match segment {
+            "" | "." => {}
+            ".." => {
+                let parent = out.rfind('/').unwrap_or(0);
+                out.truncate(parent);
+            }
+            s => {
+                out.push('/');
+                out.push_str(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    out
+}
+
+/// RFC 3986 §2.3: ALPHA DIGIT `-` `.` `_` `~`.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Bytes that stay literal in a normalised path: `pchar` and `/` (RFC 3986 §3.3), less `;`.
+fn is_path_literal(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+        )
+}
+
+fn push_escape(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(b >> 4)]));
+    out.push(char::from(HEX[usize::from(b & 0x0F)]));
+}
+
+/// The route for a request: among routes whose `host` is unset or equals the request's host,
+/// the one with the longest `path_prefix` that `path` equals or continues with `/`; on equal
+/// length a route naming the host beats a host-less one, then file order decides.
+///
+/// `host` is the request's authority (`Host` header or `:authority`), with or without a port;
+/// a missing or malformed one (see [`host_of`]) only matches host-less routes. `path` must come
+/// from [`normalize`]. Does not allocate.
+pub fn select<'a>(routes: &'a [Route], host: Option<&str>, path: &str) -> Option<&'a Route> {
+    let host = host.and_then(split_host);
+    // (route, prefix length, names the host)
+    let mut best: Option<(&Route, usize, bool)> = None;
+    for route in routes {
+        let names_host = match (&route.host, host) {
+            (None, _) => false,
+            (Some(want), Some(got)) if want.eq_ignore_ascii_case(got) => true,
+            (Some(_), _) => continue,
+        };
+        let Some(len) = prefix_len(&route.path_prefix, path) else {
+            continue;
+        };
+        let better = match best {
+            None => true,
+            Some((_, best_len, best_names_host)) => {
+                len > best_len || (len == best_len && names_host && !best_names_host)
+            }
+        };
+        if better {
+            best = Some((route, len, names_host));
+        }
+    }
+    best.map(|(route, _, _)| route)
+}
+
+/// The length of `prefix` (trailing slashes ignored) when `path` lies under it.
+fn prefix_len(prefix: &str, path: &str) -> Option<usize> {
+    let prefix = prefix.trim_end_matches('/');
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(prefix.len())
+}
+
+/// The lower-case host of an authority (a `Host` header value) without its port:
+/// `API.example.com:8443` → `api.example.com`, `[::1]:8080` → `[::1]`. `None` when the value is
+/// empty or malformed (userinfo, a non-numeric port, an unbracketed IPv6 address, characters
+/// outside a DNS name or IP literal).
+pub fn host_of(authority: &str) -> Option<String> {
+    split_host(authority).map(str::to_ascii_lowercase)
+}
+
+/// [`host_of`] without the allocation: the host as written.
+fn split_host(authority: &str) -> Option<&str> {
+    let (host, port) = if authority.starts_with('[') {
+        let (host, port) = authority.split_at(authority.find(']')? + 1);
+        let inside = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+        let ok = inside.is_some_and(|inside| {
+            !inside.is_empty()
+                && inside
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        });
+        (ok.then_some(host)?, port)
+    } else {
+        let (host, port) = authority.split_at(authority.find(':').unwrap_or(authority.len()));
+        let ok = !host.is_empty() && host.bytes().all(is_unreserved);
+        (ok.then_some(host)?, port)
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_digit()));
+    port_ok.then_some(host)
+}
+
+#[cfg(test)]
+mod tests;

@@ -3,6 +3,8 @@
 
 mod cli;
 mod discovery;
+mod gateway;
 mod interop;
+mod servers;
 mod support;
 mod token;

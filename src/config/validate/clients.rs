@@ -1,0 +1,188 @@
+//! `[[clients]]` and `[[users]]`.
+
+use super::*;
+
+pub(super) fn client_configs(
+    v: &mut V<'_>,
+    entries: Vec<S<raw::Client>>,
+    model: &Model,
+) -> BTreeMap<String, Client> {
+    let mut clients = BTreeMap::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let span = entry.span();
+        let raw::Client {
+            client_id,
+            secrets,
+            require_secret,
+            allowed_grant_types,
+            allowed_scopes,
+            access_token_lifetime,
+            redirect_uris,
+            require_pkce,
+            require_consent,
+            allow_offline_access,
+            refresh_token_usage,
+            refresh_token_lifetime,
+            refresh_token_sliding_lifetime,
+        } = entry.into_inner();
+        let key = format!("clients[{i}]");
+        if client_id.get_ref().is_empty() {
+            v.at(&client_id, format!("{key}.client_id"), "must not be empty");
+        } else if clients.contains_key(client_id.get_ref()) {
+            v.at(
+                &client_id,
+                format!("{key}.client_id"),
+                format!("duplicate client_id {:?}", client_id.get_ref()),
+            );
+        }
+        let hashes = v.secrets(&secrets, &format!("{key}.secrets"));
+        let require_secret = require_secret.unwrap_or(true);
+        if require_secret && secrets.is_empty() {
+            v.report(span.clone(), format!("{key}.secrets"), "a confidential client needs at least one secret (or set require_secret = false for a public client)");
+        }
+        let mut grant_types = BTreeSet::new();
+        for (j, g) in allowed_grant_types.iter().enumerate() {
+            match GrantType::parse(g.get_ref()) {
+                Some(g) => {
+                    grant_types.insert(g);
+                }
+                None => v.at(
+                    g,
+                    format!("{key}.allowed_grant_types[{j}]"),
+                    "expected client_credentials, authorization_code or refresh_token",
+                ),
+            }
+        }
+        if allowed_grant_types.is_empty() {
+            v.report(
+                span.clone(),
+                format!("{key}.allowed_grant_types"),
+                "a client needs at least one grant type",
+            );
+        }
+        if grant_types.contains(&GrantType::ClientCredentials) && !require_secret {
+            v.report(span.clone(), format!("{key}.allowed_grant_types"), "client_credentials needs a confidential client (secrets and require_secret = true)");
+        }
+        if grant_types.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
+            v.report(
+                span.clone(),
+                format!("{key}.redirect_uris"),
+                "authorization_code needs at least one redirect URI",
+            );
+        }
+        for (j, uri) in redirect_uris.iter().enumerate() {
+            match url::Url::parse(uri.get_ref()) {
+                Ok(u) if u.fragment().is_none() => {}
+                _ => v.at(
+                    uri,
+                    format!("{key}.redirect_uris[{j}]"),
+                    "must be an absolute URI without fragment",
+                ),
+            }
+        }
+        for (j, scope) in allowed_scopes.iter().enumerate() {
+            let name = scope.get_ref();
+            if name == OFFLINE_ACCESS {
+                v.at(
+                    scope,
+                    format!("{key}.allowed_scopes[{j}]"),
+                    "offline_access is granted with allow_offline_access = true, not listed here",
+                );
+            } else if !model.identity_resources.contains_key(name)
+                && !model.api_scopes.contains_key(name)
+            {
+                v.at(
+                    scope,
+                    format!("{key}.allowed_scopes[{j}]"),
+                    format!("no [[identity_resources]] or [[api_scopes]] entry is named {name:?}"),
+                );
+            }
+        }
+        let usage = match refresh_token_usage.as_ref().map(|u| u.get_ref().as_str()) {
+            None | Some("one_time") => RefreshTokenUsage::OneTime,
+            Some("reuse") => RefreshTokenUsage::Reuse,
+            Some(_) => {
+                if let Some(u) = &refresh_token_usage {
+                    v.at(
+                        u,
+                        format!("{key}.refresh_token_usage"),
+                        "expected \"one_time\" or \"reuse\"",
+                    );
+                }
+                RefreshTokenUsage::OneTime
+            }
+        };
+        let client = Client {
+            client_id: client_id.get_ref().clone(),
+            secrets: hashes,
+            require_secret,
+            allowed_grant_types: grant_types,
+            allowed_scopes: allowed_scopes.into_iter().map(S::into_inner).collect(),
+            access_token_lifetime: access_token_lifetime.as_ref().map(|_| {
+                v.duration(
+                    &access_token_lifetime,
+                    &format!("{key}.access_token_lifetime"),
+                    DEFAULT_ACCESS_TOKEN_LIFETIME,
+                )
+            }),
+            redirect_uris: redirect_uris.into_iter().map(S::into_inner).collect(),
+            require_pkce: require_pkce.unwrap_or(true),
+            require_consent,
+            allow_offline_access,
+            refresh_token_usage: usage,
+            refresh_token_lifetime: v.duration(
+                &refresh_token_lifetime,
+                &format!("{key}.refresh_token_lifetime"),
+                DEFAULT_REFRESH_LIFETIME,
+            ),
+            refresh_token_sliding_lifetime: v.duration(
+                &refresh_token_sliding_lifetime,
+                &format!("{key}.refresh_token_sliding_lifetime"),
+                DEFAULT_REFRESH_SLIDING_LIFETIME,
+            ),
+        };
+        clients.entry(client_id.into_inner()).or_insert(client);
+    }
+    clients
+}
+
+pub(super) fn user_configs(v: &mut V<'_>, entries: Vec<S<raw::User>>) -> Vec<User> {
+    let mut subjects = BTreeSet::new();
+    let mut usernames = BTreeSet::new();
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let raw::User {
+                subject,
+                username,
+                password,
+                claims,
+            } = entry.into_inner();
+            v.unique(
+                &mut subjects,
+                &subject,
+                format!("users[{i}].subject"),
+                "subject",
+            );
+            v.unique(
+                &mut usernames,
+                &username,
+                format!("users[{i}].username"),
+                "username",
+            );
+            if let Err(e) = check_password_hash(password.get_ref()) {
+                v.at(&password, format!("users[{i}].password"), e);
+            }
+            User {
+                subject: subject.into_inner(),
+                username: username.into_inner(),
+                password: password.into_inner(),
+                claims: claims
+                    .into_iter()
+                    .map(|(k, value)| (k, serde_json::to_value(value).unwrap_or_default()))
+                    .collect(),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,116 @@
+//! `[issuer]` and its signing keys.
+
+use super::*;
+
+pub(super) fn issuer_config(
+    v: &mut V<'_>,
+    issuer: S<raw::Issuer>,
+    missing_keys: MissingKeys,
+    model: &mut Model,
+) -> IssuerConfig {
+    let span = issuer.span();
+    let raw::Issuer {
+        listen,
+        issuer: iss,
+        access_token_lifetime,
+        emit_static_audience,
+        data_dir,
+        tls,
+        signing_keys,
+    } = issuer.into_inner();
+    let listen = v.socket(&listen, "issuer.listen");
+    match url::Url::parse(iss.get_ref()) {
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https")
+                && url.query().is_none()
+                && url.fragment().is_none() => {}
+        _ => v.at(
+            &iss,
+            "issuer.issuer",
+            "must be an http(s) URL without query or fragment, e.g. \"https://id.example.com\"",
+        ),
+    }
+    let access_token_lifetime = v.duration(
+        &access_token_lifetime,
+        "issuer.access_token_lifetime",
+        DEFAULT_ACCESS_TOKEN_LIFETIME,
+    );
+    let data_dir = v.path(data_dir.as_ref().map_or("data", |d| d.get_ref()));
+    v.tls(&tls, "issuer.tls");
+    let iss = iss.into_inner();
+    if emit_static_audience {
+        model.static_audience = Some(format!("{}/resources", iss.trim_end_matches('/')));
+    }
+
+    let mut keys = Vec::new();
+    let mut kids = BTreeSet::new();
+    let mut signers = 0;
+    let mut keys_to_generate = 0;
+    for (i, key) in signing_keys.into_iter().enumerate() {
+        let raw::SigningKey {
+            file,
+            alg,
+            kid,
+            generate_if_missing,
+            retired,
+        } = key.into_inner();
+        let alg_value = match alg.get_ref().parse::<Alg>() {
+            Ok(a) => a,
+            Err(e) => {
+                v.at(&alg, format!("issuer.signing_keys[{i}].alg"), e.to_string());
+                continue;
+            }
+        };
+        if !retired {
+            signers += 1;
+        }
+        let path = v.path(file.get_ref());
+        let file_key = format!("issuer.signing_keys[{i}].file");
+        if generate_if_missing && !path.exists() {
+            if missing_keys == MissingKeys::Accept {
+                keys_to_generate += 1;
+                continue;
+            }
+            if let Err(e) = crate::jwt::generate_file(&path, alg_value) {
+                v.at(&file, file_key, e.to_string());
+                continue;
+            }
+            tracing::info!(file = %path.display(), alg = %alg_value, "generated a new signing key");
+        }
+        if let Some(kid) = kid.as_ref().filter(|k| k.get_ref().is_empty()) {
+            v.at(
+                kid,
+                format!("issuer.signing_keys[{i}].kid"),
+                "must not be empty",
+            );
+        }
+        match SigningKey::from_file(&path, alg_value, kid.map(S::into_inner), retired) {
+            Ok(key) => {
+                if !kids.insert(key.kid.clone()) {
+                    v.at(
+                        &file,
+                        format!("issuer.signing_keys[{i}]"),
+                        format!("duplicate kid {:?}", key.kid),
+                    );
+                }
+                keys.push(key);
+            }
+            Err(e) => v.at(&file, file_key, e.to_string()),
+        }
+    }
+    if signers == 0 {
+        v.report(
+            span,
+            "issuer.signing_keys",
+            "the token service needs at least one signing key that is not retired",
+        );
+    }
+    IssuerConfig {
+        listen,
+        issuer: iss,
+        access_token_lifetime,
+        data_dir,
+        keys: KeySet::new(keys),
+        keys_to_generate,
+    }
+}

@@ -1,0 +1,225 @@
+//! Raw file → typed [`Config`]: every rule a file must satisfy, each failure recorded as a
+//! [`Problem`] with its key path and position. Validation never stops at the first problem.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{self, S};
+use super::{
+    Config, IssuerConfig, Lines, MissingKeys, Problem, ProxyConfig, Route, TrustedIssuer, User,
+};
+use crate::jwt::{Alg, KeySet, SigningKey};
+use crate::resources::rules::is_absolute_uri_without_fragment;
+use crate::resources::{
+    ApiResource, ApiScope, Client, GrantType, IdentityResource, Model, RefreshTokenUsage,
+    OFFLINE_ACCESS,
+};
+use crate::secret::{check_password_hash, SecretHash};
+
+mod clients;
+mod issuer;
+mod proxy;
+mod resources;
+
+use clients::{client_configs, user_configs};
+use issuer::issuer_config;
+use proxy::{proxy_config, route_configs};
+use resources::{apis, identity, scopes};
+
+const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
+const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+const DEFAULT_REFRESH_SLIDING_LIFETIME: Duration = Duration::from_secs(15 * 86_400);
+const MAX_RESOURCE_LEN: usize = 512;
+/// Claims of an access token that configuration may not supply.
+const RESERVED_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "client_id",
+    "scope",
+    "auth_time",
+    "acr",
+    "amr",
+    "cnf",
+];
+
+struct V<'a> {
+    lines: &'a Lines<'a>,
+    dir: &'a Path,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl V<'_> {
+    fn report(&mut self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        self.problems
+            .push(self.lines.problem(Some(span), key, message));
+    }
+
+    fn at<T>(&mut self, value: &S<T>, key: impl Into<String>, message: impl Into<String>) {
+        self.report(value.span(), key, message)
+    }
+
+    fn duration(&mut self, value: &Option<S<String>>, key: &str, default: Duration) -> Duration {
+        let Some(value) = value else { return default };
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.at(value, key, "must be longer than zero");
+                default
+            }
+            Err(e) => {
+                self.at(
+                    value,
+                    key,
+                    format!("not a duration ({e}); write e.g. \"30s\", \"5m\", \"1h\", \"30d\""),
+                );
+                default
+            }
+        }
+    }
+
+    fn socket(&mut self, value: &S<String>, key: &str) -> SocketAddr {
+        value.get_ref().parse().unwrap_or_else(|_| {
+            self.at(
+                value,
+                key,
+                "not a socket address; write e.g. \"127.0.0.1:8080\"",
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+
+    fn path(&self, value: &str) -> PathBuf {
+        self.dir.join(value)
+    }
+
+    fn secrets(&mut self, values: &[S<String>], key: &str) -> Vec<SecretHash> {
+        values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match SecretHash::parse(s.get_ref()) {
+                Ok(hash) => Some(hash),
+                Err(e) => {
+                    self.at(s, format!("{key}[{i}]"), e.to_string());
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// A name must be unique among `seen`; reports the second occurrence.
+    fn unique(&mut self, seen: &mut BTreeSet<String>, name: &S<String>, key: String, what: &str) {
+        if !seen.insert(name.get_ref().clone()) {
+            self.at(name, key, format!("duplicate {what} {:?}", name.get_ref()));
+        }
+    }
+
+    fn tls(&mut self, tls: &Option<S<raw::Tls>>, key: &str) {
+        if let Some(tls) = tls {
+            self.at(
+                tls,
+                key,
+                "TLS on listeners is not available in this version of isogate yet",
+            );
+        }
+    }
+}
+
+/// Validates the raw file; problems are appended to `problems`. The returned config is only
+/// meaningful when no problem was found.
+pub(super) fn validate(
+    file: raw::File,
+    lines: &Lines<'_>,
+    dir: &Path,
+    missing_keys: MissingKeys,
+    problems: &mut Vec<Problem>,
+) -> Config {
+    let raw::File {
+        issuer,
+        identity_resources,
+        api_scopes,
+        api_resources,
+        clients,
+        users,
+        proxy,
+        routes,
+        admin,
+        shutdown_grace,
+    } = file;
+    let mut v = V {
+        lines,
+        dir,
+        problems,
+    };
+
+    let shutdown_grace = v.duration(&shutdown_grace, "shutdown_grace", DEFAULT_SHUTDOWN_GRACE);
+    let mut model = Model::default();
+    let mut scope_names = BTreeSet::new();
+    identity(&mut v, identity_resources, &mut model, &mut scope_names);
+    scopes(&mut v, api_scopes, &mut model, &mut scope_names);
+    let issuer_span = issuer.as_ref().map(S::span);
+    let issuer = issuer.map(|i| issuer_config(&mut v, i, missing_keys, &mut model));
+    apis(&mut v, api_resources, &mut model, issuer.as_ref());
+    let clients = client_configs(&mut v, clients, &model);
+    let users = user_configs(&mut v, users);
+    let proxy_span = proxy.as_ref().map(S::span);
+    let proxy = proxy.map(|p| proxy_config(&mut v, p));
+    let routes = route_configs(&mut v, routes, &model, proxy_span.is_some());
+    let admin = admin.map(|a| v.socket(&a.get_ref().listen, "admin.listen"));
+
+    if issuer.is_none() && proxy.is_none() {
+        problems.push(lines.problem(
+            None,
+            "",
+            "nothing to run: add an [issuer] section, a [proxy] section, or both",
+        ));
+    }
+    if let (Some(span), Some(issuer)) = (issuer_span, &issuer) {
+        if clients.is_empty() {
+            problems.push(lines.problem(
+                Some(span.clone()),
+                "issuer",
+                "the token service has no [[clients]]",
+            ));
+        }
+        let addrs = [proxy.as_ref().map(|p| p.listen), admin];
+        if addrs.contains(&Some(issuer.listen)) && issuer.listen.port() != 0 {
+            problems.push(lines.problem(
+                Some(span),
+                "issuer.listen",
+                "the same address is used by another listener",
+            ));
+        }
+    }
+    if let (Some(span), Some(proxy)) = (proxy_span, &proxy) {
+        if admin == Some(proxy.listen) && proxy.listen.port() != 0 {
+            problems.push(lines.problem(
+                Some(span),
+                "proxy.listen",
+                "the same address is used by [admin]",
+            ));
+        }
+    }
+
+    Config {
+        path: PathBuf::new(),
+        issuer,
+        model,
+        clients,
+        users,
+        proxy,
+        routes,
+        admin,
+        shutdown_grace,
+    }
+}

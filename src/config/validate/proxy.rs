@@ -1,0 +1,190 @@
+//! `[proxy]` and `[[routes]]`.
+
+use super::*;
+
+pub(super) fn proxy_config(v: &mut V<'_>, proxy: S<raw::Proxy>) -> ProxyConfig {
+    let raw::Proxy {
+        listen,
+        clock_skew,
+        upstream_timeout,
+        tls,
+        trusted_issuers,
+    } = proxy.into_inner();
+    v.tls(&tls, "proxy.tls");
+    let trusted_issuers = trusted_issuers
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let raw::TrustedIssuer {
+                issuer,
+                jwks_uri,
+                require_typ,
+            } = t.into_inner();
+            if url::Url::parse(issuer.get_ref())
+                .map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
+            {
+                v.at(
+                    &issuer,
+                    format!("proxy.trusted_issuers[{i}].issuer"),
+                    "must be an http(s) URL",
+                );
+            }
+            if let Some(uri) = &jwks_uri {
+                if url::Url::parse(uri.get_ref())
+                    .map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
+                {
+                    v.at(
+                        uri,
+                        format!("proxy.trusted_issuers[{i}].jwks_uri"),
+                        "must be an http(s) URL",
+                    );
+                }
+            }
+            TrustedIssuer {
+                issuer: issuer.into_inner(),
+                jwks_uri: jwks_uri.map(S::into_inner),
+                require_typ: require_typ.unwrap_or(true),
+            }
+        })
+        .collect();
+    ProxyConfig {
+        listen: v.socket(&listen, "proxy.listen"),
+        clock_skew: v.duration(&clock_skew, "proxy.clock_skew", DEFAULT_CLOCK_SKEW),
+        upstream_timeout: v.duration(
+            &upstream_timeout,
+            "proxy.upstream_timeout",
+            DEFAULT_UPSTREAM_TIMEOUT,
+        ),
+        trusted_issuers,
+    }
+}
+
+/// Whether `prefix` is in the normal form the gateway matches against, and made only of
+/// unreserved characters: a prefix with other characters could be dodged with a
+/// percent-escape that the gateway keeps and the upstream decodes.
+pub(super) fn is_normal_prefix(prefix: &str) -> bool {
+    prefix.starts_with('/')
+        && !prefix.contains("//")
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~'))
+        && !prefix.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+pub(super) fn route_configs(
+    v: &mut V<'_>,
+    entries: Vec<S<raw::Route>>,
+    model: &Model,
+    has_proxy: bool,
+) -> Vec<Route> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let span = entry.span();
+        let raw::Route {
+            path_prefix,
+            host,
+            upstream,
+            resource,
+            scopes,
+            strip_authorization,
+        } = entry.into_inner();
+        let key = format!("routes[{i}]");
+        if !has_proxy {
+            v.report(
+                span.clone(),
+                key.clone(),
+                "[[routes]] need a [proxy] section",
+            );
+        }
+        if !is_normal_prefix(path_prefix.get_ref()) {
+            v.at(&path_prefix, format!("{key}.path_prefix"), "must start with '/' and hold only letters, digits, '-', '.', '_', '~' and single '/' (no '.' or '..' segments)");
+        }
+        let prefix = match path_prefix.get_ref().trim_end_matches('/') {
+            "" => "/".to_owned(),
+            p => p.to_owned(),
+        };
+        let host_value = host.as_ref().and_then(|h| {
+            let parsed = crate::proxy::route::host_of(h.get_ref());
+            if parsed.is_none() {
+                v.at(h, format!("{key}.host"), "not a host name or bracketed IP address (e.g. \"api.example.com\" or \"[::1]\")");
+            }
+            parsed
+        });
+        if !seen.insert((host_value.clone(), prefix.clone())) {
+            v.at(
+                &path_prefix,
+                format!("{key}.path_prefix"),
+                "another route has the same host and path_prefix",
+            );
+        }
+        match url::Url::parse(upstream.get_ref()) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && matches!(u.path(), "" | "/")
+                    && u.query().is_none()
+                    && u.fragment().is_none() => {}
+            _ => v.at(
+                &upstream,
+                format!("{key}.upstream"),
+                "must be an http(s) origin without path, e.g. \"http://127.0.0.1:9001\"",
+            ),
+        }
+        let api = model.api_resource(resource.get_ref());
+        if api.is_none() {
+            v.at(
+                &resource,
+                format!("{key}.resource"),
+                format!(
+                    "no [[api_resources]] entry is named {:?}",
+                    resource.get_ref()
+                ),
+            );
+        }
+        let mut methods = BTreeMap::new();
+        if let Some(scopes) = scopes {
+            for (method, list) in scopes.into_inner() {
+                let method_ok = method == "*"
+                    || (!method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase()));
+                if !method_ok {
+                    v.report(
+                        span.clone(),
+                        format!("{key}.scopes.{method}"),
+                        "a method must be upper case (e.g. GET) or \"*\"",
+                    );
+                }
+                for (j, s) in list.iter().enumerate() {
+                    if api.is_some_and(|a| !a.lists(s.get_ref())) {
+                        v.at(
+                            s,
+                            format!("{key}.scopes.{method}[{j}]"),
+                            format!(
+                                "the resource {:?} does not list the scope {:?}",
+                                resource.get_ref(),
+                                s.get_ref()
+                            ),
+                        );
+                    }
+                }
+                methods.insert(method, list.into_iter().map(S::into_inner).collect());
+            }
+        }
+        out.push(Route {
+            path_prefix: prefix,
+            host: host_value,
+            upstream: upstream.into_inner().trim_end_matches('/').to_owned(),
+            resource: resource.into_inner(),
+            scopes: methods,
+            strip_authorization,
+        });
+    }
+    if has_proxy && out.is_empty() {
+        v.problems.push(v.lines.problem(
+            None,
+            "routes",
+            "the gateway needs at least one [[routes]] entry",
+        ));
+    }
+    out
+}

@@ -1,0 +1,236 @@
+//! SPEC §4 enforcement: the bearer token in the request, then what the route asks of it.
+//! Every refusal becomes a response with an RFC 6750 challenge in one place, [`Denial::response`].
+
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+
+use crate::config::Route;
+use crate::http::{json, Body};
+use crate::jwt::verify::Claims;
+use crate::resources::{ApiResource, Model};
+
+/// Why a request is not forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// No bearer token was sent (401, bare challenge).
+    #[error("no bearer token")]
+    NoToken,
+    /// The Authorization header is malformed or repeated (400 `invalid_request`).
+    #[error("invalid_request: {0}")]
+    InvalidRequest(&'static str),
+    /// The token is not acceptable (401 `invalid_token`).
+    #[error("invalid_token: {0}")]
+    InvalidToken(String),
+    /// The token lacks a scope the route asks for (403 `insufficient_scope`).
+    #[error("insufficient_scope: needs one of {scope}")]
+    InsufficientScope {
+        /// The scopes any one of which would do, space-delimited.
+        scope: String,
+    },
+}
+
+impl Denial {
+    /// The reason as logged and counted: the RFC error code, or `no_token`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::NoToken => "no_token",
+            Denial::InvalidRequest(_) => "invalid_request",
+            Denial::InvalidToken(_) => "invalid_token",
+            Denial::InsufficientScope { .. } => "insufficient_scope",
+        }
+    }
+
+    fn description(&self) -> Option<String> {
+        match self {
+            Denial::NoToken => None,
+            Denial::InvalidRequest(d) => Some((*d).to_owned()),
+            Denial::InvalidToken(d) => Some(d.clone()),
+            Denial::InsufficientScope { .. } => {
+                Some("the token has none of the scopes this request needs".to_owned())
+            }
+        }
+    }
+
+    /// The response with its `WWW-Authenticate` challenge; `metadata` is the route's RFC 9728
+    /// document URL.
+    pub fn response(&self, metadata: &str) -> Response<Body> {
+        let status = match self {
+            Denial::NoToken | Denial::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Denial::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Denial::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+        };
+        let mut challenge = String::from("Bearer realm=\"isogate\"");
+        let description = self.description();
+        if !matches!(self, Denial::NoToken) {
+            challenge.push_str(&format!(", error=\"{}\"", self.code()));
+        }
+        if let Some(d) = &description {
+            challenge.push_str(&format!(", error_description=\"{}\"", quotable(d)));
+        }
+        if let Denial::InsufficientScope { scope } = self {
+            challenge.push_str(&format!(", scope=\"{}\"", quotable(scope)));
+        }
+        challenge.push_str(&format!(", resource_metadata=\"{}\"", quotable(metadata)));
+        let mut response = match &description {
+            Some(d) => json(
+                status,
+                &serde_json::json!({"error": self.code(), "error_description": d}),
+            ),
+            None => json(status, &serde_json::json!({"error": "unauthorized"})),
+        };
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+/// A quoted-string body: printable ASCII without `"` and `\`.
+fn quotable(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            c if c.is_ascii_graphic() || c == ' ' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+/// SPEC §4 step 1: exactly one `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, Denial> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Denial::NoToken);
+    };
+    if values.next().is_some() {
+        return Err(Denial::InvalidRequest("more than one Authorization header"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| Denial::InvalidRequest("malformed Authorization header"))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme (e.g. Basic) carries no bearer token (RFC 6750 §3.1).
+        return Err(Denial::NoToken);
+    }
+    if !is_b64token(token) {
+        return Err(Denial::InvalidRequest("malformed bearer token"));
+    }
+    Ok(token)
+}
+
+/// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+/// SPEC §4 step 5: `aud` names the route's resource; an isolated resource must be the only one.
+pub fn audience(claims: &Claims, resource: &ApiResource) -> Result<(), Denial> {
+    if !claims.aud.contains(&resource.name) {
+        return Err(Denial::InvalidToken(
+            "the token is not meant for this resource".into(),
+        ));
+    }
+    if resource.isolated && claims.aud.iter().any(|a| *a != resource.name) {
+        return Err(Denial::InvalidToken(
+            "this resource accepts only tokens minted for it alone".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// SPEC §4 step 6: at least one scope the route asks for this method, counting only scopes
+/// the resource lists (a parameterized scope by its name).
+pub fn scope(
+    claims: &Claims,
+    route: &Route,
+    resource: &ApiResource,
+    model: &Model,
+    method: &Method,
+) -> Result<(), Denial> {
+    let wanted: Vec<&str> = if route.scopes.is_empty() {
+        resource.scopes.iter().map(String::as_str).collect()
+    } else {
+        route
+            .scopes
+            .get(method.as_str())
+            .or_else(|| route.scopes.get("*"))
+            .map(|list| list.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    };
+    let held = claims.scope.iter().map(|s| scope_name(s, model));
+    let mut held = held.filter(|name| resource.lists(name));
+    if held.any(|name| wanted.contains(&name)) {
+        Ok(())
+    } else {
+        Err(Denial::InsufficientScope {
+            scope: wanted.join(" "),
+        })
+    }
+}
+
+/// The scope's name: `transaction` for `transaction:42` when `transaction` is parameterized.
+fn scope_name<'a>(scope: &'a str, model: &Model) -> &'a str {
+    match scope.split_once(':') {
+        Some((name, _))
+            if !model.api_scopes.contains_key(scope)
+                && model.api_scopes.get(name).is_some_and(|s| s.parameterized) =>
+        {
+            name
+        }
+        _ => scope,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_header_forms() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), Err(Denial::NoToken));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bEaReR abc.def-_~+/=="),
+        );
+        assert_eq!(bearer(&h), Ok("abc.def-_~+/=="));
+        for bad in [
+            "Bearer",
+            "Bearer ",
+            "Bearer  abc",
+            "Bearer a b",
+            "Bearer ==",
+            "Bearer a\"b",
+        ] {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(bad));
+            assert!(
+                matches!(bearer(&h), Err(Denial::InvalidRequest(_))),
+                "{bad}"
+            );
+        }
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic Y2xpZW50OnNlY3JldA=="),
+        );
+        assert_eq!(bearer(&h), Err(Denial::NoToken));
+        h.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert!(matches!(bearer(&h), Err(Denial::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn challenges_quote_safely() {
+        let r = Denial::InvalidToken("bad \"quote\"\n".into())
+            .response("http://h/.well-known/oauth-protected-resource/x");
+        let c = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert_eq!(c, "Bearer realm=\"isogate\", error=\"invalid_token\", error_description=\"bad 'quote'?\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\"");
+    }
+}

@@ -1,0 +1,322 @@
+//! The keys the gateway trusts: the local issuer's, in-process, and each trusted issuer's
+//! remote JWKS, fetched with a timeout, refreshed in the background, refetched on an unknown
+//! `kid` at most once per 30 s per issuer, and kept as last known good while the issuer is down.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::jwk::JwkSet;
+
+use crate::config::{Config, TrustedIssuer};
+use crate::http::{get_json, Client};
+use crate::jwt::cache::VerifiedCache;
+use crate::jwt::verify::{self, Claims, IssuerKeys, TokenError, TrustedKeys};
+
+/// An unknown `kid` refetches an issuer's JWKS at most this often.
+const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// How often remote key sets are refreshed in the background.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+/// How long one fetch (discovery + JWKS) may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest JWKS or discovery document read.
+const MAX_DOCUMENT: usize = 512 * 1024;
+/// Verified tokens remembered.
+const CACHE_CAPACITY: usize = 65_536;
+
+/// One remote issuer's state.
+struct Remote {
+    config: TrustedIssuer,
+    /// The last key set fetched successfully.
+    jwks: Option<JwkSet>,
+    /// Serialises fetches; holds when the last unknown-kid refetch started.
+    fetching: Arc<tokio::sync::Mutex<Option<Instant>>>,
+    refresher: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Trusted keys plus the verified-token cache.
+pub struct Keys {
+    client: Client,
+    /// Every trusted key. Each rebuild has a new generation; cache entries of older
+    /// generations never hit.
+    trusted: ArcSwap<TrustedKeys>,
+    cache: VerifiedCache,
+    /// The local issuer and its published keys (retired ones included).
+    local: Mutex<Option<(String, JwkSet)>>,
+    remotes: Mutex<BTreeMap<String, Remote>>,
+}
+
+impl Keys {
+    /// An empty registry; call [`Keys::configure`] with the first snapshot.
+    pub fn new(client: Client) -> Arc<Self> {
+        Arc::new(Keys {
+            client,
+            trusted: ArcSwap::from_pointee(TrustedKeys::default()),
+            cache: VerifiedCache::new(CACHE_CAPACITY),
+            local: Mutex::new(None),
+            remotes: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Adopts the key sources of `config`: the local issuer's keys, and the trusted issuers
+    /// (starting background refreshers for new ones, stopping those no longer listed; an
+    /// unchanged issuer keeps its last fetched keys).
+    pub fn configure(self: &Arc<Self>, config: &Config) {
+        *lock(&self.local) = config
+            .issuer
+            .as_ref()
+            .map(|issuer| (issuer.issuer.clone(), issuer.keys.jwks()));
+        let wanted: Vec<TrustedIssuer> = config
+            .proxy
+            .as_ref()
+            .map(|p| p.trusted_issuers.clone())
+            .unwrap_or_default();
+        {
+            let mut remotes = lock(&self.remotes);
+            remotes.retain(|issuer, remote| {
+                let keep = wanted.contains(&remote.config);
+                if !keep {
+                    if let Some(task) = remote.refresher.take() {
+                        task.abort();
+                    }
+                    tracing::info!(issuer, "no longer trusted");
+                }
+                keep
+            });
+            for config in wanted {
+                if remotes.contains_key(&config.issuer) {
+                    continue;
+                }
+                let issuer = config.issuer.clone();
+                let refresher = tokio::spawn(refresh_forever(Arc::downgrade(self), issuer.clone()));
+                remotes.insert(
+                    issuer,
+                    Remote {
+                        config,
+                        jwks: None,
+                        fetching: Arc::new(tokio::sync::Mutex::new(None)),
+                        refresher: Some(refresher),
+                    },
+                );
+            }
+        }
+        self.rebuild();
+    }
+
+    /// Rebuilds the trusted set from the local keys and every remote's last good JWKS.
+    fn rebuild(&self) {
+        let mut sets: Vec<(String, bool, JwkSet)> = Vec::new();
+        if let Some((issuer, jwks)) = lock(&self.local).as_ref() {
+            sets.push((issuer.clone(), true, jwks.clone()));
+        }
+        for remote in lock(&self.remotes).values() {
+            let jwks = remote.jwks.clone().unwrap_or_default();
+            sets.push((
+                remote.config.issuer.clone(),
+                remote.config.require_typ,
+                jwks,
+            ));
+        }
+        let issuers = sets
+            .into_iter()
+            .map(|(issuer, require_typ, jwks)| {
+                let (keys, skipped) = IssuerKeys::from_jwk_set(issuer.as_str(), require_typ, &jwks);
+                for (kid, error) in skipped {
+                    let kid = kid.as_deref().unwrap_or("-");
+                    tracing::warn!(issuer, kid, %error, "JWKS key skipped");
+                }
+                keys
+            })
+            .collect();
+        self.trusted.store(Arc::new(TrustedKeys::new(issuers)));
+        self.cache.clear();
+    }
+
+    /// Verifies `token`'s signature and `typ`, from the cache when it was verified before
+    /// under the same keys. An unknown `kid` of a trusted remote issuer refetches that issuer's
+    /// JWKS (at most once per 30 s) and tries again. Time, `aud` and `scope` are the caller's.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+        let trusted = self.trusted.load_full();
+        if let Some(claims) = self.cache.get(token, unix_now(), trusted.generation()) {
+            return Ok(claims);
+        }
+        match self.verify_uncached(token, &trusted) {
+            Err(TokenError::UnknownKid) => {
+                let Some(issuer) = unverified_issuer(token) else {
+                    return Err(TokenError::UnknownKid);
+                };
+                if self.refetch(&issuer, trusted.generation()).await {
+                    self.verify_uncached(token, &self.trusted.load_full())
+                } else {
+                    Err(TokenError::UnknownKid)
+                }
+            }
+            result => result,
+        }
+    }
+
+    fn verify_uncached(
+        &self,
+        token: &str,
+        trusted: &TrustedKeys,
+    ) -> Result<Arc<Claims>, TokenError> {
+        let claims = Arc::new(verify::verify(token, trusted)?);
+        self.cache
+            .insert(token, claims.clone(), trusted.generation());
+        Ok(claims)
+    }
+
+    /// Fetches `issuer`'s JWKS now unless an unknown `kid` did so in the last 30 s; true when
+    /// the key set changed since generation `seen`.
+    async fn refetch(&self, issuer: &str, seen: u64) -> bool {
+        let Some((config, fetching)) = lock(&self.remotes)
+            .get(issuer)
+            .map(|r| (r.config.clone(), r.fetching.clone()))
+        else {
+            return false;
+        };
+        let mut last = fetching.lock().await;
+        if self.trusted.load().generation() != seen {
+            // The keys changed while this request waited (another fetch, or a reload).
+            return true;
+        }
+        if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        self.fetch_into(&config).await
+    }
+
+    /// Fetches `config`'s JWKS and adopts it; true when the key set changed.
+    async fn fetch_into(&self, config: &TrustedIssuer) -> bool {
+        match fetch(&self.client, config).await {
+            Ok(jwks) => {
+                let changed = {
+                    let mut remotes = lock(&self.remotes);
+                    match remotes.get_mut(&config.issuer) {
+                        Some(remote) if remote.jwks.as_ref() != Some(&jwks) => {
+                            tracing::info!(issuer = %config.issuer, keys = jwks.keys.len(), "JWKS fetched");
+                            remote.jwks = Some(jwks);
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if changed {
+                    self.rebuild();
+                }
+                changed
+            }
+            Err(e) => {
+                tracing::warn!(issuer = %config.issuer, error = %e, "JWKS fetch failed; keeping the last good key set");
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        for remote in lock(&self.remotes).values_mut() {
+            if let Some(task) = remote.refresher.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Fetches an issuer's JWKS now, then every five minutes (every 30 s while it fails).
+async fn refresh_forever(keys: std::sync::Weak<Keys>, issuer: String) {
+    loop {
+        let Some(strong) = keys.upgrade() else { return };
+        let Some((config, fetching)) = lock(&strong.remotes)
+            .get(&issuer)
+            .map(|r| (r.config.clone(), r.fetching.clone()))
+        else {
+            return;
+        };
+        let ok = {
+            // Serialised with unknown-kid refetches, but does not use up their 30 s budget.
+            let _guard = fetching.lock().await;
+            strong.fetch_into(&config).await;
+            lock(&strong.remotes)
+                .get(&issuer)
+                .is_some_and(|r| r.jwks.is_some())
+        };
+        drop(strong);
+        tokio::time::sleep(if ok {
+            REFRESH_INTERVAL
+        } else {
+            REFETCH_INTERVAL
+        })
+        .await;
+    }
+}
+
+/// The issuer's JWKS, its `jwks_uri` discovered when not configured.
+async fn fetch(client: &Client, config: &TrustedIssuer) -> Result<JwkSet, String> {
+    let jwks_uri = match &config.jwks_uri {
+        Some(uri) => uri.clone(),
+        None => discover(client, &config.issuer).await?,
+    };
+    get_json(client, &jwks_uri, FETCH_TIMEOUT, MAX_DOCUMENT).await
+}
+
+/// `jwks_uri` from the issuer's OpenID Connect or RFC 8414 discovery document.
+async fn discover(client: &Client, issuer: &str) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Discovery {
+        issuer: String,
+        jwks_uri: String,
+    }
+    let base = issuer.trim_end_matches('/');
+    let mut errors = Vec::new();
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        match get_json::<Discovery>(
+            client,
+            &format!("{base}{path}"),
+            FETCH_TIMEOUT,
+            MAX_DOCUMENT,
+        )
+        .await
+        {
+            Ok(doc) if doc.issuer == issuer => return Ok(doc.jwks_uri),
+            Ok(doc) => errors.push(format!("{path} names the issuer {:?}", doc.issuer)),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(format!("discovery failed: {}", errors.join("; ")))
+}
+
+/// The `iss` of a token before verification, to know whose JWKS to refetch.
+fn unverified_issuer(token: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Iss>(&bytes).ok().map(|p| p.iss)
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Locks a std mutex, recovering from poisoning (state here is always consistent between
+/// statements).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,718 @@
+//! The gateway (SPEC §4) with a real recording upstream and real keys: what passes, what is
+//! refused (and never reaches the upstream), and what the upstream receives.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use isogate::jwt::{Alg, SigningKey};
+use isogate::Role;
+use serde_json::{json, Value};
+
+use crate::servers::{JwksServer, Upstream};
+use crate::support::*;
+
+fn routes(upstream: &str) -> String {
+    format!(
+        r#"
+[[routes]]
+path_prefix = "/invoices"
+upstream = "{upstream}"
+resource = "urn:invoices"
+[routes.scopes]
+GET = ["read", "write"]
+"*" = ["write"]
+
+[[routes]]
+path_prefix = "/products"
+upstream = "{upstream}"
+resource = "urn:products"
+
+[[routes]]
+path_prefix = "/payments"
+upstream = "{upstream}"
+resource = "urn:payments"
+strip_authorization = true
+"#
+    )
+}
+
+struct Gate {
+    isogate: Isogate,
+    upstream: Upstream,
+}
+
+impl Gate {
+    async fn start() -> Self {
+        Self::with_proxy("").await
+    }
+
+    /// `extra` goes into the `[proxy]` section (e.g. trusted issuers).
+    async fn with_proxy(extra: &str) -> Self {
+        let upstream = Upstream::start().await;
+        let toml = issuer_section("http://isogate.test")
+            + SEED
+            + &format!("\n[proxy]\nlisten = \"127.0.0.1:0\"\nupstream_timeout = \"1s\"\n{extra}\n")
+            + &routes(&upstream.url());
+        Gate {
+            isogate: Isogate::start(&toml).await,
+            upstream,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.isogate.addr(Role::Proxy))
+    }
+
+    /// A token from the local issuer.
+    async fn token(&self, scope: &str, resource: Option<&str>) -> String {
+        let mut form = vec![("grant_type", "client_credentials"), ("scope", scope)];
+        form.extend(resource.map(|r| ("resource", r)));
+        self.isogate.token_ok(&form).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn call(&self, method: Method, path: &str, authorization: Option<&str>) -> Reply {
+        let mut req = Request::builder().method(method).uri(self.url(path));
+        if let Some(a) = authorization {
+            req = req.header("authorization", a);
+        }
+        send(req.body(Full::default()).unwrap()).await
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, path, Some(&format!("Bearer {token}")))
+            .await
+    }
+
+    /// The local ES256 signing key, to craft tokens.
+    fn key(&self) -> SigningKey {
+        SigningKey::from_file(
+            &self.isogate.path("keys/es256.pem"),
+            Alg::ES256,
+            Some("es".into()),
+            false,
+        )
+        .unwrap()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Claims like the local issuer's, for `aud`.
+fn claims(aud: Value) -> Value {
+    let now = now();
+    json!({"iss": "http://isogate.test", "sub": "client", "client_id": "client", "aud": aud,
+           "scope": "read write", "iat": now, "nbf": now, "exp": now + 300, "jti": now.to_string()})
+}
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+}
+
+fn assert_refused(reply: &Reply, status: StatusCode, error: &str) {
+    assert_eq!(reply.status, status, "{}", reply.text());
+    let challenge = reply.header("www-authenticate").expect("a challenge");
+    assert!(
+        challenge.starts_with("Bearer realm=\"isogate\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains(&format!("error=\"{error}\"")),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("resource_metadata=\"http://"),
+        "{challenge}"
+    );
+}
+
+#[tokio::test]
+async fn seed_story_at_the_gate() {
+    let gate = Gate::start().await;
+    let invoices = gate.token("read", Some("urn:invoices")).await;
+    let reply = gate.get("/invoices/42", &invoices).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.text(), "upstream /invoices/42 0");
+    assert_eq!(gate.upstream.count(), 1);
+
+    // The same token at the products API: not its audience.
+    assert_refused(
+        &gate.get("/products/1", &invoices).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
+    // A token obtained without `resource` (aud = products): refused at the isolated invoices.
+    let plain = gate.token("read", None).await;
+    assert_refused(
+        &gate.get("/invoices/42", &plain).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
+    assert_eq!(
+        gate.upstream.count(),
+        1,
+        "refused requests never reach the upstream"
+    );
+    assert_eq!(gate.get("/products/1", &plain).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn no_token_gets_a_bare_challenge_pointing_at_the_metadata() {
+    let gate = Gate::start().await;
+    let reply = gate
+        .call(Method::GET, "/invoices?access_token=abc", None)
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let host = gate.isogate.addr(Role::Proxy);
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(format!("Bearer realm=\"isogate\", resource_metadata=\"http://{host}/.well-known/oauth-protected-resource/invoices\"").as_str())
+    );
+    // Another scheme is no bearer token either.
+    let reply = gate
+        .call(Method::GET, "/invoices", Some(&basic("client", SECRET)))
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(!reply.header("www-authenticate").unwrap().contains("error="));
+    assert_eq!(gate.upstream.count(), 0);
+
+    let doc = get(&gate.url("/.well-known/oauth-protected-resource/invoices")).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert_eq!(
+        doc.json(),
+        json!({"resource": "urn:invoices", "authorization_servers": ["http://isogate.test"],
+               "scopes_supported": ["read", "write"], "bearer_methods_supported": ["header"]})
+    );
+    assert_eq!(
+        get(&gate.url("/.well-known/oauth-protected-resource/nope"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn malformed_or_duplicated_authorization_is_invalid_request() {
+    let gate = Gate::start().await;
+    let token = gate.token("read", Some("urn:invoices")).await;
+    for bad in [
+        "Bearer",
+        "Bearer  two-spaces",
+        "Bearer a b",
+        "Bearer \"quoted\"",
+    ] {
+        let reply = gate.call(Method::GET, "/invoices", Some(bad)).await;
+        assert_refused(&reply, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let req = Request::get(gate.url("/invoices"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::default())
+        .unwrap();
+    assert_refused(&send(req).await, StatusCode::BAD_REQUEST, "invalid_request");
+    // The scheme is case-insensitive.
+    let reply = gate
+        .call(Method::GET, "/invoices", Some(&format!("bEARER {token}")))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(gate.upstream.count(), 1);
+}
+
+#[tokio::test]
+async fn a_scope_the_method_needs_is_required() {
+    let gate = Gate::start().await;
+    let read = gate.token("read", Some("urn:invoices")).await;
+    assert_eq!(gate.get("/invoices", &read).await.status, StatusCode::OK);
+    let reply = gate
+        .call(Method::POST, "/invoices", Some(&format!("Bearer {read}")))
+        .await;
+    assert_refused(&reply, StatusCode::FORBIDDEN, "insufficient_scope");
+    assert!(reply
+        .header("www-authenticate")
+        .unwrap()
+        .contains("scope=\"write\""));
+    let write = gate.token("write", Some("urn:invoices")).await;
+    let reply = gate
+        .call(Method::POST, "/invoices", Some(&format!("Bearer {write}")))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // A parameterized scope counts by its name.
+    let tx = gate.token("transaction:42", Some("urn:payments")).await;
+    assert_eq!(gate.get("/payments/42", &tx).await.status, StatusCode::OK);
+    assert_eq!(gate.upstream.count(), 3);
+}
+
+#[tokio::test]
+async fn forged_and_foreign_tokens_never_reach_the_upstream() {
+    let gate = Gate::start().await;
+    let key = gate.key();
+    let aud = json!("urn:products");
+    let good = isogate::jwt::encode(&key, "at+jwt", &claims(aud.clone())).unwrap();
+    assert_eq!(
+        gate.get("/products", &good).await.status,
+        StatusCode::OK,
+        "the control token passes"
+    );
+    let (header, payload) = (
+        good.split('.').next().unwrap(),
+        good.split('.').nth(1).unwrap(),
+    );
+
+    let public_key = {
+        let jwks = get(&gate.isogate.issuer_url("/.well-known/jwks"))
+            .await
+            .body;
+        jwks.to_vec()
+    };
+    let hs256 = {
+        let h = b64(&json!({"alg": "HS256", "typ": "at+jwt", "kid": "es"}));
+        let input = format!("{h}.{payload}");
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &public_key);
+        format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(aws_lc_rs::hmac::sign(&key, input.as_bytes()))
+        )
+    };
+    let other_key = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.pem");
+        isogate::jwt::generate_key_file(&path, Alg::ES256).unwrap();
+        SigningKey::from_file(&path, Alg::ES256, Some("es".into()), false).unwrap()
+    };
+    let unknown_kid = SigningKey::from_file(
+        &gate.isogate.path("keys/es256.pem"),
+        Alg::ES256,
+        Some("nope".into()),
+        false,
+    )
+    .unwrap();
+    let mut untrusted = claims(aud.clone());
+    untrusted["iss"] = json!("https://evil.example");
+    let mut expired = claims(aud.clone());
+    expired["exp"] = json!(now() - 31);
+    let mut early = claims(aud.clone());
+    early["nbf"] = json!(now() + 31);
+    let mut float_exp = claims(aud.clone());
+    float_exp["exp"] = json!(1e30);
+    let mut big = claims(aud.clone());
+    big["pad"] = json!("x".repeat(9000));
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "alg none",
+            format!(
+                "{}.{payload}.",
+                b64(&json!({"alg": "none", "typ": "at+jwt", "kid": "es"}))
+            ),
+        ),
+        ("HS256 keyed with the public key", hs256),
+        (
+            "another key under a trusted kid",
+            isogate::jwt::encode(&other_key, "at+jwt", &claims(aud.clone())).unwrap(),
+        ),
+        (
+            "unknown kid",
+            isogate::jwt::encode(&unknown_kid, "at+jwt", &claims(aud.clone())).unwrap(),
+        ),
+        (
+            "untrusted iss",
+            isogate::jwt::encode(&key, "at+jwt", &untrusted).unwrap(),
+        ),
+        (
+            "typ JWT",
+            isogate::jwt::encode(&key, "JWT", &claims(aud.clone())).unwrap(),
+        ),
+        (
+            "expired beyond skew",
+            isogate::jwt::encode(&key, "at+jwt", &expired).unwrap(),
+        ),
+        (
+            "not yet valid beyond skew",
+            isogate::jwt::encode(&key, "at+jwt", &early).unwrap(),
+        ),
+        (
+            "non-integer exp",
+            isogate::jwt::encode(&key, "at+jwt", &float_exp).unwrap(),
+        ),
+        (
+            "over 8 KiB",
+            isogate::jwt::encode(&key, "at+jwt", &big).unwrap(),
+        ),
+        ("garbage", "not.a.jwt".into()),
+        ("two parts", format!("{header}.{payload}")),
+        (
+            "tampered payload",
+            format!(
+                "{header}.{}.{}",
+                b64(&claims(json!("urn:invoices"))),
+                good.split('.').nth(2).unwrap()
+            ),
+        ),
+    ];
+    for (what, token) in cases {
+        let reply = gate.get("/products", &token).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{what}: {}",
+            reply.text()
+        );
+        assert_refused(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+        let challenge = reply.header("www-authenticate").unwrap();
+        assert!(!challenge.contains(payload), "{what}: the token is echoed");
+    }
+    assert_eq!(
+        gate.upstream.count(),
+        1,
+        "only the control token reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn expiry_within_the_clock_skew_is_accepted() {
+    let gate = Gate::start().await;
+    let key = gate.key();
+    let mut c = claims(json!("urn:products"));
+    c["exp"] = json!(now() - 10);
+    c["nbf"] = json!(now() + 10);
+    let token = isogate::jwt::encode(&key, "at+jwt", &c).unwrap();
+    assert_eq!(gate.get("/products", &token).await.status, StatusCode::OK);
+    let token =
+        isogate::jwt::encode(&key, "application/at+jwt", &claims(json!(["urn:products"]))).unwrap();
+    assert_eq!(
+        gate.get("/products", &token).await.status,
+        StatusCode::OK,
+        "application/at+jwt and an aud array"
+    );
+}
+
+#[tokio::test]
+async fn a_multi_audience_token_is_refused_at_an_isolated_resource_only() {
+    let gate = Gate::start().await;
+    let token = isogate::jwt::encode(
+        &gate.key(),
+        "at+jwt",
+        &claims(json!(["urn:invoices", "urn:products"])),
+    )
+    .unwrap();
+    let reply = gate.get("/invoices", &token).await;
+    assert_refused(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+    assert!(reply.header("www-authenticate").unwrap().contains("alone"));
+    assert_eq!(gate.get("/products", &token).await.status, StatusCode::OK);
+    assert_eq!(gate.upstream.count(), 1);
+}
+
+#[tokio::test]
+async fn path_tricks_cannot_reach_another_route() {
+    let gate = Gate::start().await;
+    let products = gate.token("read", Some("urn:products")).await;
+    for path in [
+        "/products/../invoices",
+        "/products/%2e%2e/invoices",
+        "/products/%2E%2E/invoices/1",
+        "/products/./../invoices",
+    ] {
+        let reply = gate.get(path, &products).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{path} must be judged as /invoices: {}",
+            reply.text()
+        );
+    }
+    for path in [
+        "/invoices%2F1",
+        "/products;x=1",
+        "/products%5C..%5Cinvoices",
+        "/products/%00",
+    ] {
+        assert_eq!(
+            gate.get(path, &products).await.status,
+            StatusCode::BAD_REQUEST,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        gate.get("/invoices2", &products).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(gate.get("/", &products).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(gate.upstream.count(), 0);
+    // Allowed requests are forwarded with the normalised path and the query as sent.
+    let reply = gate
+        .get("//products/a/./b/../c?q=%2F..&x=1", &products)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(gate.upstream.last().target, "/products/a/c?q=%2F..&x=1");
+}
+
+#[tokio::test]
+async fn forwarding_sets_identity_and_forwarded_headers_and_drops_hop_by_hop() {
+    let gate = Gate::start().await;
+    let token = gate.token("read write", Some("urn:invoices")).await;
+    let req = Request::post(gate.url("/invoices/1"))
+        .header("host", "api.example.com")
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-isogate-sub", "admin")
+        .header("X-Isogate-Anything", "spoofed")
+        .header("connection", "x-drop-me")
+        .header("x-drop-me", "1")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic eDp5")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-kept", "yes")
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .unwrap();
+    let reply = send(req).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.header("x-upstream"), Some("yes"));
+    assert_eq!(
+        reply.header("x-upstream-hop"),
+        None,
+        "a header the upstream's Connection names is dropped"
+    );
+    let seen = gate.upstream.last();
+    let h = |name: &str| {
+        seen.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(seen.method, Method::POST);
+    assert_eq!(seen.body.as_ref(), b"hello");
+    assert_eq!(h("x-isogate-sub").as_deref(), Some("client"));
+    assert_eq!(h("x-isogate-client-id").as_deref(), Some("client"));
+    assert_eq!(h("x-isogate-scope").as_deref(), Some("read write"));
+    assert_eq!(h("x-isogate-anything"), None);
+    for dropped in [
+        "x-drop-me",
+        "keep-alive",
+        "proxy-authorization",
+        "connection",
+    ] {
+        assert_eq!(h(dropped), None, "{dropped}");
+    }
+    assert_eq!(h("x-kept").as_deref(), Some("yes"));
+    assert_eq!(
+        h("x-forwarded-for").as_deref(),
+        Some("203.0.113.7, 127.0.0.1")
+    );
+    assert_eq!(h("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(h("x-forwarded-host").as_deref(), Some("api.example.com"));
+    assert_eq!(h("host"), Some(gate.upstream.addr.to_string()));
+    assert_eq!(
+        h("authorization"),
+        Some(format!("Bearer {token}")),
+        "forwarded unchanged"
+    );
+
+    let tx = gate.token("transaction:7", Some("urn:payments")).await;
+    assert_eq!(gate.get("/payments", &tx).await.status, StatusCode::OK);
+    assert_eq!(
+        gate.upstream.last().headers.get("authorization"),
+        None,
+        "strip_authorization"
+    );
+}
+
+/// hyper frames HTTP/1.1 per RFC 9112 §6.3: with both Content-Length and Transfer-Encoding the
+/// chunked encoding wins, Content-Length is dropped and the connection is closed after the
+/// response, so nothing after the body can be smuggled in as a second request; differing
+/// Content-Length values are refused.
+#[tokio::test]
+async fn ambiguous_framing_cannot_smuggle_and_bad_heads_are_refused() {
+    let gate = Gate::start().await;
+    let token = gate.token("read", Some("urn:products")).await;
+    let addr = gate.isogate.addr(Role::Proxy);
+    let smuggle = format!(
+        "POST /products HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /products/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    );
+    let response = raw(addr, smuggle.as_bytes()).await;
+    assert_eq!(
+        response.matches("HTTP/1.1 ").count(),
+        1,
+        "one response, then the connection closes: {response}"
+    );
+    assert_eq!(gate.upstream.count(), 1);
+    let seen = gate.upstream.last();
+    assert_eq!(seen.target, "/products");
+    assert_eq!(seen.headers.get("content-length"), None);
+
+    let head = |extra: &str| {
+        format!("POST /products HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n{extra}\r\n")
+    };
+    let cases = [
+        ("differing Content-Length", head("Content-Length: 5\r\nContent-Length: 6\r\n") + "hello!", "400"),
+        ("huge head", head(&format!("X-Big: {}\r\n", "a".repeat(40 * 1024))), "431"),
+        ("absolute-form", format!("GET http://x/products HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"), "400"),
+        ("asterisk-form", "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned(), "400"),
+    ];
+    for (what, request, status) in cases {
+        let response = raw(addr, request.as_bytes()).await;
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {response}"
+        );
+    }
+    assert_eq!(gate.upstream.count(), 1);
+}
+
+#[tokio::test]
+async fn upstream_failures_are_502_and_504() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let upstream = Upstream::start().await;
+    let toml = issuer_section("http://isogate.test")
+        + SEED
+        + "\n[proxy]\nlisten = \"127.0.0.1:0\"\nupstream_timeout = \"1s\"\n"
+        + &routes(&upstream.url()).replacen(&upstream.url(), &format!("http://{dead}"), 1);
+    let isogate = Isogate::start(&toml).await;
+    let gate = Gate { isogate, upstream };
+    let invoices = gate.token("read", Some("urn:invoices")).await;
+    assert_eq!(
+        gate.get("/invoices", &invoices).await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    let products = gate.token("read", Some("urn:products")).await;
+    let reply = gate.get("/products/slow", &products).await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(reply.json()["error"], "upstream_timeout");
+}
+
+#[tokio::test]
+async fn large_bodies_stream_through() {
+    let gate = Gate::start().await;
+    let token = gate.token("write", Some("urn:products")).await;
+    let body = vec![b'x'; 4 * 1024 * 1024];
+    let req = Request::put(gate.url("/products/blob"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let reply = send(req).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.text(),
+        format!("upstream /products/blob {}", 4 * 1024 * 1024)
+    );
+}
+
+#[tokio::test]
+async fn http2_requests_pass_with_the_authority_as_host() {
+    let gate = Gate::start().await;
+    let token = gate.token("read", Some("urn:products")).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = Request::get(gate.url("/products/h2"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(req).await.expect("h2 request");
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = gate.upstream.last();
+    assert_eq!(seen.target, "/products/h2");
+    assert_eq!(
+        seen.headers.get("x-forwarded-host").unwrap(),
+        &gate.isogate.addr(Role::Proxy).to_string()
+    );
+}
+
+/// A trusted issuer's key and token maker.
+struct Remote {
+    key: SigningKey,
+    _dir: tempfile::TempDir,
+}
+
+impl Remote {
+    fn new(kid: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        isogate::jwt::generate_key_file(&path, Alg::ES256).unwrap();
+        Remote {
+            key: SigningKey::from_file(&path, Alg::ES256, Some(kid.into()), false).unwrap(),
+            _dir: dir,
+        }
+    }
+
+    fn token(&self, issuer: &str) -> String {
+        let mut c = claims(json!("urn:products"));
+        c["iss"] = json!(issuer);
+        c["jti"] = json!(format!("{}-{}", self.key.kid, rand_suffix()));
+        isogate::jwt::encode(&self.key, "at+jwt", &c).unwrap()
+    }
+}
+
+fn rand_suffix() -> u64 {
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+fn jwks(keys: &[&Remote]) -> String {
+    serde_json::to_string(&json!({"keys": keys.iter().map(|k| serde_json::to_value(&k.key.jwk).unwrap()).collect::<Vec<_>>()})).unwrap()
+}
+
+#[tokio::test]
+async fn a_trusted_issuers_rotating_jwks_is_followed_and_survives_an_outage() {
+    let (k1, k2, k3) = (Remote::new("k1"), Remote::new("k2"), Remote::new("k3"));
+    let idp = JwksServer::start(jwks(&[&k1])).await;
+    let issuer = idp.issuer();
+    let gate = Gate::with_proxy(&format!(
+        "[[proxy.trusted_issuers]]\nissuer = \"{issuer}\"\n"
+    ))
+    .await;
+
+    assert_eq!(
+        gate.get("/products", &k1.token(&issuer)).await.status,
+        StatusCode::OK,
+        "discovered JWKS"
+    );
+
+    // Rotation: k2 appears; its first token triggers a refetch, no restart.
+    idp.set(Some(jwks(&[&k1, &k2])));
+    assert_eq!(
+        gate.get("/products", &k2.token(&issuer)).await.status,
+        StatusCode::OK,
+        "new kid after rotation"
+    );
+
+    // The issuer goes down: the last good keys keep working, also for tokens never seen.
+    idp.set(None);
+    assert_eq!(
+        gate.get("/products", &k1.token(&issuer)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        gate.get("/products", &k2.token(&issuer)).await.status,
+        StatusCode::OK
+    );
+
+    // Unknown kids refetch at most once per 30 s.
+    let before = idp.fetches();
+    for _ in 0..3 {
+        assert_eq!(
+            gate.get("/products", &k3.token(&issuer)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert!(
+        idp.fetches() - before <= 1,
+        "{} fetches",
+        idp.fetches() - before
+    );
+    // A token naming the local issuer is still verified in-process.
+    let local = gate.token("read", Some("urn:products")).await;
+    assert_eq!(gate.get("/products", &local).await.status, StatusCode::OK);
+}

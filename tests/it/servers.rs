@@ -1,0 +1,210 @@
+//! Real servers the gateway talks to in tests: a recording upstream and a trusted issuer's
+//! JWKS endpoint that can rotate keys and go down.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// A request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: http::Method,
+    /// Path and query.
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Serves `respond` on 127.0.0.1:0 until dropped; returns the address.
+async fn spawn<F, Fut>(respond: F) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let respond = respond.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let respond = respond.clone();
+                    async move { Ok::<_, Infallible>(respond(req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// An upstream API that records every request and answers `200 upstream <path>`.
+/// A path ending in `/slow` answers after 3 s.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let (addr, task) = spawn(move |req: Request<Incoming>| {
+            let log = log.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let target = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                log.lock().unwrap().push(Recorded {
+                    method: parts.method,
+                    target: target.clone(),
+                    headers: parts.headers,
+                    body: body.clone(),
+                });
+                if target.ends_with("/slow") {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                let mut response = Response::new(Full::new(Bytes::from(format!(
+                    "upstream {target} {}",
+                    body.len()
+                ))));
+                response
+                    .headers_mut()
+                    .insert("connection", "x-upstream-hop".parse().unwrap());
+                response
+                    .headers_mut()
+                    .insert("x-upstream-hop", "1".parse().unwrap());
+                response
+                    .headers_mut()
+                    .insert("x-upstream", "yes".parse().unwrap());
+                response
+            }
+        })
+        .await;
+        Upstream {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream saw a request")
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A trusted issuer's discovery and JWKS endpoints. The JWKS can be replaced or taken down
+/// (503), and fetches are counted.
+pub struct JwksServer {
+    pub addr: SocketAddr,
+    jwks: Arc<Mutex<Option<String>>>,
+    fetches: Arc<Mutex<usize>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JwksServer {
+    pub async fn start(jwks: String) -> Self {
+        let doc = Arc::new(Mutex::new(Some(jwks)));
+        let fetches = Arc::new(Mutex::new(0));
+        let (doc2, fetches2) = (doc.clone(), fetches.clone());
+        let base = Arc::new(Mutex::new(String::new()));
+        let base2 = base.clone();
+        let (addr, task) = spawn(move |req: Request<Incoming>| {
+            let (doc, fetches, base) = (doc2.clone(), fetches2.clone(), base2.clone());
+            async move {
+                let base = base.lock().unwrap().clone();
+                match req.uri().path() {
+                    "/.well-known/openid-configuration" => Response::new(Full::new(Bytes::from(
+                        serde_json::json!({"issuer": base, "jwks_uri": format!("{base}/jwks")})
+                            .to_string(),
+                    ))),
+                    "/jwks" => {
+                        *fetches.lock().unwrap() += 1;
+                        match doc.lock().unwrap().clone() {
+                            Some(jwks) => Response::new(Full::new(Bytes::from(jwks))),
+                            None => {
+                                let mut r = Response::new(Full::new(Bytes::from_static(b"down")));
+                                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                                r
+                            }
+                        }
+                    }
+                    _ => {
+                        let mut r = Response::new(Full::new(Bytes::new()));
+                        *r.status_mut() = StatusCode::NOT_FOUND;
+                        r
+                    }
+                }
+            }
+        })
+        .await;
+        *base.lock().unwrap() = format!("http://{addr}");
+        JwksServer {
+            addr,
+            jwks: doc,
+            fetches,
+            task,
+        }
+    }
+
+    /// The issuer URL (its discovery document names it).
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set(&self, jwks: Option<String>) {
+        *self.jwks.lock().unwrap() = jwks;
+    }
+
+    pub fn fetches(&self) -> usize {
+        *self.fetches.lock().unwrap()
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
