@@ -97,7 +97,7 @@ pub fn token(
     let access_token = mint(issuer, client, None, &granted, lifetime, now)?;
     tracing::info!(
         client_id = %client.client_id,
-        grant_type,
+        %grant_type,
         aud = ?granted.aud,
         scope = %granted.scopes.join(" "),
         "access token issued"

@@ -88,6 +88,7 @@ pub async fn forward(
     timeout: Duration,
 ) -> Result<Response<Body>, ForwardError> {
     let (mut parts, body) = req.into_parts();
+    let client_version = parts.version;
     let uri: Uri = format!("{upstream}{path_and_query}")
         .parse()
         .map_err(|e| ForwardError::Connect(format!("bad upstream URI: {e}")))?;
@@ -122,6 +123,8 @@ pub async fn forward(
     };
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
+    // The client gets its own protocol version, whatever the upstream spoke.
+    parts.version = client_version;
     Ok(Response::from_parts(
         parts,
         body.map_err(Into::into).boxed_unsync(),

@@ -79,13 +79,13 @@ pub async fn handle(
     let (response, outcome) = decide(&snapshot, &gateway, req, peer).await;
     tracing::info!(
         %method,
-        route = outcome.route.as_deref().unwrap_or("-"),
-        resource = outcome.resource.as_deref().unwrap_or("-"),
-        decision = outcome.decision,
-        reason = outcome.reason,
+        route = %outcome.route.as_deref().unwrap_or("-"),
+        resource = %outcome.resource.as_deref().unwrap_or("-"),
+        decision = %outcome.decision,
+        reason = %outcome.reason,
         status = response.status().as_u16(),
         latency_us = started.elapsed().as_micros() as u64,
-        client_id = outcome.client_id.as_deref().unwrap_or("-"),
+        client_id = %outcome.client_id.as_deref().unwrap_or("-"),
         %peer,
         "request"
     );

@@ -262,3 +262,73 @@ async fn json_logs_are_one_object_per_line() {
     running.signal("TERM");
     assert_eq!(running.finish().0, Some(0));
 }
+
+#[tokio::test]
+async fn the_gateway_logs_one_line_per_request_without_the_token() {
+    let upstream = crate::servers::Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("isogate.toml");
+    let toml = issuer_section("http://isogate.test")
+        + SEED
+        + &format!(
+            "\n[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\npath_prefix = \"/invoices\"\nupstream = \"{}\"\nresource = \"urn:invoices\"\n",
+            upstream.url()
+        );
+    std::fs::write(&path, toml).unwrap();
+    let mut running = Running::spawn(
+        env!("CARGO_BIN_EXE_isogate"),
+        &["serve", "--config", path.to_str().unwrap()],
+    );
+    let issuer = listening_addr(&running.wait_for("listening role=issuer")).unwrap();
+    let proxy = listening_addr(&running.wait_for("listening role=proxy")).unwrap();
+    let token = post_form(
+        &format!("http://{issuer}/connect/token"),
+        &[
+            ("grant_type", "client_credentials"),
+            ("resource", "urn:invoices"),
+        ],
+        Some(("client", SECRET)),
+    )
+    .await
+    .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let call = |auth: Option<String>| {
+        let url = format!("http://{proxy}/invoices/7");
+        async move {
+            let mut req = http::Request::get(url);
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            send(req.body(http_body_util::Full::default()).unwrap())
+                .await
+                .status
+        }
+    };
+    assert_eq!(call(Some(format!("Bearer {token}"))).await, StatusCode::OK);
+    let allowed = running.wait_for(" request ");
+    for field in [
+        "method=GET",
+        "route=/invoices",
+        "resource=urn:invoices",
+        "decision=allow",
+        "reason=ok",
+        "status=200",
+        "client_id=client",
+        "latency_us=",
+    ] {
+        assert!(allowed.contains(field), "{field} missing in: {allowed}");
+    }
+    assert_eq!(
+        call(Some("Bearer x.y.z".into())).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let denied = running.wait_for(" request ");
+    for field in ["decision=deny", "reason=invalid_token", "status=401"] {
+        assert!(denied.contains(field), "{field} missing in: {denied}");
+    }
+    running.signal("TERM");
+    let (_, log) = running.finish();
+    assert!(!log.contains(&token), "the token was logged");
+}

@@ -522,6 +522,13 @@ async fn forwarding_sets_identity_and_forwarded_headers_and_drops_hop_by_hop() {
         None,
         "strip_authorization"
     );
+    // The client gets its own HTTP version back.
+    let http10 = raw(
+        gate.isogate.addr(Role::Proxy),
+        format!("GET /invoices/1 HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(http10.starts_with("HTTP/1.0 200"), "{http10}");
 }
 
 /// hyper frames HTTP/1.1 per RFC 9112 §6.3: with both Content-Length and Transfer-Encoding the
