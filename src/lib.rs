@@ -72,6 +72,10 @@ impl Server {
     /// `listening role=<role> addr=<ip:port>` with the real address.
     pub async fn start(config: Config) -> Result<Server, BindError> {
         let grace = config.shutdown_grace;
+        // aws-lc seeds its RNG on first use (tens of milliseconds); pay that before listening,
+        // not in the first request.
+        let mut seed = [0u8; 1];
+        let _ = aws_lc_rs::rand::fill(&mut seed);
         let mut wanted = Vec::new();
         if let Some(issuer) = &config.issuer {
             wanted.push((Role::Issuer, issuer.listen));

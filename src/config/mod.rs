@@ -78,6 +78,9 @@ pub struct IssuerConfig {
     pub listen: SocketAddr,
     /// The `iss` value exactly as configured.
     pub issuer: String,
+    /// The path of the issuer URL without trailing slash (`""` for `https://id.example.com`):
+    /// endpoints are served below it.
+    pub base_path: String,
     /// Default access token lifetime (`access_token_lifetime`, default 1h).
     pub access_token_lifetime: Duration,
     /// Folder of durable grants (`data_dir`, default `data`), resolved against the file's folder.

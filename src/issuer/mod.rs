@@ -29,10 +29,7 @@ pub async fn handle(state: Shared, req: Request<Incoming>, _peer: SocketAddr) ->
     };
     let path = req.uri().path();
     // An issuer URL with a path (https://id.example.com/tenant) serves below that path.
-    let base = url::Url::parse(&issuer.issuer)
-        .map(|u| u.path().trim_end_matches('/').to_owned())
-        .unwrap_or_default();
-    let path = path.strip_prefix(base.as_str()).unwrap_or(path);
+    let path = path.strip_prefix(issuer.base_path.as_str()).unwrap_or(path);
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     match path {
         "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server" => {

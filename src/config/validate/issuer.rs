@@ -19,17 +19,23 @@ pub(super) fn issuer_config(
         signing_keys,
     } = issuer.into_inner();
     let listen = v.socket(&listen, "issuer.listen");
-    match url::Url::parse(iss.get_ref()) {
+    let base_path = match url::Url::parse(iss.get_ref()) {
         Ok(url)
             if matches!(url.scheme(), "http" | "https")
                 && url.query().is_none()
-                && url.fragment().is_none() => {}
-        _ => v.at(
-            &iss,
-            "issuer.issuer",
-            "must be an http(s) URL without query or fragment, e.g. \"https://id.example.com\"",
-        ),
-    }
+                && url.fragment().is_none() =>
+        {
+            url.path().trim_end_matches('/').to_owned()
+        }
+        _ => {
+            v.at(
+                &iss,
+                "issuer.issuer",
+                "must be an http(s) URL without query or fragment, e.g. \"https://id.example.com\"",
+            );
+            String::new()
+        }
+    };
     let access_token_lifetime = v.duration(
         &access_token_lifetime,
         "issuer.access_token_lifetime",
@@ -108,6 +114,7 @@ pub(super) fn issuer_config(
     IssuerConfig {
         listen,
         issuer: iss,
+        base_path,
         access_token_lifetime,
         data_dir,
         keys: KeySet::new(keys),
