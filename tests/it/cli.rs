@@ -332,3 +332,74 @@ async fn the_gateway_logs_one_line_per_request_without_the_token() {
     let (_, log) = running.finish();
     assert!(!log.contains(&token), "the token was logged");
 }
+
+/// An https upstream is verified against the system's roots (here `SSL_CERT_FILE`, which
+/// rustls-native-certs reads): a trusted certificate passes, an unknown one is a 502.
+#[tokio::test]
+async fn https_upstreams_are_verified() {
+    use crate::servers::{TestPki, TlsUpstream};
+    let (trusted, stranger) = (TestPki::new(), TestPki::new());
+    let (good, bad) = (
+        TlsUpstream::start(&trusted).await,
+        TlsUpstream::start(&stranger).await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &trusted.ca_pem).unwrap();
+    let path = dir.path().join("isogate.toml");
+    let toml = issuer_section("http://isogate.test")
+        + SEED
+        + &format!(
+            "\n[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\npath_prefix = \"/products\"\nupstream = \"{}\"\nresource = \"urn:products\"\n\n[[routes]]\npath_prefix = \"/invoices\"\nupstream = \"{}\"\nresource = \"urn:invoices\"\n",
+            good.url(),
+            bad.url()
+        );
+    std::fs::write(&path, toml).unwrap();
+    let mut running = Running::spawn_with_env(
+        env!("CARGO_BIN_EXE_isogate"),
+        &["serve", "--config", path.to_str().unwrap()],
+        &[
+            ("SSL_CERT_FILE", dir.path().join("ca.pem").to_str().unwrap()),
+            ("SSL_CERT_DIR", dir.path().to_str().unwrap()),
+        ],
+    );
+    let issuer = listening_addr(&running.wait_for("listening role=issuer")).unwrap();
+    let proxy = listening_addr(&running.wait_for("listening role=proxy")).unwrap();
+    let token = |resource: &'static str| {
+        let url = format!("http://{issuer}/connect/token");
+        async move {
+            post_form(
+                &url,
+                &[("grant_type", "client_credentials"), ("resource", resource)],
+                Some(("client", SECRET)),
+            )
+            .await
+            .json()["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let call = |path: &'static str, token: String| {
+        let url = format!("http://{proxy}{path}");
+        async move {
+            send(
+                http::Request::get(url)
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(http_body_util::Full::default())
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let reply = call("/products/1", token("urn:products").await).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.text(), "tls upstream /products/1");
+    let reply = call("/invoices/1", token("urn:invoices").await).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_GATEWAY,
+        "an untrusted certificate: {}",
+        reply.text()
+    );
+    running.wait_for("upstream unreachable");
+}

@@ -723,3 +723,64 @@ async fn a_trusted_issuers_rotating_jwks_is_followed_and_survives_an_outage() {
     let local = gate.token("read", Some("urn:products")).await;
     assert_eq!(gate.get("/products", &local).await.status, StatusCode::OK);
 }
+
+/// Reads from `stream` until `needle` has arrived (or 10 s pass); returns what was read.
+async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_only_for_allowed_requests() {
+    use tokio::io::AsyncWriteExt;
+    let gate = Gate::start().await;
+    let token = gate.token("write", Some("urn:products")).await;
+    let addr = gate.isogate.addr(Role::Proxy);
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("PUT /products/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let interim = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim}");
+    stream.write_all(b"hello").await.unwrap();
+    let response = read_until(&mut stream, "upstream /products/1 5").await;
+    assert!(response.contains("HTTP/1.1 200 OK"), "{response}");
+    assert_eq!(
+        gate.upstream.last().headers.get("expect"),
+        None,
+        "isogate answered it"
+    );
+
+    // Without a token the refusal comes at once, and the body is never asked for.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = "PUT /products/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let response = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    assert_eq!(gate.upstream.count(), 1);
+}
+
+/// `Trailer` is on SPEC §4's hop-by-hop list, so trailer fields end at the gateway; the chunked
+/// body itself arrives intact.
+#[tokio::test]
+async fn chunked_requests_with_trailers_arrive_intact() {
+    let gate = Gate::start().await;
+    let token = gate.token("write", Some("urn:products")).await;
+    let request = format!(
+        "POST /products/t HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: abc\r\n\r\n"
+    );
+    let response = raw(gate.isogate.addr(Role::Proxy), request.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let seen = gate.upstream.last();
+    assert_eq!(seen.body.as_ref(), b"hello world");
+    assert_eq!(seen.headers.get("trailer"), None);
+}

@@ -208,3 +208,82 @@ impl Drop for JwksServer {
         self.task.abort();
     }
 }
+
+/// A test certificate authority and a server certificate it signed for `localhost`.
+pub struct TestPki {
+    /// The CA certificate, PEM: what a client trusts.
+    pub ca_pem: String,
+    pub cert_der: rustls::pki_types::CertificateDer<'static>,
+    pub key_der: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "isogate test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA cert");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        let cert = params.signed_by(&key, &issuer).expect("server cert");
+        TestPki {
+            ca_pem: ca.pem(),
+            cert_der: cert.der().clone(),
+            key_der: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }
+    }
+}
+
+/// An HTTPS upstream on 127.0.0.1:0 answering `200 tls upstream <path>`.
+pub struct TlsUpstream {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsUpstream {
+    pub async fn start(pki: &TestPki) -> Self {
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![pki.cert_der.clone()], pki.key_der.clone_key())
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = service_fn(|req: Request<Incoming>| async move {
+                        let body = format!("tls upstream {}", req.uri().path());
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        TlsUpstream { addr, task }
+    }
+
+    /// `https://localhost:<port>`, the name the certificate carries.
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+}
+
+impl Drop for TlsUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -259,9 +259,15 @@ pub struct Running {
 
 impl Running {
     pub fn spawn(program: &str, args: &[&str]) -> Self {
+        Self::spawn_with_env(program, args, &[])
+    }
+
+    /// Like [`Running::spawn`] with extra environment variables.
+    pub fn spawn_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
