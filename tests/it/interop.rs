@@ -46,55 +46,17 @@ fn installed(what: &str, paths: &[PathBuf]) -> bool {
     false
 }
 
-/// The example resource file's shape (config/isogate.toml) on `port`.
+/// The shipped example, config/isogate.toml, with the issuer on `port` (so that `issuer` is
+/// the real, reachable address) and the gateway on an ephemeral port.
 fn config(port: u16) -> String {
-    format!(
-        r#"
-[issuer]
-listen = "127.0.0.1:{port}"
-issuer = "http://127.0.0.1:{port}"
-access_token_lifetime = "1h"
-
-[[issuer.signing_keys]]
-file = "keys/es256.pem"
-alg = "ES256"
-generate_if_missing = true
-
-[[issuer.signing_keys]]
-file = "keys/rs256.pem"
-alg = "RS256"
-generate_if_missing = true
-
-[[identity_resources]]
-name = "openid"
-user_claims = ["sub"]
-
-[[identity_resources]]
-name = "profile"
-user_claims = ["name", "email"]
-
-[[api_scopes]]
-name = "read"
-
-[[api_scopes]]
-name = "write"
-
-[[api_resources]]
-name = "urn:invoices"
-scopes = ["read", "write"]
-require_resource_indicator = true
-
-[[api_resources]]
-name = "urn:products"
-scopes = ["read", "write"]
-
-[[clients]]
-client_id = "client"
-secrets = ["{SECRET_HASH}"]
-allowed_grant_types = ["client_credentials"]
-allowed_scopes = ["read", "write"]
-"#
-    )
+    let example = std::fs::read_to_string(repo().join("config/isogate.toml")).expect("the example");
+    assert!(
+        example.contains(SECRET_HASH),
+        "the example's client secret is \"secret\""
+    );
+    example
+        .replace("127.0.0.1:5000", &format!("127.0.0.1:{port}"))
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
 }
 
 /// `isogate serve` on a fixed free port, so that `issuer` is the real, reachable address.

@@ -20,35 +20,7 @@ pub const SECRET_HASH: &str = "sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unol
 
 /// The seed: invoices (isolated) and products share read/write; `transaction` is
 /// parameterized. The issuer section is prepended by [`Isogate::start`].
-pub const SEED: &str = r#"
-[[api_scopes]]
-name = "read"
-[[api_scopes]]
-name = "write"
-[[api_scopes]]
-name = "transaction"
-parameterized = true
-parameter_claim = "transaction_id"
-
-[[api_resources]]
-name = "urn:invoices"
-scopes = ["read", "write"]
-require_resource_indicator = true
-
-[[api_resources]]
-name = "urn:products"
-scopes = ["read", "write"]
-
-[[api_resources]]
-name = "urn:payments"
-scopes = ["transaction"]
-
-[[clients]]
-client_id = "client"
-secrets = ["sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="]
-allowed_grant_types = ["client_credentials"]
-allowed_scopes = ["read", "write", "transaction"]
-"#;
+pub const SEED: &str = include_str!("../fixtures/seed.toml");
 
 /// The `[issuer]` section used by default: an ES256 key that signs and an RS256 key.
 pub fn issuer_section(issuer_url: &str) -> String {
