@@ -61,10 +61,14 @@ pub struct BindError {
 /// A running isogate: its listeners and the shared snapshot they serve.
 pub struct Server {
     state: Shared,
-    gateway: Option<Arc<proxy::Gateway>>,
     addrs: Vec<(Role, SocketAddr)>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Asks the reload task to load the file; `true` forces a swap even when the content hash
+    /// is unchanged (SIGHUP).
+    reload: tokio::sync::mpsc::Sender<bool>,
+    status: watch::Receiver<reload::Status>,
+    reloader: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -92,6 +96,8 @@ impl Server {
             .proxy
             .is_some()
             .then(|| proxy::Gateway::new(&snapshot));
+        let path = snapshot.config.path.clone();
+        let named = snapshot.config.named_files();
         let state: Shared = Arc::new(ArcSwap::from_pointee(snapshot));
         let (stop, stop_rx) = watch::channel(false);
         let mut listeners = Vec::new();
@@ -129,12 +135,38 @@ impl Server {
             tracing::info!(role = %role, addr = %addr, "listening");
             addrs.push((role, addr));
         }
+        let (reload, triggers) = tokio::sync::mpsc::channel(1);
+        let status = watch::Sender::new(reload::Status {
+            generation: 1,
+            hash: reload::content_hash(&path, &named),
+            ..Default::default()
+        });
+        let reloader = Reloader {
+            path,
+            state: state.clone(),
+            gateway,
+            status: status.clone(),
+        };
+        // Armed before `start` returns, so no change made after it can be missed.
+        let (changes_tx, changes) = tokio::sync::mpsc::channel(1);
+        let mut files = vec![reloader.path.clone()];
+        files.extend(named);
+        let watch = if reloader.path.as_os_str().is_empty() {
+            None
+        } else {
+            reload::FileWatch::new(&files, changes_tx)
+                .map_err(|e| tracing::warn!(error = %e, "cannot watch the configuration; reload with SIGHUP"))
+                .ok()
+        };
+        let reloader = tokio::spawn(reloader.run(triggers, changes, watch, files));
         Ok(Server {
             state,
-            gateway,
             addrs,
             stop,
             tasks,
+            reload,
+            status: status.subscribe(),
+            reloader,
         })
     }
 
@@ -148,35 +180,112 @@ impl Server {
         &self.state
     }
 
-    /// Loads the file at `path` again and, when it is valid, swaps it in atomically;
-    /// an invalid file changes nothing and every problem is logged.
-    pub fn reload(&self, path: &std::path::Path) {
-        match config::load(path, config::MissingKeys::Generate) {
-            Ok(config) => {
-                let current = self.state.load();
-                let before = listen_addrs(&current.config);
-                if listen_addrs(&config) != before {
-                    tracing::warn!(
-                        "a listen address changed; that takes effect only after a restart"
-                    );
-                }
-                let snapshot = Arc::new(Snapshot::new(config));
-                if let Some(gateway) = &self.gateway {
-                    gateway.configure(&snapshot);
-                }
-                self.state.store(snapshot);
-                tracing::info!(file = %path.display(), "configuration reloaded");
-            }
-            Err(invalid) => {
-                invalid.log("configuration rejected; the previous configuration keeps serving")
-            }
-        }
+    /// Asks for the file to be loaded again now (as SIGHUP does); watch [`Server::status`]
+    /// for the outcome.
+    pub fn reload(&self) {
+        // A full channel already holds a pending reload.
+        let _ = self.reload.try_send(true);
+    }
+
+    /// The outcome of the last reload attempt; changes after every attempt.
+    pub fn status(&self) -> watch::Receiver<reload::Status> {
+        self.status.clone()
     }
 
     /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), and returns.
     pub async fn shutdown(mut self) {
+        self.reloader.abort();
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// The one place a configuration is reloaded: read, validate fully, build the snapshot, swap.
+struct Reloader {
+    path: std::path::PathBuf,
+    state: Shared,
+    gateway: Option<Arc<proxy::Gateway>>,
+    status: watch::Sender<reload::Status>,
+}
+
+impl Reloader {
+    /// Reloads on every trigger: file changes seen by `watch` and explicit requests.
+    async fn run(
+        self,
+        mut triggers: tokio::sync::mpsc::Receiver<bool>,
+        mut changes: tokio::sync::mpsc::Receiver<()>,
+        mut watch: Option<reload::FileWatch>,
+        mut files: Vec<std::path::PathBuf>,
+    ) {
+        if self.path.as_os_str().is_empty() {
+            // Built from text, not a file: there is nothing to reload from.
+            while triggers.recv().await.is_some() {}
+            return;
+        }
+        // The hash of the last file seen, applied or rejected: an event that changed nothing
+        // (an editor's swap file next to it, a touch) is not a reload.
+        let mut last_seen = self.status.borrow().hash.clone();
+        loop {
+            let force = tokio::select! {
+                trigger = triggers.recv() => match trigger { Some(force) => force, None => return },
+                Some(()) = changes.recv() => false,
+            };
+            let path = self.path.clone();
+            let named = files[1..].to_vec();
+            let Ok((loaded, hash)) = tokio::task::spawn_blocking(move || {
+                let loaded = config::load(&path, config::MissingKeys::Generate);
+                let named = match &loaded {
+                    Ok(config) => config.named_files(),
+                    Err(_) => named,
+                };
+                let hash = reload::content_hash(&path, &named);
+                (loaded, hash)
+            })
+            .await
+            else {
+                continue;
+            };
+            if !force && hash == last_seen {
+                continue;
+            }
+            last_seen = hash.clone();
+            match loaded {
+                Ok(config) => {
+                    files = vec![self.path.clone()];
+                    files.extend(config.named_files());
+                    self.apply(config, hash);
+                    if let Some(watch) = watch.as_mut() {
+                        watch.follow(&files);
+                    }
+                }
+                Err(invalid) => {
+                    invalid.log("configuration rejected; the previous configuration keeps serving");
+                    self.status.send_modify(|s| {
+                        s.rejected += 1;
+                        s.last_error = Some(invalid.to_string());
+                    });
+                }
+            }
+        }
+    }
+
+    fn apply(&self, config: Config, hash: String) {
+        if listen_addrs(&config) != listen_addrs(&self.state.load().config) {
+            tracing::warn!("a listen address changed; that takes effect only after a restart");
+        }
+        let snapshot = Arc::new(Snapshot::new(config));
+        if let Some(gateway) = &self.gateway {
+            gateway.configure(&snapshot);
+        }
+        self.state.store(snapshot);
+        self.status.send_modify(|s| {
+            s.generation += 1;
+            s.applied += 1;
+            s.last_error = None;
+            s.hash = hash;
+        });
+        let generation = self.status.borrow().generation;
+        tracing::info!(file = %self.path.display(), generation, "configuration reloaded");
     }
 }
 
@@ -202,7 +311,6 @@ pub enum RunError {
 /// Serves `config` until SIGTERM or SIGINT, reloading the file on SIGHUP.
 pub async fn run(config: Config) -> Result<(), RunError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let path = config.path.clone();
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
@@ -211,10 +319,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => server.reload(&path),
+            _ = hup.recv() => server.reload(),
         }
     }
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     server.shutdown().await;
     Ok(())
 }
+pub mod reload;

@@ -47,6 +47,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// Every file the resource file names (signing keys): a change to one is a change to the
+    /// configuration.
+    pub fn named_files(&self) -> Vec<PathBuf> {
+        self.issuer
+            .iter()
+            .flat_map(|i| i.key_files.iter().cloned())
+            .collect()
+    }
+
     /// One line saying what the file configures, for `isogate check`.
     pub fn summary(&self) -> String {
         let issuer = match &self.issuer {
@@ -89,6 +98,8 @@ pub struct IssuerConfig {
     pub keys: KeySet,
     /// Keys marked `generate_if_missing` whose files do not exist yet (`isogate check` only).
     pub keys_to_generate: usize,
+    /// The signing key files, resolved against the file's folder.
+    pub key_files: Vec<PathBuf>,
 }
 
 impl IssuerConfig {

@@ -5,6 +5,7 @@ mod cli;
 mod discovery;
 mod gateway;
 mod interop;
+mod reload;
 mod servers;
 mod support;
 mod token;

@@ -66,8 +66,14 @@ impl Isogate {
 
     /// Like [`Isogate::start`] in a prepared folder (e.g. with key files in it).
     pub async fn start_in(dir: tempfile::TempDir, toml: &str) -> Self {
+        std::fs::write(dir.path().join("isogate.toml"), toml).expect("write config");
+        Self::start_existing(dir, toml).await
+    }
+
+    /// Starts isogate on the `isogate.toml` already in `dir` (`_toml` is its text, for the
+    /// reader of the test).
+    pub async fn start_existing(dir: tempfile::TempDir, _toml: &str) -> Self {
         let path = dir.path().join("isogate.toml");
-        std::fs::write(&path, toml).expect("write config");
         let config = config::load(&path, MissingKeys::Generate).unwrap_or_else(|e| panic!("{e}"));
         let server = Server::start(config).await.expect("start");
         Isogate { server, dir }

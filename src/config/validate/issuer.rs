@@ -52,6 +52,7 @@ pub(super) fn issuer_config(
     let mut kids = BTreeSet::new();
     let mut signers = 0;
     let mut keys_to_generate = 0;
+    let mut key_files = Vec::new();
     for (i, key) in signing_keys.into_iter().enumerate() {
         let raw::SigningKey {
             file,
@@ -71,6 +72,7 @@ pub(super) fn issuer_config(
             signers += 1;
         }
         let path = v.path(file.get_ref());
+        key_files.push(path.clone());
         let file_key = format!("issuer.signing_keys[{i}].file");
         if generate_if_missing && !path.exists() {
             if missing_keys == MissingKeys::Accept {
@@ -119,5 +121,6 @@ pub(super) fn issuer_config(
         data_dir,
         keys: KeySet::new(keys),
         keys_to_generate,
+        key_files,
     }
 }

@@ -1,0 +1,104 @@
+//! Hot reload (SPEC §5): the file and every file it names are watched (editors' atomic rename,
+//! in-place writes, delete-and-recreate, Kubernetes ConfigMap `..data` symlink swaps); SIGHUP
+//! takes the same path. Watching only signals; loading happens in one place,
+//! [`crate::Server::reload`], which validates fully and swaps the snapshot atomically.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::RecursiveMode;
+use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
+use tokio::sync::mpsc;
+
+/// Events closer together than this are one change (editors write a file in several steps).
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// What one reload attempt did; published after every attempt so tests and operators can wait
+/// for it instead of sleeping.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// The configuration generation being served: 1 at start, +1 per applied reload.
+    pub generation: u64,
+    /// Reloads applied since start.
+    pub applied: u64,
+    /// Reloads rejected since start (the previous configuration kept serving).
+    pub rejected: u64,
+    /// Every problem of the last rejected file, when the last attempt was rejected.
+    pub last_error: Option<String>,
+    /// SHA-256 (hex) of the file and every file it names, as last applied.
+    pub hash: String,
+}
+
+/// Watches the folders of a set of files and sends `()` on `changes` when anything in them
+/// changes. Folders, not files, are watched: an atomic rename or a symlink swap replaces the
+/// file, and a watch on the old inode would never fire again.
+pub struct FileWatch {
+    debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    folders: BTreeSet<PathBuf>,
+}
+
+impl FileWatch {
+    /// Starts watching the folders of `files`.
+    pub fn new(files: &[PathBuf], changes: mpsc::Sender<()>) -> notify::Result<Self> {
+        let debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+            match result {
+                Ok(events) if !events.is_empty() => {
+                    // A full channel already holds a pending reload; that one will see this change.
+                    let _ = changes.try_send(());
+                }
+                Ok(_) => {}
+                Err(errors) => {
+                    for e in errors {
+                        tracing::warn!(error = %e, "file watch error");
+                    }
+                    let _ = changes.try_send(());
+                }
+            }
+        })?;
+        let mut watch = FileWatch {
+            debouncer,
+            folders: BTreeSet::new(),
+        };
+        watch.follow(files);
+        Ok(watch)
+    }
+
+    /// Re-arms the watch for `files` (after a reload the set of named files may differ).
+    pub fn follow(&mut self, files: &[PathBuf]) {
+        let wanted: BTreeSet<PathBuf> = files.iter().map(|f| folder_of(f)).collect();
+        for gone in self.folders.difference(&wanted) {
+            let _ = self.debouncer.unwatch(gone);
+        }
+        for folder in wanted.difference(&self.folders) {
+            if let Err(e) = self.debouncer.watch(folder, RecursiveMode::NonRecursive) {
+                tracing::warn!(folder = %folder.display(), error = %e, "cannot watch; changes there need SIGHUP");
+            }
+        }
+        self.folders = wanted;
+    }
+}
+
+/// The folder a file lives in (`.` for a bare name).
+fn folder_of(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// SHA-256 (hex) of the file at `path` and of every file in `named`, in order; a missing file
+/// hashes as empty. Two equal hashes mean nothing relevant changed.
+pub fn content_hash(path: &Path, named: &[PathBuf]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for file in std::iter::once(path).chain(named.iter().map(PathBuf::as_path)) {
+        let bytes = std::fs::read(file).unwrap_or_default();
+        ctx.update(&(bytes.len() as u64).to_le_bytes());
+        ctx.update(&bytes);
+    }
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
