@@ -4,10 +4,12 @@
 //! access tokens cut down to one API resource (RFC 8707), and a gateway that lets a request
 //! through only with a token minted for the API it targets.
 
+pub mod admin;
 pub mod config;
 pub mod http;
 pub mod issuer;
 pub mod jwt;
+pub mod metrics;
 pub mod proxy;
 pub mod resources;
 pub mod secret;
@@ -23,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::state::{Shared, Snapshot};
 
 /// A listener's job.
@@ -69,6 +72,10 @@ pub struct Server {
     reload: tokio::sync::mpsc::Sender<bool>,
     status: watch::Receiver<reload::Status>,
     reloader: tokio::task::JoinHandle<()>,
+    admin: Arc<admin::Admin>,
+    /// The admin listener's stop signal and task: it closes only after the others have
+    /// drained, so that `/readyz` answers 503 (rather than nothing) meanwhile.
+    admin_listener: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 impl Server {
@@ -87,15 +94,16 @@ impl Server {
         if let Some(proxy) = &config.proxy {
             wanted.push((Role::Proxy, proxy.listen));
         }
-        if config.admin.is_some() {
-            tracing::warn!("the [admin] section is validated but the admin listener is not available in this version of isogate yet");
+        if let Some(admin) = config.admin {
+            wanted.push((Role::Admin, admin));
         }
+        let metrics = Arc::new(Metrics::new());
         let snapshot = Snapshot::new(config);
         let gateway = snapshot
             .config
             .proxy
             .is_some()
-            .then(|| proxy::Gateway::new(&snapshot));
+            .then(|| proxy::Gateway::new(&snapshot, metrics.clone()));
         let path = snapshot.config.path.clone();
         let named = snapshot.config.named_files();
         let state: Shared = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -111,14 +119,26 @@ impl Server {
                 .map_err(|source| BindError { role, addr, source })?;
             listeners.push((role, local, listener));
         }
+        let status = watch::Sender::new(reload::Status {
+            generation: 1,
+            hash: reload::content_hash(&path, &named),
+            ..Default::default()
+        });
+        let admin = Arc::new(admin::Admin::new(
+            state.clone(),
+            status.subscribe(),
+            metrics.clone(),
+        ));
+        let mut admin_listener = None;
         let mut tasks = JoinSet::new();
         let mut addrs = Vec::new();
         for (role, addr, listener) in listeners {
             let rx = stop_rx.clone();
             match role {
                 Role::Issuer => {
-                    let state = state.clone();
-                    let handle = move |req, peer| issuer::handle(state.clone(), req, peer);
+                    let (state, metrics) = (state.clone(), metrics.clone());
+                    let handle =
+                        move |req, peer| issuer::handle(state.clone(), metrics.clone(), req, peer);
                     tasks.spawn(http::serve(listener, handle, rx, grace));
                 }
                 Role::Proxy => {
@@ -130,22 +150,26 @@ impl Server {
                         move |req, peer| proxy::handle(state.clone(), gateway.clone(), req, peer);
                     tasks.spawn(http::serve(listener, handle, rx, grace));
                 }
-                Role::Admin => continue,
+                Role::Admin => {
+                    let (stop, rx) = watch::channel(false);
+                    let admin = admin.clone();
+                    let handle = move |req, peer| admin::handle(admin.clone(), req, peer);
+                    admin_listener =
+                        Some((stop, tokio::spawn(http::serve(listener, handle, rx, grace))));
+                }
             }
             tracing::info!(role = %role, addr = %addr, "listening");
             addrs.push((role, addr));
         }
+        admin.set_ready(true);
         let (reload, triggers) = tokio::sync::mpsc::channel(1);
-        let status = watch::Sender::new(reload::Status {
-            generation: 1,
-            hash: reload::content_hash(&path, &named),
-            ..Default::default()
-        });
         let reloader = Reloader {
             path,
             state: state.clone(),
             gateway,
             status: status.clone(),
+            metrics,
+            admin: admin.clone(),
         };
         // Armed before `start` returns, so no change made after it can be missed.
         let (changes_tx, changes) = tokio::sync::mpsc::channel(1);
@@ -167,6 +191,8 @@ impl Server {
             reload,
             status: status.subscribe(),
             reloader,
+            admin,
+            admin_listener,
         })
     }
 
@@ -192,11 +218,17 @@ impl Server {
         self.status.clone()
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), and returns.
+    /// Turns not ready, stops accepting, lets in-flight requests finish (up to
+    /// `shutdown_grace`), closes the admin listener last, and returns.
     pub async fn shutdown(mut self) {
+        self.admin.set_ready(false);
         self.reloader.abort();
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+        if let Some((stop, task)) = self.admin_listener.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
     }
 }
 
@@ -206,6 +238,8 @@ struct Reloader {
     state: Shared,
     gateway: Option<Arc<proxy::Gateway>>,
     status: watch::Sender<reload::Status>,
+    metrics: Arc<Metrics>,
+    admin: Arc<admin::Admin>,
 }
 
 impl Reloader {
@@ -260,6 +294,8 @@ impl Reloader {
                 }
                 Err(invalid) => {
                     invalid.log("configuration rejected; the previous configuration keeps serving");
+                    // Metrics first: whoever sees the status sees them too.
+                    self.metrics.reload_rejected();
                     self.status.send_modify(|s| {
                         s.rejected += 1;
                         s.last_error = Some(invalid.to_string());
@@ -278,13 +314,16 @@ impl Reloader {
             gateway.configure(&snapshot);
         }
         self.state.store(snapshot);
+        // Metrics and load time first: whoever sees the status sees them too.
+        let generation = self.status.borrow().generation + 1;
+        self.metrics.reload_applied(generation);
+        self.admin.loaded(std::time::SystemTime::now());
         self.status.send_modify(|s| {
-            s.generation += 1;
+            s.generation = generation;
             s.applied += 1;
             s.last_error = None;
             s.hash = hash;
         });
-        let generation = self.status.borrow().generation;
         tracing::info!(file = %self.path.display(), generation, "configuration reloaded");
     }
 }

@@ -10,16 +10,23 @@ pub use error::OAuthError;
 pub use token::{mint, token, TokenResponse};
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::http::{json_bytes, method_not_allowed, text, Body};
+use crate::metrics::Metrics;
 use crate::state::Shared;
 
-/// Answers one request to the issuer listener.
-pub async fn handle(state: Shared, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+/// Answers one request to the issuer listener; token requests are counted in `metrics`.
+pub async fn handle(
+    state: Shared,
+    metrics: Arc<Metrics>,
+    req: Request<Incoming>,
+    _peer: SocketAddr,
+) -> Response<Body> {
     let snapshot = state.load_full();
     let (Some(issuer), Some(docs)) = (&snapshot.config.issuer, &snapshot.issuer_docs) else {
         return text(
@@ -53,7 +60,7 @@ pub async fn handle(state: Shared, req: Request<Incoming>, _peer: SocketAddr) ->
             if req.method() != Method::POST {
                 return method_not_allowed("POST");
             }
-            token::endpoint(&snapshot, issuer, req, SystemTime::now()).await
+            token::endpoint(&snapshot, issuer, req, SystemTime::now(), &metrics).await
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

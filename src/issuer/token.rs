@@ -16,6 +16,7 @@ use super::{client_auth, OAuthError};
 use crate::config::{Config, IssuerConfig};
 use crate::http::{json, Body};
 use crate::jwt;
+use crate::metrics::Metrics;
 use crate::resources::{self, Client, GrantType, Granted, TokenRequest};
 use crate::state::Snapshot;
 
@@ -35,21 +36,25 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
-/// Reads the request and answers it; every answer carries `Cache-Control: no-store`.
+/// Reads the request and answers it; every answer carries `Cache-Control: no-store`. Tokens
+/// issued and requests refused are counted in `metrics`.
 pub async fn endpoint(
     snapshot: &Snapshot,
     issuer: &IssuerConfig,
     req: Request<Incoming>,
     now: SystemTime,
+    metrics: &Metrics,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let result = match form::read(&parts.headers, body).await {
-        Ok(form) => token(&snapshot.config, issuer, &parts.headers, &form, now),
-        Err(e) => Err(e),
-    };
+    let form = form::read(&parts.headers, body).await;
+    let result = form.and_then(|form| issue(&snapshot.config, issuer, &parts.headers, &form, now));
     match result {
-        Ok(issued) => no_store(json(StatusCode::OK, &issued)),
+        Ok(issued) => {
+            metrics.token_issued(issued.grant.as_str(), &issued.client.client_id);
+            no_store(json(StatusCode::OK, &issued.response))
+        }
         Err(e) => {
+            metrics.token_refused(e.code());
             tracing::info!(error = e.code(), reason = %e, "token request refused");
             e.response()
         }
@@ -64,6 +69,23 @@ pub fn token(
     form: &Form,
     now: SystemTime,
 ) -> Result<TokenResponse, OAuthError> {
+    issue(config, issuer, headers, form, now).map(|issued| issued.response)
+}
+
+/// A token issued, with whom to and how (for the metrics).
+struct Issued<'c> {
+    response: TokenResponse,
+    client: &'c Client,
+    grant: GrantType,
+}
+
+fn issue<'c>(
+    config: &'c Config,
+    issuer: &IssuerConfig,
+    headers: &HeaderMap,
+    form: &Form,
+    now: SystemTime,
+) -> Result<Issued<'c>, OAuthError> {
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing".into()))?;
@@ -102,11 +124,15 @@ pub fn token(
         scope = %granted.scopes.join(" "),
         "access token issued"
     );
-    Ok(TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: lifetime.as_secs(),
-        scope: granted.scopes.join(" "),
+    Ok(Issued {
+        response: TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: lifetime.as_secs(),
+            scope: granted.scopes.join(" "),
+        },
+        client,
+        grant,
     })
 }
 

@@ -15,6 +15,7 @@ use crate::config::{Config, TrustedIssuer};
 use crate::http::{get_json, Client};
 use crate::jwt::cache::VerifiedCache;
 use crate::jwt::verify::{self, Claims, IssuerKeys, TokenError, TrustedKeys};
+use crate::metrics::Metrics;
 
 /// An unknown `kid` refetches an issuer's JWKS at most this often.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
@@ -47,17 +48,21 @@ pub struct Keys {
     /// The local issuer and its published keys (retired ones included).
     local: Mutex<Option<(String, JwkSet)>>,
     remotes: Mutex<BTreeMap<String, Remote>>,
+    /// Counts cache hits and misses and JWKS fetches.
+    metrics: Arc<Metrics>,
 }
 
 impl Keys {
-    /// An empty registry; call [`Keys::configure`] with the first snapshot.
-    pub fn new(client: Client) -> Arc<Self> {
+    /// An empty registry recording into `metrics`; call [`Keys::configure`] with the first
+    /// snapshot.
+    pub fn new(client: Client, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Keys {
             client,
             trusted: ArcSwap::from_pointee(TrustedKeys::default()),
             cache: VerifiedCache::new(CACHE_CAPACITY),
             local: Mutex::new(None),
             remotes: Mutex::new(BTreeMap::new()),
+            metrics,
         })
     }
 
@@ -140,7 +145,9 @@ impl Keys {
     /// JWKS (at most once per 30 s) and tries again. Time, `aud` and `scope` are the caller's.
     pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
         let trusted = self.trusted.load_full();
-        if let Some(claims) = self.cache.get(token, unix_now(), trusted.generation()) {
+        let cached = self.cache.get(token, unix_now(), trusted.generation());
+        self.metrics.verified_cache(cached.is_some());
+        if let Some(claims) = cached {
             return Ok(claims);
         }
         match self.verify_uncached(token, &trusted) {
@@ -192,7 +199,9 @@ impl Keys {
 
     /// Fetches `config`'s JWKS and adopts it; true when the key set changed.
     async fn fetch_into(&self, config: &TrustedIssuer) -> bool {
-        match fetch(&self.client, config).await {
+        let fetched = fetch(&self.client, config).await;
+        self.metrics.jwks_fetch(&config.issuer, fetched.is_ok());
+        match fetched {
             Ok(jwks) => {
                 let changed = {
                     let mut remotes = lock(&self.remotes);

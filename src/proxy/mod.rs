@@ -1,5 +1,6 @@
 //! The gateway (SPEC §4): route choice, token enforcement and forwarding. Every request gets
-//! one log line with its route, resource, decision, reason, status and latency.
+//! one log line with its route, resource, decision, reason, status and latency, and is counted
+//! in the metrics with the same route, status and reason.
 
 pub mod enforce;
 pub mod forward;
@@ -15,6 +16,7 @@ use hyper::body::Incoming;
 
 use crate::config::Route;
 use crate::http::{json, method_not_allowed, Body, Client};
+use crate::metrics::Metrics;
 use crate::state::{Shared, Snapshot};
 use enforce::Denial;
 use forward::{ForwardError, Origin};
@@ -23,20 +25,27 @@ pub use keys::Keys;
 /// Where RFC 9728 protected resource metadata is served, followed by the route's prefix.
 const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
-/// The gateway's state that outlives one configuration: the upstream client and the keys.
+/// The gateway's state that outlives one configuration: the upstream client, the keys and
+/// the metrics.
 pub struct Gateway {
     client: Client,
     /// Trusted keys and the verified-token cache.
     pub keys: Arc<Keys>,
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
-    /// A gateway for `snapshot`; call [`Gateway::configure`] again after each reload.
-    pub fn new(snapshot: &Snapshot) -> Arc<Self> {
+    /// A gateway for `snapshot`, recording into `metrics`; call [`Gateway::configure`] again
+    /// after each reload.
+    pub fn new(snapshot: &Snapshot, metrics: Arc<Metrics>) -> Arc<Self> {
         let client = crate::http::client(Duration::from_secs(5));
-        let keys = Keys::new(client.clone());
+        let keys = Keys::new(client.clone(), metrics.clone());
         keys.configure(&snapshot.config);
-        Arc::new(Gateway { client, keys })
+        Arc::new(Gateway {
+            client,
+            keys,
+            metrics,
+        })
     }
 
     /// Adopts a new configuration's keys and trusted issuers.
@@ -77,14 +86,19 @@ pub async fn handle(
     let method = req.method().clone();
     let snapshot = state.load_full();
     let (response, outcome) = decide(&snapshot, &gateway, req, peer).await;
+    let latency = started.elapsed();
+    let status = response.status().as_u16();
+    gateway
+        .metrics
+        .proxy_request(outcome.route.as_deref(), status, outcome.reason, latency);
     tracing::info!(
         %method,
         route = %outcome.route.as_deref().unwrap_or("-"),
         resource = %outcome.resource.as_deref().unwrap_or("-"),
         decision = %outcome.decision,
         reason = %outcome.reason,
-        status = response.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
+        status,
+        latency_us = latency.as_micros() as u64,
         client_id = %outcome.client_id.as_deref().unwrap_or("-"),
         %peer,
         "request"

@@ -403,3 +403,76 @@ async fn https_upstreams_are_verified() {
     );
     running.wait_for("upstream unreachable");
 }
+
+/// SIGTERM while a request is in flight: `/readyz` turns 503 while the admin listener keeps
+/// answering, the request completes with 200, and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_an_in_flight_request_and_exits_0() {
+    let upstream = crate::servers::Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("isogate.toml");
+    let toml = issuer_section("http://isogate.test")
+        + SEED
+        + &format!(
+            "\n[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\npath_prefix = \"/products\"\nupstream = \"{}\"\nresource = \"urn:products\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            upstream.url()
+        );
+    std::fs::write(&path, toml).unwrap();
+    let mut running = Running::spawn(
+        env!("CARGO_BIN_EXE_isogate"),
+        &["serve", "--config", path.to_str().unwrap()],
+    );
+    let issuer = listening_addr(&running.wait_for("listening role=issuer")).unwrap();
+    let proxy = listening_addr(&running.wait_for("listening role=proxy")).unwrap();
+    let admin = listening_addr(&running.wait_for("listening role=admin")).unwrap();
+    let readyz = format!("http://{admin}/readyz");
+    assert_eq!(get(&readyz).await.status, StatusCode::OK);
+    let token = post_form(
+        &format!("http://{issuer}/connect/token"),
+        &[
+            ("grant_type", "client_credentials"),
+            ("resource", "urn:products"),
+        ],
+        Some(("client", SECRET)),
+    )
+    .await
+    .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The upstream answers `/slow` after 3 s.
+    let slow = tokio::spawn(async move {
+        let req = http::Request::get(format!("http://{proxy}/products/slow"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Full::default())
+            .unwrap();
+        send(req).await
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while upstream.count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream saw nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    running.signal("TERM");
+    while get(&readyz).await.status != StatusCode::SERVICE_UNAVAILABLE {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!slow.is_finished(), "not ready while the request is served");
+    let reply = slow.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.text(), "upstream /products/slow 0");
+    let (code, log) = tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("shutting down"), "{log}");
+}

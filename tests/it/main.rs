@@ -1,6 +1,7 @@
 //! isogate's integration tests: one binary (each file under tests/ would be a separate link).
 //! Every test starts the real server on 127.0.0.1:0 and speaks real HTTP to it.
 
+mod admin;
 mod cli;
 mod discovery;
 mod gateway;

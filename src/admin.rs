@@ -1,0 +1,241 @@
+//! The admin listener (`[admin] listen`): liveness (`/healthz`), readiness (`/readyz`),
+//! metrics (`/metrics`, OpenMetrics text) and a view of the configuration being served
+//! (`/config`: generation, load time, file, hash, reload counts and the last rejection, never a
+//! secret).
+//!
+//! Readiness: not ready until every listener is bound and serving, ready while serving, and not
+//! ready again from the moment shutdown begins. The admin listener keeps answering during the
+//! drain (so `/readyz` says 503 rather than refusing) and closes last.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::http::{full, json, method_not_allowed, text, Body};
+use crate::metrics::{Metrics, CONTENT_TYPE};
+use crate::reload;
+use crate::state::Shared;
+
+/// What the admin endpoints report: readiness, metrics, and the reload status.
+pub struct Admin {
+    ready: AtomicBool,
+    /// Unix seconds at which the configuration being served was loaded.
+    loaded_at: AtomicU64,
+    metrics: Arc<Metrics>,
+    status: watch::Receiver<reload::Status>,
+    state: Shared,
+}
+
+impl Admin {
+    /// Not ready yet; the configuration in `state` counts as loaded now.
+    pub fn new(
+        state: Shared,
+        status: watch::Receiver<reload::Status>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let admin = Admin {
+            ready: AtomicBool::new(false),
+            loaded_at: AtomicU64::new(0),
+            metrics,
+            status,
+            state,
+        };
+        admin.loaded(SystemTime::now());
+        admin
+    }
+
+    /// Sets what `/readyz` answers.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Records that a configuration was applied at `at`.
+    pub fn loaded(&self, at: SystemTime) {
+        let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        self.loaded_at.store(secs, Ordering::Relaxed);
+    }
+
+    /// The `/config` document.
+    fn config_view(&self) -> ConfigView {
+        let status = self.status.borrow().clone();
+        let path = self.state.load().config.path.clone();
+        let loaded_at = UNIX_EPOCH + Duration::from_secs(self.loaded_at.load(Ordering::Relaxed));
+        ConfigView {
+            generation: status.generation,
+            loaded_at: humantime::format_rfc3339_seconds(loaded_at).to_string(),
+            file: (!path.as_os_str().is_empty()).then(|| path.display().to_string()),
+            hash: status.hash,
+            applied: status.applied,
+            rejected: status.rejected,
+            last_error: status.last_error.as_deref().map(redact),
+        }
+    }
+}
+
+/// `GET /config`.
+#[derive(Debug, Serialize)]
+struct ConfigView {
+    /// 1 at start, +1 per applied reload.
+    generation: u64,
+    /// When the configuration being served was loaded (RFC 3339, UTC).
+    loaded_at: String,
+    /// The resource file; `None` for a configuration not read from a file.
+    file: Option<String>,
+    /// SHA-256 (hex) of the file and every file it names, as last applied.
+    hash: String,
+    applied: u64,
+    rejected: u64,
+    /// Every problem of the last file, when the last reload was rejected.
+    last_error: Option<String>,
+}
+
+/// Answers one request to the admin listener.
+pub async fn handle(
+    admin: Arc<Admin>,
+    req: Request<Incoming>,
+    _peer: SocketAddr,
+) -> Response<Body> {
+    answer(&admin, req.method(), req.uri().path())
+}
+
+fn answer(admin: &Admin, method: &Method, path: &str) -> Response<Body> {
+    if !matches!(path, "/healthz" | "/readyz" | "/metrics" | "/config") {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return method_not_allowed("GET, HEAD");
+    }
+    let response = match path {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if admin.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/metrics" => match admin.metrics.encode() {
+            Ok(body) => {
+                let mut response = Response::new(full(body));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+                response
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "metrics unavailable");
+                text(StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n")
+            }
+        },
+        _ => json(StatusCode::OK, &admin.config_view()),
+    };
+    no_store(response)
+}
+
+/// Probes and metrics must never be answered from a cache.
+fn no_store(mut response: Response<Body>) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Hides the values that serde quotes in type errors (`invalid type: string "…", expected a
+/// sequence`): a secret or hash written in the wrong shape would otherwise be shown verbatim.
+fn redact(error: &str) -> String {
+    const QUOTED: &str = "string \"";
+    let mut out = String::with_capacity(error.len());
+    let mut rest = error;
+    while let Some(at) = rest.find(QUOTED) {
+        let (before, after) = rest.split_at(at + QUOTED.len());
+        out.push_str(before);
+        out.push_str("<redacted>\"");
+        // Skip to the closing quote; serde writes the value with Debug escapes (`\"`, `\\`).
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, MissingKeys};
+    use crate::state::Snapshot;
+
+    const CONFIG: &str = r#"
+[admin]
+listen = "127.0.0.1:0"
+[proxy]
+listen = "127.0.0.1:0"
+[[api_scopes]]
+name = "read"
+[[api_resources]]
+name = "urn:x"
+scopes = ["read"]
+[[routes]]
+path_prefix = "/x"
+upstream = "http://127.0.0.1:9"
+resource = "urn:x"
+"#;
+
+    fn admin() -> (tempfile::TempDir, Admin) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = parse(CONFIG, dir.path(), MissingKeys::Generate).unwrap();
+        let state = Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::new(config)));
+        let (_, status) = watch::channel(reload::Status::default());
+        (dir, Admin::new(state, status, Arc::new(Metrics::new())))
+    }
+
+    #[test]
+    fn readiness_follows_the_flag_and_liveness_does_not() {
+        let (_dir, admin) = admin();
+        let status = |path| answer(&admin, &Method::GET, path).status();
+        assert_eq!(
+            status("/readyz"),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready at first"
+        );
+        assert_eq!(status("/healthz"), StatusCode::OK);
+        admin.set_ready(true);
+        assert_eq!(status("/readyz"), StatusCode::OK);
+        admin.set_ready(false);
+        assert_eq!(status("/readyz"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status("/healthz"), StatusCode::OK);
+    }
+
+    #[test]
+    fn quoted_values_of_type_errors_are_hidden_and_the_rest_kept() {
+        assert_eq!(
+            redact("5:11: clients[0].secrets: invalid type: string \"sha256:K7g=\", expected a sequence"),
+            "5:11: clients[0].secrets: invalid type: string \"<redacted>\", expected a sequence"
+        );
+        assert_eq!(
+            redact("string \"a\\\"b\\\\\" and string \"c\" end"),
+            "string \"<redacted>\" and string \"<redacted>\" end"
+        );
+        assert_eq!(redact("string \"unterminated"), "string \"<redacted>\"");
+        let plain = "3:1: routes[0].resource: unknown API resource \"urn:reports\"";
+        assert_eq!(redact(plain), plain);
+    }
+}

@@ -1,0 +1,382 @@
+//! The metrics isogate exposes on the admin listener's `/metrics`, in the OpenMetrics text
+//! format (which Prometheus scrapes natively).
+//!
+//! One [`Metrics`] per [`crate::Server`], never a global: tests run many servers in one
+//! process. Every label value comes from the configuration (routes, clients, trusted issuers)
+//! or from a fixed set of codes (reasons, OAuth errors, results), so the number of series stays
+//! bounded; a request path, a token or a peer address is never a label.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The media type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The route label of a proxy request that matched no route.
+pub const NO_ROUTE: &str = "-";
+
+/// Upper bounds (seconds) of the request duration buckets: sub-millisecond answers of the
+/// gateway itself up to the 30 s default `upstream_timeout`.
+const DURATION_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The metrics could not be written out.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The text encoder failed (it writes into a `String`, so this means a bug in a label).
+    #[error("cannot encode the metrics: {0}")]
+    Encode(#[from] std::fmt::Error),
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    role: &'static str,
+    route: Arc<str>,
+    status: u16,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuedLabels {
+    grant_type: &'static str,
+    client_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    error: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JwksLabels {
+    issuer: String,
+    result: &'static str,
+}
+
+/// The series of one route, looked up once per request by the route's `path_prefix`.
+#[derive(Clone)]
+struct RouteSeries {
+    label: Arc<str>,
+    duration: Histogram,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// Every metric of one server.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Route label and histogram by `path_prefix`, so that a request allocates nothing to find
+    /// its series (routes come from the configuration: this stays small).
+    routes: RwLock<HashMap<Box<str>, RouteSeries>>,
+    tokens_issued: Family<IssuedLabels, Counter>,
+    tokens_refused: Family<ErrorLabels, Counter>,
+    reloads_applied: Counter,
+    reloads_rejected: Counter,
+    last_reload_success: Gauge,
+    generation: Gauge,
+    jwks_fetches: Family<JwksLabels, Counter>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric at zero; the configuration loaded at start is generation 1.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "isogate_requests",
+            "Requests answered, by listener role, route (path_prefix, \"-\" for none), HTTP status and decision reason",
+            requests.clone(),
+        );
+        let durations = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "isogate_request_duration",
+            "Time from a gateway request's arrival to its response head, by route",
+            Unit::Seconds,
+            durations.clone(),
+        );
+        let tokens_issued = Family::<IssuedLabels, Counter>::default();
+        registry.register(
+            "isogate_tokens_issued",
+            "Access tokens issued, by grant type and client",
+            tokens_issued.clone(),
+        );
+        let tokens_refused = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "isogate_token_requests_refused",
+            "Token requests refused, by OAuth error code",
+            tokens_refused.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "isogate_config_reloads",
+            "Configuration reloads, by result (applied or rejected)",
+            reloads.clone(),
+        );
+        let last_reload_success = Gauge::default();
+        last_reload_success.set(1);
+        registry.register(
+            "isogate_config_last_reload_success",
+            "Whether the last configuration reload was applied (1) or rejected (0); 1 before any reload",
+            last_reload_success.clone(),
+        );
+        let generation = Gauge::default();
+        generation.set(1);
+        registry.register(
+            "isogate_config_generation",
+            "The configuration generation being served: 1 at start, +1 per applied reload",
+            generation.clone(),
+        );
+        let jwks_fetches = Family::<JwksLabels, Counter>::default();
+        registry.register(
+            "isogate_jwks_fetches",
+            "JWKS fetches from trusted issuers, by issuer and result (ok or error)",
+            jwks_fetches.clone(),
+        );
+        let cache = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "isogate_verified_token_cache",
+            "Lookups in the gateway's verified-token cache, by result (hit or miss)",
+            cache.clone(),
+        );
+        // Series with a fixed label set exist from the start, so a dashboard sees 0, not nothing.
+        let result = |family: &Family<ResultLabels, Counter>, result| {
+            family.get_or_create_owned(&ResultLabels { result })
+        };
+        Metrics {
+            registry,
+            requests,
+            durations,
+            routes: RwLock::new(HashMap::new()),
+            tokens_issued,
+            tokens_refused,
+            reloads_applied: result(&reloads, "applied"),
+            reloads_rejected: result(&reloads, "rejected"),
+            last_reload_success,
+            generation,
+            jwks_fetches,
+            cache_hits: result(&cache, "hit"),
+            cache_misses: result(&cache, "miss"),
+        }
+    }
+
+    /// Counts one gateway request: `route` is the matched route's `path_prefix` (`None` when
+    /// none matched), `reason` the reason of its log line.
+    pub fn proxy_request(
+        &self,
+        route: Option<&str>,
+        status: u16,
+        reason: &'static str,
+        elapsed: Duration,
+    ) {
+        let series = self.route(route.unwrap_or(NO_ROUTE));
+        series.duration.observe(elapsed.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                role: "proxy",
+                route: series.label,
+                status,
+                reason,
+            })
+            .inc();
+    }
+
+    fn route(&self, route: &str) -> RouteSeries {
+        if let Some(series) = self
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(route)
+        {
+            return series.clone();
+        }
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        routes
+            .entry(route.into())
+            .or_insert_with(|| {
+                let label: Arc<str> = route.into();
+                let duration = self.durations.get_or_create_owned(&RouteLabels {
+                    route: label.clone(),
+                });
+                RouteSeries { label, duration }
+            })
+            .clone()
+    }
+
+    /// Counts an access token issued to `client_id` (an authenticated, configured client).
+    pub fn token_issued(&self, grant_type: &'static str, client_id: &str) {
+        self.tokens_issued
+            .get_or_create(&IssuedLabels {
+                grant_type,
+                client_id: client_id.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a token request refused with the OAuth error `error`.
+    pub fn token_refused(&self, error: &'static str) {
+        self.tokens_refused
+            .get_or_create(&ErrorLabels { error })
+            .inc();
+    }
+
+    /// Records an applied reload that made `generation` current.
+    pub fn reload_applied(&self, generation: u64) {
+        self.reloads_applied.inc();
+        self.last_reload_success.set(1);
+        self.generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// Records a rejected reload (the previous configuration keeps serving).
+    pub fn reload_rejected(&self) {
+        self.reloads_rejected.inc();
+        self.last_reload_success.set(0);
+    }
+
+    /// Counts one JWKS fetch from the trusted issuer `issuer` (as configured).
+    pub fn jwks_fetch(&self, issuer: &str, ok: bool) {
+        self.jwks_fetches
+            .get_or_create(&JwksLabels {
+                issuer: issuer.to_owned(),
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    /// Counts one lookup in the verified-token cache.
+    pub fn verified_cache(&self, hit: bool) {
+        if hit {
+            self.cache_hits.inc();
+        } else {
+            self.cache_misses.inc();
+        }
+    }
+
+    /// Every metric in the OpenMetrics text format ([`CONTENT_TYPE`]), ending in `# EOF`.
+    pub fn encode(&self) -> Result<String, Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn fixed_series_exist_at_zero_and_move() {
+        let metrics = Metrics::new();
+        let text = metrics.encode().unwrap();
+        assert_eq!(
+            sample(&text, "isogate_config_reloads_total{result=\"rejected\"}"),
+            Some("0")
+        );
+        assert_eq!(sample(&text, "isogate_config_generation"), Some("1"));
+        assert_eq!(
+            sample(&text, "isogate_config_last_reload_success"),
+            Some("1")
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+
+        metrics.reload_rejected();
+        metrics.reload_applied(2);
+        metrics.reload_rejected();
+        let text = metrics.encode().unwrap();
+        assert_eq!(
+            sample(&text, "isogate_config_reloads_total{result=\"rejected\"}"),
+            Some("2")
+        );
+        assert_eq!(
+            sample(&text, "isogate_config_reloads_total{result=\"applied\"}"),
+            Some("1")
+        );
+        assert_eq!(sample(&text, "isogate_config_generation"), Some("2"));
+        assert_eq!(
+            sample(&text, "isogate_config_last_reload_success"),
+            Some("0")
+        );
+    }
+
+    #[test]
+    fn proxy_requests_count_by_route_status_and_reason_and_time_by_route() {
+        let metrics = Metrics::new();
+        let ms = Duration::from_millis(3);
+        metrics.proxy_request(Some("/invoices"), 200, "ok", ms);
+        metrics.proxy_request(Some("/invoices"), 200, "ok", ms);
+        metrics.proxy_request(None, 404, "no_route", ms);
+        let text = metrics.encode().unwrap();
+        assert_eq!(
+            sample(
+                &text,
+                "isogate_requests_total{role=\"proxy\",route=\"/invoices\",status=\"200\",reason=\"ok\"}"
+            ),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "isogate_requests_total{role=\"proxy\",route=\"-\",status=\"404\",reason=\"no_route\"}"
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "isogate_request_duration_seconds_count{route=\"/invoices\"}"
+            ),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "isogate_request_duration_seconds_bucket{le=\"0.0025\",route=\"/invoices\"}"
+            ),
+            Some("0"),
+            "3 ms is above 2.5 ms"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "isogate_request_duration_seconds_bucket{le=\"0.005\",route=\"/invoices\"}"
+            ),
+            Some("2")
+        );
+    }
+}

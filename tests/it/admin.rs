@@ -1,0 +1,576 @@
+//! The admin listener: probes, the metrics a scrape shows after real traffic and reloads, the
+//! `/config` view, and readiness while a shutdown drains in-flight requests.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use isogate::reload::Status;
+use isogate::Role;
+
+use crate::servers::Upstream;
+use crate::support::*;
+
+/// The seed with a gateway (invoices and products) in front of `upstream` and an admin
+/// listener.
+fn config(upstream: &str, client_scopes: &str) -> String {
+    issuer_section("http://isogate.test")
+        + &SEED.replace(
+            "allowed_scopes = [\"read\", \"write\", \"transaction\"]",
+            &format!("allowed_scopes = {client_scopes}"),
+        )
+        + &format!(
+            r#"
+[proxy]
+listen = "127.0.0.1:0"
+
+[[routes]]
+path_prefix = "/invoices"
+upstream = "{upstream}"
+resource = "urn:invoices"
+
+[[routes]]
+path_prefix = "/products"
+upstream = "{upstream}"
+resource = "urn:products"
+
+[admin]
+listen = "127.0.0.1:0"
+"#
+        )
+}
+
+async fn start(upstream: &Upstream) -> Isogate {
+    Isogate::start(&config(&upstream.url(), "[\"read\", \"write\"]")).await
+}
+
+fn admin_url(isogate: &Isogate, path: &str) -> String {
+    format!("http://{}{path}", isogate.addr(Role::Admin))
+}
+
+fn proxy_url(isogate: &Isogate, path: &str) -> String {
+    format!("http://{}{path}", isogate.addr(Role::Proxy))
+}
+
+async fn call(url: &str, token: Option<&str>) -> Reply {
+    let mut req = Request::get(url);
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    send(req.body(Full::default()).unwrap()).await
+}
+
+async fn token_for(isogate: &Isogate, resource: &str) -> String {
+    isogate
+        .token_ok(&[("grant_type", "client_credentials"), ("resource", resource)])
+        .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// One sample of a scrape: metric name, labels, value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// A parsed `/metrics` answer.
+struct Scrape {
+    text: String,
+    samples: Vec<Sample>,
+}
+
+impl Scrape {
+    async fn of(isogate: &Isogate) -> Self {
+        let reply = get(&admin_url(isogate, "/metrics")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let content_type = reply.header("content-type").unwrap_or_default();
+        assert!(
+            content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+            "{content_type}"
+        );
+        let text = reply.text();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let samples = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| parse_sample(line).unwrap_or_else(|| panic!("not a sample: {line}")))
+            .collect();
+        Scrape { text, samples }
+    }
+
+    /// The value of the series `name` with exactly the labels `labels`.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let wanted: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut found = self
+            .samples
+            .iter()
+            .filter(|s| s.name == name && s.labels == wanted);
+        let value = found.next().map(|s| s.value);
+        assert!(found.next().is_none(), "{name} {labels:?} is repeated");
+        value
+    }
+
+    /// Like [`Scrape::value`], panicking with the whole scrape when the series is absent.
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.value(name, labels)
+            .unwrap_or_else(|| panic!("no series {name} {labels:?} in:\n{}", self.text))
+    }
+
+    /// The HELP text of the metric `name`.
+    fn help(&self, name: &str) -> &str {
+        let prefix = format!("# HELP {name} ");
+        self.text
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{name} has no HELP:\n{}", self.text))
+    }
+
+    /// Every series of `name`.
+    fn series(&self, name: &str) -> Vec<&Sample> {
+        self.samples.iter().filter(|s| s.name == name).collect()
+    }
+}
+
+/// `name{k="v",...} value` or `name value` (OpenMetrics text; label values escape `\`, `"`
+/// and newline).
+fn parse_sample(line: &str) -> Option<Sample> {
+    let (name, rest) = match line.find(['{', ' ']) {
+        Some(i) => line.split_at(i),
+        None => return None,
+    };
+    let mut labels = BTreeMap::new();
+    let mut rest = rest;
+    if let Some(mut inner) = rest.strip_prefix('{') {
+        loop {
+            if let Some(after) = inner.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let eq = inner.find("=\"")?;
+            let key = inner[..eq].to_owned();
+            let mut value = String::new();
+            let mut chars = inner[eq + 2..].char_indices();
+            let end = loop {
+                let (i, c) = chars.next()?;
+                match c {
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    '"' => break eq + 2 + i + 1,
+                    c => value.push(c),
+                }
+            };
+            labels.insert(key, value);
+            inner = &inner[end..];
+            inner = inner.strip_prefix(',').unwrap_or(inner);
+        }
+    }
+    let value = rest.trim().split(' ').next()?.parse().ok()?;
+    Some(Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
+}
+
+#[tokio::test]
+async fn probes_answer_and_other_paths_are_404_or_405() {
+    let upstream = Upstream::start().await;
+    let isogate = start(&upstream).await;
+    let healthz = get(&admin_url(&isogate, "/healthz")).await;
+    assert_eq!(healthz.status, StatusCode::OK);
+    assert_eq!(healthz.text(), "ok\n");
+    let readyz = get(&admin_url(&isogate, "/readyz")).await;
+    assert_eq!(readyz.status, StatusCode::OK, "ready once start returns");
+    assert_eq!(readyz.header("cache-control"), Some("no-store"));
+
+    assert_eq!(
+        get(&admin_url(&isogate, "/nothing")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let post = send(
+        Request::post(admin_url(&isogate, "/metrics"))
+            .body(Full::new(Bytes::from_static(b"x")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    let head = send(
+        Request::builder()
+            .method(Method::HEAD)
+            .uri(admin_url(&isogate, "/readyz"))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+}
+
+#[tokio::test]
+async fn a_scrape_counts_tokens_gateway_decisions_and_cache_lookups() {
+    let upstream = Upstream::start().await;
+    let isogate = start(&upstream).await;
+    let invoices = token_for(&isogate, "urn:invoices").await;
+    let refused = isogate
+        .token(&[("grant_type", "client_credentials"), ("scope", "delete")])
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+
+    let at = |path: &str| proxy_url(&isogate, path);
+    assert_eq!(
+        call(&at("/invoices/1"), Some(&invoices)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&at("/invoices/2?x=1"), Some(&invoices)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&at("/invoices/3"), None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&at("/products/1"), Some(&invoices)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "an invoices token at products"
+    );
+    assert_eq!(
+        call(&at("/nowhere/secret-path"), Some(&invoices))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    let scrape = Scrape::of(&isogate).await;
+    let requests = |route, status, reason| {
+        scrape.get(
+            "isogate_requests_total",
+            &[
+                ("role", "proxy"),
+                ("route", route),
+                ("status", status),
+                ("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(requests("/invoices", "200", "ok"), 2.0);
+    assert_eq!(requests("/invoices", "401", "no_token"), 1.0);
+    assert_eq!(requests("/products", "401", "invalid_token"), 1.0);
+    assert_eq!(requests("-", "404", "no_route"), 1.0);
+    assert_eq!(
+        scrape.series("isogate_requests_total").len(),
+        4,
+        "one series per route, status and reason"
+    );
+    assert_eq!(
+        scrape.get(
+            "isogate_request_duration_seconds_count",
+            &[("route", "/invoices")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        scrape.get(
+            "isogate_request_duration_seconds_bucket",
+            &[("route", "/invoices"), ("le", "+Inf")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        scrape.get(
+            "isogate_tokens_issued_total",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "client")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        scrape.get(
+            "isogate_token_requests_refused_total",
+            &[("error", "invalid_scope")]
+        ),
+        1.0
+    );
+    // The first use of the token verifies its signature; the next two find it in the cache.
+    // The request without a token never looks.
+    assert_eq!(
+        scrape.get("isogate_verified_token_cache_total", &[("result", "miss")]),
+        1.0
+    );
+    assert_eq!(
+        scrape.get("isogate_verified_token_cache_total", &[("result", "hit")]),
+        2.0
+    );
+    assert_eq!(
+        scrape.series("isogate_jwks_fetches_total").len(),
+        0,
+        "no trusted issuer, no fetch"
+    );
+    assert_eq!(scrape.get("isogate_config_generation", &[]), 1.0);
+    assert_eq!(scrape.get("isogate_config_last_reload_success", &[]), 1.0);
+    // (A family without series, like the JWKS fetches here, is left out of a scrape.)
+    for name in [
+        "isogate_requests",
+        "isogate_request_duration_seconds",
+        "isogate_tokens_issued",
+        "isogate_token_requests_refused",
+        "isogate_config_reloads",
+        "isogate_config_last_reload_success",
+        "isogate_config_generation",
+        "isogate_verified_token_cache",
+    ] {
+        scrape.help(name);
+    }
+    assert!(!scrape.text.contains(&invoices), "a token in the metrics");
+    assert!(
+        !scrape.text.contains("secret-path"),
+        "a path in the metrics"
+    );
+    assert!(
+        !scrape.text.contains("127.0.0.1"),
+        "an address in the metrics"
+    );
+}
+
+#[tokio::test]
+async fn jwks_fetches_are_counted_by_issuer_and_result() {
+    use crate::servers::JwksServer;
+    let jwks = JwksServer::start(r#"{"keys":[]}"#.to_owned()).await;
+    let down = JwksServer::start(String::new()).await;
+    down.set(None);
+    let upstream = Upstream::start().await;
+    let toml = config(&upstream.url(), "[\"read\", \"write\"]").replace(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n",
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[[proxy.trusted_issuers]]\nissuer = \"{}\"\n[[proxy.trusted_issuers]]\nissuer = \"{}\"\n",
+            jwks.issuer(),
+            down.issuer()
+        ),
+    );
+    let isogate = Isogate::start(&toml).await;
+    // Each issuer is fetched once in the background at start.
+    let isogate = &isogate;
+    let scrape = eventually("both first fetches are counted", || async move {
+        let scrape = Scrape::of(isogate).await;
+        (scrape.series("isogate_jwks_fetches_total").len() == 2).then_some(scrape)
+    })
+    .await;
+    assert!(scrape
+        .help("isogate_jwks_fetches")
+        .starts_with("JWKS fetches"));
+    let issuer = jwks.issuer();
+    let down_issuer = down.issuer();
+    assert_eq!(
+        scrape.get(
+            "isogate_jwks_fetches_total",
+            &[("issuer", issuer.as_str()), ("result", "ok")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        scrape.get(
+            "isogate_jwks_fetches_total",
+            &[("issuer", down_issuer.as_str()), ("result", "error")]
+        ),
+        1.0
+    );
+}
+
+/// Writes `text` the way editors do: to a temporary file in the same folder, then renamed.
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Waits (up to 10 s) until the reload status satisfies `done`.
+async fn wait(isogate: &Isogate, done: impl Fn(&Status) -> bool) -> Status {
+    let mut status = isogate.server.status();
+    let result = tokio::time::timeout(Duration::from_secs(10), async {
+        status.wait_for(|s| done(s)).await.map(|s| s.clone())
+    })
+    .await;
+    match result {
+        Ok(Ok(s)) => s,
+        _ => panic!(
+            "no such reload; status: {:?}",
+            *isogate.server.status().borrow()
+        ),
+    }
+}
+
+#[tokio::test]
+async fn reloads_show_in_the_metrics_and_the_config_view_without_secrets() {
+    let upstream = Upstream::start().await;
+    let isogate = start(&upstream).await;
+    let path = isogate.path("isogate.toml");
+    let first = isogate.server.status().borrow().clone();
+
+    let view = get(&admin_url(&isogate, "/config")).await;
+    assert_eq!(view.status, StatusCode::OK);
+    assert_eq!(view.header("content-type"), Some("application/json"));
+    let view = view.json();
+    let keys: Vec<&str> = view
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "applied",
+            "file",
+            "generation",
+            "hash",
+            "last_error",
+            "loaded_at",
+            "rejected"
+        ]
+    );
+    assert_eq!(view["generation"], 1);
+    assert_eq!(view["hash"], first.hash.as_str());
+    assert_eq!(view["file"], path.display().to_string());
+    assert_eq!(view["last_error"], serde_json::Value::Null);
+    let loaded_at = view["loaded_at"].as_str().unwrap();
+    humantime::parse_rfc3339(loaded_at).unwrap_or_else(|e| panic!("{loaded_at}: {e}"));
+
+    // A client secret hash written as a string instead of a list: the error names the place
+    // but must not show the value.
+    let broken = config(&upstream.url(), "[\"read\"]").replace(
+        &format!("secrets = [\"{SECRET_HASH}\"]"),
+        &format!("secrets = \"{SECRET_HASH}\""),
+    );
+    assert_ne!(broken, config(&upstream.url(), "[\"read\"]"));
+    write_atomically(&path, &broken);
+    wait(&isogate, |s| s.rejected == 1).await;
+
+    let scrape = Scrape::of(&isogate).await;
+    let reloads = |result| scrape.get("isogate_config_reloads_total", &[("result", result)]);
+    assert_eq!(reloads("rejected"), 1.0);
+    assert_eq!(reloads("applied"), 0.0);
+    assert_eq!(scrape.get("isogate_config_last_reload_success", &[]), 0.0);
+    assert_eq!(scrape.get("isogate_config_generation", &[]), 1.0);
+
+    let reply = get(&admin_url(&isogate, "/config")).await;
+    let view = reply.json();
+    assert_eq!(view["generation"], 1);
+    assert_eq!(view["rejected"], 1);
+    assert_eq!(view["hash"], first.hash.as_str(), "the served file's hash");
+    let error = view["last_error"].as_str().unwrap();
+    assert!(error.contains("1 problem"), "{error}");
+    assert!(
+        error.contains("invalid type: string \"<redacted>\", expected a sequence"),
+        "{error}"
+    );
+    let body = reply.text();
+    for secret in [SECRET_HASH, "sha256:", "PRIVATE KEY", "-----BEGIN"] {
+        assert!(!body.contains(secret), "{secret} in /config: {body}");
+    }
+
+    write_atomically(&path, &config(&upstream.url(), "[\"read\"]"));
+    let applied = wait(&isogate, |s| s.applied == 1).await;
+    let scrape = Scrape::of(&isogate).await;
+    let reloads = |result| scrape.get("isogate_config_reloads_total", &[("result", result)]);
+    assert_eq!(reloads("rejected"), 1.0);
+    assert_eq!(reloads("applied"), 1.0);
+    assert_eq!(scrape.get("isogate_config_last_reload_success", &[]), 1.0);
+    assert_eq!(scrape.get("isogate_config_generation", &[]), 2.0);
+
+    let view = get(&admin_url(&isogate, "/config")).await.json();
+    assert_eq!(view["generation"], 2);
+    assert_eq!(view["applied"], 1);
+    assert_eq!(view["last_error"], serde_json::Value::Null);
+    assert_eq!(view["hash"], applied.hash.as_str());
+    assert_ne!(applied.hash, first.hash);
+}
+
+/// Polls `check` (every 20 ms, up to 10 s) until it gives a value.
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn refuses_connections(addr: SocketAddr) -> bool {
+    tokio::net::TcpStream::connect(addr).await.is_err()
+}
+
+#[tokio::test]
+async fn shutdown_turns_not_ready_stops_accepting_and_drains_in_flight_requests() {
+    let upstream = Upstream::start().await;
+    let isogate = start(&upstream).await;
+    let products = token_for(&isogate, "urn:products").await;
+    let (proxy, admin) = (isogate.addr(Role::Proxy), isogate.addr(Role::Admin));
+    let readyz = format!("http://{admin}/readyz");
+    assert_eq!(get(&readyz).await.status, StatusCode::OK);
+
+    // The upstream answers `/slow` after 3 s.
+    let slow = tokio::spawn(async move {
+        call(&format!("http://{proxy}/products/slow"), Some(&products)).await
+    });
+    let up = &upstream;
+    eventually("the slow request reached the upstream", || async move {
+        (up.count() == 1).then_some(())
+    })
+    .await;
+
+    let Isogate { server, dir } = isogate;
+    let shutdown = tokio::spawn(server.shutdown());
+    let readyz = &readyz;
+    eventually("/readyz says 503", || async move {
+        (get(readyz).await.status == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+    })
+    .await;
+    assert!(
+        !slow.is_finished(),
+        "not ready while the request is still being served"
+    );
+    assert_eq!(
+        get(&format!("http://{admin}/healthz")).await.status,
+        StatusCode::OK,
+        "alive while draining"
+    );
+    eventually("the gateway stops accepting", || async move {
+        refuses_connections(proxy).await.then_some(())
+    })
+    .await;
+
+    let reply = slow.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.text(), "upstream /products/slow 0");
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("shutdown returns once drained")
+        .unwrap();
+    assert!(
+        refuses_connections(admin).await,
+        "the admin listener closes last"
+    );
+    drop(dir);
+}
