@@ -158,10 +158,14 @@ impl Server {
                         Some((stop, tokio::spawn(http::serve(listener, handle, rx, grace))));
                 }
             }
-            tracing::info!(role = %role, addr = %addr, "listening");
             addrs.push((role, addr));
         }
+        // Bound sockets already queue connections: ready now, then say where we listen, so
+        // that whoever waits for a `listening` line finds /readyz ready.
         admin.set_ready(true);
+        for (role, addr) in &addrs {
+            tracing::info!(role = %role, addr = %addr, "listening");
+        }
         let (reload, triggers) = tokio::sync::mpsc::channel(1);
         let reloader = Reloader {
             path,

@@ -387,8 +387,39 @@ impl<'a> Lines<'a> {
     }
 
     fn problem_from_toml(&self, e: &toml::de::Error) -> Problem {
-        self.problem(e.span(), "", e.message().trim_end())
+        self.problem(e.span(), "", redact(e.message().trim_end()))
     }
+}
+
+/// Hides the values that serde quotes in type errors (`invalid type: string "…", expected a
+/// sequence`): a secret or hash written in the wrong shape would otherwise be shown verbatim.
+pub(crate) fn redact(error: &str) -> String {
+    const QUOTED: &str = "string \"";
+    let mut out = String::with_capacity(error.len());
+    let mut rest = error;
+    while let Some(at) = rest.find(QUOTED) {
+        let (before, after) = rest.split_at(at + QUOTED.len());
+        out.push_str(before);
+        out.push_str("<redacted>\"");
+        // Skip to the closing quote; serde writes the value with Debug escapes (`\"`, `\\`).
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]

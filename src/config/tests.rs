@@ -239,3 +239,30 @@ proptest::proptest! {
         let _ = parse(&text, dir.path(), MissingKeys::Accept);
     }
 }
+
+#[test]
+fn quoted_values_of_type_errors_are_hidden_and_the_rest_kept() {
+    assert_eq!(
+        redact(
+            "5:11: clients[0].secrets: invalid type: string \"sha256:K7g=\", expected a sequence"
+        ),
+        "5:11: clients[0].secrets: invalid type: string \"<redacted>\", expected a sequence"
+    );
+    assert_eq!(
+        redact("string \"a\\\"b\\\\\" and string \"c\" end"),
+        "string \"<redacted>\" and string \"<redacted>\" end"
+    );
+    assert_eq!(redact("string \"unterminated"), "string \"<redacted>\"");
+    let plain = "3:1: routes[0].resource: unknown API resource \"urn:reports\"";
+    assert_eq!(redact(plain), plain);
+}
+
+#[test]
+fn a_secret_in_the_wrong_shape_is_never_echoed() {
+    let p = problems(&VALID.replace(
+        "secrets = [\"sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=\"]",
+        "secrets = \"my plain secret\"",
+    ));
+    assert_eq!(p.len(), 1);
+    assert!(!p[0].to_string().contains("my plain secret"), "{}", p[0]);
+}
