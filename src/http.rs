@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// Errors a response body can fail with.
@@ -93,10 +94,19 @@ pub fn server_builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// Where a TLS listener gets its settings, once per new connection: a reload that replaced the
+/// certificate is seen by the next connection, while open connections keep theirs.
+pub type TlsSource = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sync>;
+
+/// How long a client has to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Accepts connections on `listener` until `stop` turns true, serving each with `handle`
-/// (HTTP/1.1 and HTTP/2). Then waits up to `grace` for open connections to finish.
+/// (HTTP/1.1 and HTTP/2), over TLS when `tls` is given. Then waits up to `grace` for open
+/// connections to finish.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
+    tls: Option<TlsSource>,
     handle: F,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
@@ -104,7 +114,7 @@ pub async fn serve<F, Fut>(
     F: Fn(http::Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let builder = server_builder();
+    let builders = Arc::new(Builders::new());
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -125,12 +135,28 @@ pub async fn serve<F, Fut>(
             let handle = handle.clone();
             async move { Ok::<_, Infallible>(handle(req, peer).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
+        // Taken now, not after the handshake: shutdown waits for this connection from here on.
+        let watcher = graceful.watcher();
+        let builders = builders.clone();
+        // The settings current at accept time; the handshake itself runs in the task.
+        let acceptor = tls
+            .as_ref()
+            .map(|current| tokio_rustls::TlsAcceptor::from(current()));
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
+            let Some(acceptor) = acceptor else {
+                let io = TokioIo::new(stream);
+                let conn = builders.any.serve_connection_with_upgrades(io, service);
+                return finish(watcher.watch(conn.into_owned()).await, peer);
+            };
+            let Some(stream) = handshake(&acceptor, stream, peer).await else {
+                return;
+            };
+            let builder = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => &builders.h2,
+                _ => &builders.any,
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            finish(watcher.watch(conn.into_owned()).await, peer);
         });
     }
     drop(listener);
@@ -139,6 +165,47 @@ pub async fn serve<F, Fut>(
         .is_err()
     {
         tracing::warn!(grace = ?grace, "connections still open after the shutdown grace period; closing them");
+    }
+}
+
+/// The connection settings of a listener: one that tells HTTP/1.1 from HTTP/2 by the first
+/// bytes, and one for connections where ALPN already chose HTTP/2.
+struct Builders {
+    any: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new() -> Self {
+        let any = server_builder();
+        let h2 = any.clone().http2_only();
+        Builders { any, h2 }
+    }
+}
+
+/// The TLS handshake on a new connection, within [`TLS_HANDSHAKE_TIMEOUT`]; a failure is the
+/// client's problem and is logged at debug only.
+async fn handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+fn finish(result: Result<(), BoxError>, peer: SocketAddr) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
     }
 }
 

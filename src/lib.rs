@@ -137,25 +137,29 @@ impl Server {
             match role {
                 Role::Issuer => {
                     let (state, metrics) = (state.clone(), metrics.clone());
+                    let tls = crate::state::listener_tls(&state, role);
                     let handle =
                         move |req, peer| issuer::handle(state.clone(), metrics.clone(), req, peer);
-                    tasks.spawn(http::serve(listener, handle, rx, grace));
+                    tasks.spawn(http::serve(listener, tls, handle, rx, grace));
                 }
                 Role::Proxy => {
                     let state = state.clone();
                     let Some(gateway) = gateway.clone() else {
                         continue;
                     };
+                    let tls = crate::state::listener_tls(&state, role);
                     let handle =
                         move |req, peer| proxy::handle(state.clone(), gateway.clone(), req, peer);
-                    tasks.spawn(http::serve(listener, handle, rx, grace));
+                    tasks.spawn(http::serve(listener, tls, handle, rx, grace));
                 }
                 Role::Admin => {
                     let (stop, rx) = watch::channel(false);
                     let admin = admin.clone();
                     let handle = move |req, peer| admin::handle(admin.clone(), req, peer);
-                    admin_listener =
-                        Some((stop, tokio::spawn(http::serve(listener, handle, rx, grace))));
+                    admin_listener = Some((
+                        stop,
+                        tokio::spawn(http::serve(listener, None, handle, rx, grace)),
+                    ));
                 }
             }
             addrs.push((role, addr));
@@ -310,8 +314,15 @@ impl Reloader {
     }
 
     fn apply(&self, config: Config, hash: String) {
-        if listen_addrs(&config) != listen_addrs(&self.state.load().config) {
+        let old = self.state.load_full();
+        if listen_addrs(&config) != listen_addrs(&old.config) {
             tracing::warn!("a listen address changed; that takes effect only after a restart");
+        }
+        for role in [Role::Issuer, Role::Proxy] {
+            let modes = tls_mode(&config, role).zip(tls_mode(&old.config, role));
+            if modes.is_some_and(|(now, was)| now != was) {
+                tracing::warn!(role = %role, "TLS was turned on or off for a listener; that takes effect only after a restart");
+            }
         }
         let snapshot = Arc::new(Snapshot::new(config));
         if let Some(gateway) = &self.gateway {
@@ -338,6 +349,15 @@ fn listen_addrs(config: &Config) -> [Option<SocketAddr>; 3] {
         config.proxy.as_ref().map(|p| p.listen),
         config.admin,
     ]
+}
+
+/// Whether `role`'s listener speaks TLS; `None` when the role does not run.
+fn tls_mode(config: &Config, role: Role) -> Option<bool> {
+    match role {
+        Role::Issuer => config.issuer.as_ref().map(|i| i.tls.is_some()),
+        Role::Proxy => config.proxy.as_ref().map(|p| p.tls.is_some()),
+        Role::Admin => None,
+    }
 }
 
 /// Something stopped a running server.

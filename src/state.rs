@@ -7,7 +7,8 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::issuer;
+use crate::http::TlsSource;
+use crate::{issuer, Role};
 
 /// Everything derived from one valid resource file.
 #[derive(Debug)]
@@ -43,3 +44,21 @@ impl Snapshot {
 
 /// The shared, swappable snapshot.
 pub type Shared = Arc<ArcSwap<Snapshot>>;
+
+/// The TLS settings of `role`'s listener, read from the current snapshot for each new
+/// connection; `None` when the listener started without TLS. Turning TLS on or off takes a
+/// restart, so after a reload that removed `tls` the listener keeps the last settings it had.
+pub fn listener_tls(state: &Shared, role: Role) -> Option<TlsSource> {
+    let last = ArcSwap::new(state.load().config.listener_tls(role)?.clone());
+    let state = state.clone();
+    Some(Arc::new(move || {
+        let snapshot = state.load();
+        let Some(current) = snapshot.config.listener_tls(role) else {
+            return last.load_full();
+        };
+        if !Arc::ptr_eq(&last.load(), current) {
+            last.store(current.clone());
+        }
+        current.clone()
+    }))
+}

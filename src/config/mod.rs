@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::jwt::KeySet;
@@ -47,13 +48,29 @@ pub struct Config {
 }
 
 impl Config {
-    /// Every file the resource file names (signing keys): a change to one is a change to the
-    /// configuration.
+    /// Every file the resource file names (signing keys, TLS certificates and keys): a change
+    /// to one is a change to the configuration.
     pub fn named_files(&self) -> Vec<PathBuf> {
-        self.issuer
-            .iter()
-            .flat_map(|i| i.key_files.iter().cloned())
-            .collect()
+        let keys = self.issuer.iter().flat_map(|i| i.key_files.iter().cloned());
+        let tls = [
+            self.issuer.as_ref().and_then(|i| i.tls.as_ref()),
+            self.proxy.as_ref().and_then(|p| p.tls.as_ref()),
+        ];
+        let tls = tls
+            .into_iter()
+            .flatten()
+            .flat_map(|t| [t.cert.clone(), t.key.clone()]);
+        keys.chain(tls).collect()
+    }
+
+    /// The TLS settings of `role`'s listener, when it has `tls`.
+    pub fn listener_tls(&self, role: crate::Role) -> Option<&Arc<rustls::ServerConfig>> {
+        let tls = match role {
+            crate::Role::Issuer => self.issuer.as_ref()?.tls.as_ref(),
+            crate::Role::Proxy => self.proxy.as_ref()?.tls.as_ref(),
+            crate::Role::Admin => None,
+        };
+        tls.map(|t| &t.server)
     }
 
     /// One line saying what the file configures, for `isogate check`.
@@ -100,6 +117,8 @@ pub struct IssuerConfig {
     pub keys_to_generate: usize,
     /// The signing key files, resolved against the file's folder.
     pub key_files: Vec<PathBuf>,
+    /// `tls`: the listener speaks HTTPS.
+    pub tls: Option<Tls>,
 }
 
 impl IssuerConfig {
@@ -133,6 +152,30 @@ pub struct ProxyConfig {
     pub upstream_timeout: Duration,
     /// Issuers other than the local one.
     pub trusted_issuers: Vec<TrustedIssuer>,
+    /// `tls`: the listener speaks HTTPS.
+    pub tls: Option<Tls>,
+}
+
+/// `tls = { cert, key }` on a listener, validated: the files, resolved against the file's
+/// folder, and the server settings built from them (ALPN `h2` and `http/1.1`).
+#[derive(Clone)]
+pub struct Tls {
+    /// The PEM certificate chain.
+    pub cert: PathBuf,
+    /// The PEM private key.
+    pub key: PathBuf,
+    /// What each new connection is served with.
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl fmt::Debug for Tls {
+    // The paths only: the settings hold the private key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A `[[proxy.trusted_issuers]]` entry.

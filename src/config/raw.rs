@@ -63,14 +63,12 @@ pub struct Issuer {
     pub signing_keys: Vec<S<SigningKey>>,
 }
 
-/// `tls = { cert, key }`. Parsed so that a file asking for TLS gets a clear error until TLS
-/// listeners are built; the fields are read then.
-#[allow(dead_code)]
+/// `tls = { cert, key }` on a listener.
 #[derive(Debug, Deserialize)]
 pub struct Tls {
-    /// PEM certificate chain.
+    /// PEM certificate chain, the server's certificate first.
     pub cert: S<String>,
-    /// PEM private key.
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
     pub key: S<String>,
 }
 

@@ -222,6 +222,119 @@ fn a_parameter_claim_may_not_overwrite_a_token_claim() {
     );
 }
 
+/// A self-signed certificate for `localhost` and its PKCS#8 key, both PEM.
+fn cert_and_key() -> (String, String) {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    (c.cert.pem(), c.signing_key.serialize_pem())
+}
+
+/// VALID with `tls` on the issuer (line 5) and a gateway with `tls` (line 28); the files are
+/// `issuer.*.pem` and `proxy.*.pem` in the folder.
+fn with_tls() -> String {
+    VALID.replacen(
+        "issuer = \"http://127.0.0.1:5000\"\n",
+        "issuer = \"http://127.0.0.1:5000\"\ntls = { cert = \"issuer.crt.pem\", key = \"issuer.key.pem\" }\n",
+        1,
+    ) + "\n[proxy]\nlisten = \"127.0.0.1:0\"\ntls = { cert = \"proxy.crt.pem\", key = \"proxy.key.pem\" }\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"http://127.0.0.1:9001\"\nresource = \"urn:invoices\"\n"
+}
+
+/// Writes the four TLS files of [`with_tls`] (`None`: leaves the file out).
+fn write_tls(dir: &Path, files: [(&str, Option<&str>); 4]) {
+    for (name, text) in files {
+        if let Some(text) = text {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+    }
+}
+
+#[test]
+fn tls_on_both_listeners_is_built_and_its_files_are_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = cert_and_key();
+    // SEC1 ("EC PRIVATE KEY") works as well as PKCS#8.
+    let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &pem::parse(&key).unwrap().into_contents(),
+    )
+    .unwrap();
+    let sec1 = aws_lc_rs::encoding::AsDer::as_der(&pkcs8.private_key()).unwrap();
+    let sec1 = pem::encode(&pem::Pem::new("EC PRIVATE KEY", sec1.as_ref().to_vec()));
+    write_tls(
+        dir.path(),
+        [
+            ("issuer.crt.pem", Some(&cert)),
+            ("issuer.key.pem", Some(&key)),
+            ("proxy.crt.pem", Some(&cert)),
+            ("proxy.key.pem", Some(&sec1)),
+        ],
+    );
+    let config =
+        parse(&with_tls(), dir.path(), MissingKeys::Generate).unwrap_or_else(|p| panic!("{p:?}"));
+    for role in [crate::Role::Issuer, crate::Role::Proxy] {
+        let tls = config.listener_tls(role).expect("TLS settings");
+        assert_eq!(tls.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+    }
+    assert!(config.listener_tls(crate::Role::Admin).is_none());
+    let named = config.named_files();
+    for name in [
+        "issuer.crt.pem",
+        "issuer.key.pem",
+        "proxy.crt.pem",
+        "proxy.key.pem",
+    ] {
+        assert!(
+            named.contains(&dir.path().join(name)),
+            "{name} in {named:?}"
+        );
+    }
+    // The key never shows in the debug form.
+    let debug = format!("{:?}", config.issuer.unwrap().tls.unwrap());
+    assert!(debug.contains("issuer.key.pem") && !debug.contains("PRIVATE"));
+}
+
+#[test]
+fn a_key_that_does_not_match_and_a_missing_file_are_located_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = cert_and_key();
+    let (_, other_key) = cert_and_key();
+    write_tls(
+        dir.path(),
+        [
+            ("issuer.crt.pem", Some(&cert)),
+            ("issuer.key.pem", Some(&other_key)),
+            ("proxy.crt.pem", None),
+            ("proxy.key.pem", Some(&other_key)),
+        ],
+    );
+    let p = parse(&with_tls(), dir.path(), MissingKeys::Generate).expect_err("invalid");
+    has(&p, "issuer.tls.key", 5, "does not match the certificate");
+    has(&p, "proxy.tls.cert", 28, "cannot read");
+    assert_eq!(p.len(), 2, "{p:?}");
+}
+
+#[test]
+fn files_without_a_certificate_or_key_or_with_broken_pem_are_located_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = cert_and_key();
+    let broken = cert.replacen("-----END CERTIFICATE-----", "", 1);
+    write_tls(
+        dir.path(),
+        [
+            ("issuer.crt.pem", Some(&key)),
+            ("issuer.key.pem", Some(&cert)),
+            ("proxy.crt.pem", Some(&broken)),
+            ("proxy.key.pem", Some("")),
+        ],
+    );
+    let p = parse(&with_tls(), dir.path(), MissingKeys::Generate).expect_err("invalid");
+    has(&p, "issuer.tls.cert", 5, "holds no certificate");
+    has(&p, "issuer.tls.key", 5, "holds no private key");
+    has(&p, "proxy.tls.cert", 28, "not a valid PEM file");
+    has(&p, "proxy.tls.key", 28, "holds no private key");
+    // Never quotes the files.
+    assert!(p.iter().all(|p| !p.message.contains("-----")), "{p:?}");
+}
+
 proptest::proptest! {
     /// Whatever the text, parsing returns problems or a config; it never panics.
     #[test]

@@ -25,26 +25,35 @@ pub use keys::Keys;
 /// Where RFC 9728 protected resource metadata is served, followed by the route's prefix.
 const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
-/// The gateway's state that outlives one configuration: the upstream client, the keys and
-/// the metrics.
+/// The gateway's state that outlives one configuration: the upstream client, the keys, the
+/// metrics, and the scheme of its listener (turning TLS on or off takes a restart).
 pub struct Gateway {
     client: Client,
     /// Trusted keys and the verified-token cache.
     pub keys: Arc<Keys>,
     metrics: Arc<Metrics>,
+    /// `https` when the listener speaks TLS, else `http`.
+    scheme: &'static str,
 }
 
 impl Gateway {
-    /// A gateway for `snapshot`, recording into `metrics`; call [`Gateway::configure`] again
-    /// after each reload.
+    /// A gateway for `snapshot`, the one its listener starts with, recording into `metrics`;
+    /// call [`Gateway::configure`] again after each reload.
     pub fn new(snapshot: &Snapshot, metrics: Arc<Metrics>) -> Arc<Self> {
         let client = crate::http::client(Duration::from_secs(5));
         let keys = Keys::new(client.clone(), metrics.clone());
         keys.configure(&snapshot.config);
+        let tls = snapshot
+            .config
+            .proxy
+            .as_ref()
+            .is_some_and(|p| p.tls.is_some());
+        let scheme = if tls { "https" } else { "http" };
         Arc::new(Gateway {
             client,
             keys,
             metrics,
+            scheme,
         })
     }
 
@@ -192,7 +201,8 @@ async fn decide(
         client_id: None,
     };
     let metadata_url = format!(
-        "http://{}{METADATA_PATH}{}",
+        "{}://{}{METADATA_PATH}{}",
+        gateway.scheme,
         host_value.as_deref().unwrap_or("localhost"),
         if route.path_prefix == "/" {
             ""
@@ -216,7 +226,7 @@ async fn decide(
     let origin = Origin {
         peer,
         host: host_value.as_deref(),
-        scheme: "http",
+        scheme: gateway.scheme,
     };
     let upstream = &route.upstream;
     let strip = route.strip_authorization;

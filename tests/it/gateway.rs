@@ -300,9 +300,9 @@ async fn forged_and_foreign_tokens_never_reach_the_upstream() {
     let mut untrusted = claims(aud.clone());
     untrusted["iss"] = json!("https://evil.example");
     let mut expired = claims(aud.clone());
-    expired["exp"] = json!(now() - 31);
+    expired["exp"] = json!(now() - 300);
     let mut early = claims(aud.clone());
-    early["nbf"] = json!(now() + 31);
+    early["nbf"] = json!(now() + 300);
     let mut float_exp = claims(aud.clone());
     float_exp["exp"] = json!(1e30);
     let mut big = claims(aud.clone());

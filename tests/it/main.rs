@@ -9,4 +9,5 @@ mod interop;
 mod reload;
 mod servers;
 mod support;
+mod tls;
 mod token;

@@ -287,3 +287,28 @@ impl Drop for TlsUpstream {
         self.task.abort();
     }
 }
+
+impl TestPki {
+    /// The server certificate, PEM.
+    pub fn cert_pem(&self) -> String {
+        pem::encode(&pem::Pem::new("CERTIFICATE", self.cert_der.to_vec()))
+    }
+
+    /// The server's private key, PKCS#8 PEM.
+    pub fn key_pem(&self) -> String {
+        pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            self.key_der.secret_der().to_vec(),
+        ))
+    }
+
+    /// Writes the server certificate and key to `cert` and `key`, each through a temporary
+    /// file renamed over it (as certificate managers do).
+    pub fn write(&self, cert: &std::path::Path, key: &std::path::Path) {
+        for (path, text) in [(key, self.key_pem()), (cert, self.cert_pem())] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text).expect("write");
+            std::fs::rename(&tmp, path).expect("rename");
+        }
+    }
+}

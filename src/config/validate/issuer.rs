@@ -42,7 +42,7 @@ pub(super) fn issuer_config(
         DEFAULT_ACCESS_TOKEN_LIFETIME,
     );
     let data_dir = v.path(data_dir.as_ref().map_or("data", |d| d.get_ref()));
-    v.tls(&tls, "issuer.tls");
+    let tls = v.tls(tls, "issuer.tls");
     let iss = iss.into_inner();
     if emit_static_audience {
         model.static_audience = Some(format!("{}/resources", iss.trim_end_matches('/')));
@@ -122,5 +122,6 @@ pub(super) fn issuer_config(
         keys: KeySet::new(keys),
         keys_to_generate,
         key_files,
+        tls,
     }
 }

@@ -23,6 +23,7 @@ mod clients;
 mod issuer;
 mod proxy;
 mod resources;
+mod tls;
 
 use clients::{client_configs, user_configs};
 use issuer::issuer_config;
@@ -121,16 +122,6 @@ impl V<'_> {
     fn unique(&mut self, seen: &mut BTreeSet<String>, name: &S<String>, key: String, what: &str) {
         if !seen.insert(name.get_ref().clone()) {
             self.at(name, key, format!("duplicate {what} {:?}", name.get_ref()));
-        }
-    }
-
-    fn tls(&mut self, tls: &Option<S<raw::Tls>>, key: &str) {
-        if let Some(tls) = tls {
-            self.at(
-                tls,
-                key,
-                "TLS on listeners is not available in this version of isogate yet",
-            );
         }
     }
 }

@@ -10,7 +10,7 @@ pub(super) fn proxy_config(v: &mut V<'_>, proxy: S<raw::Proxy>) -> ProxyConfig {
         tls,
         trusted_issuers,
     } = proxy.into_inner();
-    v.tls(&tls, "proxy.tls");
+    let tls = v.tls(tls, "proxy.tls");
     let trusted_issuers = trusted_issuers
         .into_iter()
         .enumerate()
@@ -56,6 +56,7 @@ pub(super) fn proxy_config(v: &mut V<'_>, proxy: S<raw::Proxy>) -> ProxyConfig {
             DEFAULT_UPSTREAM_TIMEOUT,
         ),
         trusted_issuers,
+        tls,
     }
 }
 
