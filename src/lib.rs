@@ -121,7 +121,7 @@ impl Server {
         }
         let status = watch::Sender::new(reload::Status {
             generation: 1,
-            hash: reload::content_hash(&path, &named),
+            hash: reload::content_hash(&state.load().config.text_hash, &named),
             ..Default::default()
         });
         let admin = Arc::new(admin::Admin::new(
@@ -276,11 +276,10 @@ impl Reloader {
             let named = files[1..].to_vec();
             let Ok((loaded, hash)) = tokio::task::spawn_blocking(move || {
                 let loaded = config::load(&path, config::MissingKeys::Generate);
-                let named = match &loaded {
-                    Ok(config) => config.named_files(),
-                    Err(_) => named,
+                let hash = match &loaded {
+                    Ok(config) => reload::content_hash(&config.text_hash, &config.named_files()),
+                    Err(invalid) => reload::content_hash(&invalid.text_hash, &named),
                 };
-                let hash = reload::content_hash(&path, &named);
                 (loaded, hash)
             })
             .await

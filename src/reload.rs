@@ -87,11 +87,18 @@ fn folder_of(file: &Path) -> PathBuf {
     }
 }
 
-/// SHA-256 (hex) of the file at `path` and of every file in `named`, in order; a missing file
-/// hashes as empty. Two equal hashes mean nothing relevant changed.
-pub fn content_hash(path: &Path, named: &[PathBuf]) -> String {
+/// SHA-256 (hex) over the hash of the resource file's bytes as parsed (`text_hash`) and the
+/// current bytes of every file in `named`, in order (a missing file hashes as empty). Two equal
+/// hashes mean nothing relevant changed.
+///
+/// The resource file is hashed from the very bytes that were parsed, never re-read: a change
+/// landing between parsing and hashing would otherwise be recorded as seen and never applied.
+/// Named files (keys, certificates) are read here, after the load; a change to one of them
+/// in that window still raises its own file event.
+pub fn content_hash(text_hash: &[u8; 32], named: &[PathBuf]) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for file in std::iter::once(path).chain(named.iter().map(PathBuf::as_path)) {
+    ctx.update(text_hash);
+    for file in named {
         let bytes = std::fs::read(file).unwrap_or_default();
         ctx.update(&(bytes.len() as u64).to_le_bytes());
         ctx.update(&bytes);

@@ -45,6 +45,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// How long shutdown waits for in-flight requests (`shutdown_grace`, default 10s).
     pub shutdown_grace: Duration,
+    /// SHA-256 of the file's bytes as parsed (zero when built from text by [`parse`]).
+    pub text_hash: [u8; 32],
 }
 
 impl Config {
@@ -238,6 +240,8 @@ pub struct Invalid {
     pub path: PathBuf,
     /// Every problem, in file order.
     pub problems: Vec<Problem>,
+    /// SHA-256 of the bytes that were refused (zero when the file could not be read).
+    pub text_hash: [u8; 32],
 }
 
 impl fmt::Display for Invalid {
@@ -268,25 +272,38 @@ impl Invalid {
 
 /// Reads, parses and validates the resource file at `path`.
 pub fn load(path: &Path, missing_keys: MissingKeys) -> Result<Config, Invalid> {
-    let invalid = |problems| Invalid {
+    let invalid = |problems, text_hash| Invalid {
         path: path.to_owned(),
         problems,
+        text_hash,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        invalid(vec![Problem {
-            key: String::new(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read the file: {e}"),
-        }])
+    let unreadable = |message: String| Problem {
+        key: String::new(),
+        line: 0,
+        column: 0,
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        invalid(
+            vec![unreadable(format!("cannot read the file: {e}"))],
+            [0; 32],
+        )
     })?;
+    // The hash of exactly these bytes: a reload compares it to tell whether the file changed,
+    // so it must never describe other bytes than the ones parsed.
+    let mut text_hash = [0; 32];
+    text_hash
+        .copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
+    let text = String::from_utf8(bytes)
+        .map_err(|_| invalid(vec![unreadable("the file is not UTF-8".into())], text_hash))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     parse(&text, dir, missing_keys)
         .map(|mut config| {
             config.path = path.to_owned();
+            config.text_hash = text_hash;
             config
         })
-        .map_err(invalid)
+        .map_err(|problems| invalid(problems, text_hash))
 }
 
 /// Parses and validates file contents; relative paths are resolved against `dir`.

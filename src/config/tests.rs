@@ -200,6 +200,7 @@ fn invalid_reports_every_problem_with_the_file_name() {
             column: 7,
             message: "bad".into(),
         }],
+        text_hash: [0; 32],
     };
     assert_eq!(
         err.to_string(),

@@ -212,5 +212,6 @@ pub(super) fn validate(
         routes,
         admin,
         shutdown_grace,
+        text_hash: [0; 32],
     }
 }
