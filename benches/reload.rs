@@ -52,12 +52,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() {
     // `cargo test --benches` runs bench targets with `--test`; a smoke run is enough there.
-    let reloads = if std::env::args().any(|a| a == "--test") { 3 } else { RELOADS };
+    let reloads = if std::env::args().any(|a| a == "--test") {
+        3
+    } else {
+        RELOADS
+    };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("isogate.toml");
-        let variants = [resource_file(r#"["read", "write"]"#), resource_file(r#"["read"]"#)];
+        let variants = [
+            resource_file(r#"["read", "write"]"#),
+            resource_file(r#"["read"]"#),
+        ];
         std::fs::write(&path, &variants[0]).expect("write");
         let config = config::load(&path, MissingKeys::Generate).expect("valid");
         let server = Server::start(config).await.expect("start");
@@ -66,10 +73,13 @@ fn main() {
         for i in 1..=reloads {
             let written = Instant::now();
             write_atomically(&path, &variants[i % 2]);
-            tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.applied == i as u64))
-                .await
-                .expect("reload within 10 s")
-                .expect("server running");
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                status.wait_for(|s| s.applied == i as u64),
+            )
+            .await
+            .expect("reload within 10 s")
+            .expect("server running");
             times.push(written.elapsed());
         }
         times.sort();
