@@ -47,7 +47,7 @@ fn installed(what: &str, paths: &[PathBuf]) -> bool {
 }
 
 /// The shipped example, config/isogate.toml, with the issuer on `port` (so that `issuer` is
-/// the real, reachable address) and the gateway on an ephemeral port.
+/// the real, reachable address) and the gateway and admin listeners on ephemeral ports.
 fn config(port: u16) -> String {
     let example = std::fs::read_to_string(repo().join("config/isogate.toml")).expect("the example");
     assert!(
@@ -57,6 +57,7 @@ fn config(port: u16) -> String {
     example
         .replace("127.0.0.1:5000", &format!("127.0.0.1:{port}"))
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
+        .replace("listen = \"127.0.0.1:9901\"", "listen = \"127.0.0.1:0\"")
 }
 
 /// `isogate serve` on a fixed free port, so that `issuer` is the real, reachable address.
