@@ -476,3 +476,28 @@ async fn sigterm_drains_an_in_flight_request_and_exits_0() {
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("shutting down"), "{log}");
 }
+
+#[tokio::test]
+async fn a_changed_listen_address_is_logged_as_needing_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, addr) = serve(dir.path(), &[]);
+    let path = dir.path().join("isogate.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.2:0\"", 1),
+    )
+    .unwrap();
+    running.wait_for("takes effect only after a restart");
+    running.wait_for("configuration reloaded");
+    // Still answering where it listened before.
+    let reply = post_form(
+        &format!("http://{addr}/connect/token"),
+        &[("grant_type", "client_credentials")],
+        Some(("client", SECRET)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    running.signal("TERM");
+    assert_eq!(running.finish().0, Some(0));
+}

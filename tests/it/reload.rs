@@ -361,3 +361,25 @@ async fn no_request_fails_while_the_file_is_rewritten_many_times() {
     let failures = traffic.await.unwrap();
     assert!(failures.is_empty(), "{failures:?}");
 }
+
+#[tokio::test]
+async fn a_deleted_and_recreated_file_is_applied_and_the_deletion_changes_nothing() {
+    let upstream = Upstream::start().await;
+    let isogate = Isogate::start(&config(&upstream.url(), "[\"read\", \"write\"]", "")).await;
+    let path = isogate.path("isogate.toml");
+    std::fs::remove_file(&path).unwrap();
+    // The missing file is a rejected reload; the configuration keeps serving.
+    let status = wait(&isogate, |s| s.rejected == 1).await;
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("cannot read the file"),
+        "{status:?}"
+    );
+    assert_eq!(scope_granted(&isogate).await, "read write");
+    std::fs::write(&path, config(&upstream.url(), "[\"read\"]", "")).unwrap();
+    wait(&isogate, |s| s.applied == 1).await;
+    assert_eq!(scope_granted(&isogate).await, "read");
+}
