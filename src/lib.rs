@@ -164,12 +164,8 @@ impl Server {
             }
             addrs.push((role, addr));
         }
-        // Bound sockets already queue connections: ready now, then say where we listen, so
-        // that whoever waits for a `listening` line finds /readyz ready.
+        // Bound sockets already queue connections: ready now (the `listening` lines come last).
         admin.set_ready(true);
-        for (role, addr) in &addrs {
-            tracing::info!(role = %role, addr = %addr, "listening");
-        }
         let (reload, triggers) = tokio::sync::mpsc::channel(1);
         let reloader = Reloader {
             path,
@@ -191,6 +187,11 @@ impl Server {
                 .ok()
         };
         let reloader = tokio::spawn(reloader.run(triggers, changes, watch, files));
+        // Last, once everything (the file watch included) is live: whoever waits for these
+        // lines may use the server, and change its file, at once.
+        for (role, addr) in &addrs {
+            tracing::info!(role = %role, addr = %addr, "listening");
+        }
         Ok(Server {
             state,
             addrs,

@@ -3,13 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
-use isogate::reload::Status;
 use isogate::Role;
 
 use crate::servers::Upstream;
@@ -392,29 +390,6 @@ async fn jwks_fetches_are_counted_by_issuer_and_result() {
     );
 }
 
-/// Writes `text` the way editors do: to a temporary file in the same folder, then renamed.
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-/// Waits (up to 10 s) until the reload status satisfies `done`.
-async fn wait(isogate: &Isogate, done: impl Fn(&Status) -> bool) -> Status {
-    let mut status = isogate.server.status();
-    let result = tokio::time::timeout(Duration::from_secs(10), async {
-        status.wait_for(|s| done(s)).await.map(|s| s.clone())
-    })
-    .await;
-    match result {
-        Ok(Ok(s)) => s,
-        _ => panic!(
-            "no such reload; status: {:?}",
-            *isogate.server.status().borrow()
-        ),
-    }
-}
-
 #[tokio::test]
 async fn reloads_show_in_the_metrics_and_the_config_view_without_secrets() {
     let upstream = Upstream::start().await;
@@ -459,7 +434,7 @@ async fn reloads_show_in_the_metrics_and_the_config_view_without_secrets() {
     );
     assert_ne!(broken, config(&upstream.url(), "[\"read\"]"));
     write_atomically(&path, &broken);
-    wait(&isogate, |s| s.rejected == 1).await;
+    isogate.reloaded(|s| s.rejected == 1).await;
 
     let scrape = Scrape::of(&isogate).await;
     let reloads = |result| scrape.get("isogate_config_reloads_total", &[("result", result)]);
@@ -485,7 +460,7 @@ async fn reloads_show_in_the_metrics_and_the_config_view_without_secrets() {
     }
 
     write_atomically(&path, &config(&upstream.url(), "[\"read\"]"));
-    let applied = wait(&isogate, |s| s.applied == 1).await;
+    let applied = isogate.reloaded(|s| s.applied == 1).await;
     let scrape = Scrape::of(&isogate).await;
     let reloads = |result| scrape.get("isogate_config_reloads_total", &[("result", result)]);
     assert_eq!(reloads("rejected"), 1.0);

@@ -2,10 +2,8 @@
 //! key rotation, and traffic during reloads. Tests wait for the published reload status.
 
 use std::path::Path;
-use std::time::Duration;
 
 use http::StatusCode;
-use isogate::reload::Status;
 use isogate::Role;
 
 use crate::servers::Upstream;
@@ -22,22 +20,6 @@ fn config(upstream: &str, client_scopes: &str, extra: &str) -> String {
         )
 }
 
-/// Waits (up to 10 s) until the status satisfies `done`.
-async fn wait(isogate: &Isogate, done: impl Fn(&Status) -> bool) -> Status {
-    let mut status = isogate.server.status();
-    let result = tokio::time::timeout(Duration::from_secs(10), async {
-        status.wait_for(|s| done(s)).await.map(|s| s.clone())
-    })
-    .await;
-    match result {
-        Ok(Ok(s)) => s,
-        _ => panic!(
-            "no such reload; status: {:?}",
-            *isogate.server.status().borrow()
-        ),
-    }
-}
-
 async fn scope_granted(isogate: &Isogate) -> String {
     let reply = isogate
         .token(&[
@@ -48,13 +30,6 @@ async fn scope_granted(isogate: &Isogate) -> String {
     reply.json()["scope"].as_str().unwrap_or("").to_owned()
 }
 
-/// Writes `text` the way editors do: to a temporary file in the same folder, then renamed.
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 #[tokio::test]
 async fn atomic_rename_and_in_place_write_are_both_applied() {
     let upstream = Upstream::start().await;
@@ -63,12 +38,12 @@ async fn atomic_rename_and_in_place_write_are_both_applied() {
     let path = isogate.path("isogate.toml");
 
     write_atomically(&path, &config(&upstream.url(), "[\"read\"]", ""));
-    let status = wait(&isogate, |s| s.applied == 1).await;
+    let status = isogate.reloaded(|s| s.applied == 1).await;
     assert_eq!(status.generation, 2);
     assert_eq!(scope_granted(&isogate).await, "read");
 
     std::fs::write(&path, config(&upstream.url(), "[\"write\"]", "")).unwrap();
-    wait(&isogate, |s| s.applied == 2).await;
+    isogate.reloaded(|s| s.applied == 2).await;
     assert_eq!(scope_granted(&isogate).await, "write");
 }
 
@@ -104,7 +79,7 @@ async fn a_configmap_symlink_swap_is_applied() {
         d_path(&isogate).join("..data"),
     )
     .unwrap();
-    wait(&isogate, |s| s.applied == 1).await;
+    isogate.reloaded(|s| s.applied == 1).await;
     assert_eq!(scope_granted(&isogate).await, "read");
 }
 
@@ -119,7 +94,7 @@ async fn broken_and_invalid_files_are_rejected_whole_and_the_old_config_serves()
     let path = isogate.path("isogate.toml");
 
     write_atomically(&path, "[issuer\nthis is not toml");
-    let status = wait(&isogate, |s| s.rejected == 1).await;
+    let status = isogate.reloaded(|s| s.rejected == 1).await;
     assert!(
         status.last_error.as_deref().unwrap().contains("1 problem"),
         "{status:?}"
@@ -131,7 +106,7 @@ async fn broken_and_invalid_files_are_rejected_whole_and_the_old_config_serves()
     let invalid = config(&upstream.url(), "[\"read\"]", "")
         + "\n[[routes]]\npath_prefix = \"/reports\"\nupstream = \"http://127.0.0.1:1\"\nresource = \"urn:reports\"\n";
     write_atomically(&path, &invalid);
-    let status = wait(&isogate, |s| s.rejected == 2).await;
+    let status = isogate.reloaded(|s| s.rejected == 2).await;
     assert!(
         status
             .last_error
@@ -190,7 +165,7 @@ allowed_scopes = ["reports.read"]
     let text = config(&upstream.url(), "[\"read\", \"write\"]", &addition)
         + &format!("\n[[routes]]\npath_prefix = \"/reports\"\nupstream = \"{}\"\nresource = \"urn:reports\"\n", upstream.url());
     write_atomically(&isogate.path("isogate.toml"), &text);
-    wait(&isogate, |s| s.applied == 1).await;
+    isogate.reloaded(|s| s.applied == 1).await;
 
     let url = isogate.issuer_url("/connect/token");
     let reply = post_form(
@@ -268,7 +243,7 @@ async fn key_rotation_end_to_end() {
         1,
     );
     write_atomically(&path, &added);
-    wait(&isogate, |s| s.applied == 1).await;
+    isogate.reloaded(|s| s.applied == 1).await;
     assert_eq!(kids().await, ["new", "es", "rs"]);
     assert_eq!(signer(&token().await), "new");
     assert_eq!(gate(old.clone()).await, StatusCode::OK);
@@ -286,7 +261,7 @@ async fn key_rotation_end_to_end() {
             1,
         );
     write_atomically(&path, &retired);
-    wait(&isogate, |s| s.applied == 2).await;
+    isogate.reloaded(|s| s.applied == 2).await;
     assert!(kids().await.contains(&"es".to_owned()));
     for _ in 0..3 {
         assert_eq!(signer(&token().await), "new");
@@ -304,7 +279,7 @@ async fn key_rotation_end_to_end() {
         1,
     );
     write_atomically(&path, &removed);
-    wait(&isogate, |s| s.applied == 3).await;
+    isogate.reloaded(|s| s.applied == 3).await;
     assert_eq!(kids().await, ["new", "rs"]);
     assert_eq!(gate(old).await, StatusCode::UNAUTHORIZED);
     assert_eq!(gate(token().await).await, StatusCode::OK);
@@ -356,7 +331,7 @@ async fn no_request_fails_while_the_file_is_rewritten_many_times() {
     let path = isogate.path("isogate.toml");
     for round in 1..=20u64 {
         write_atomically(&path, if round % 2 == 1 { &b } else { &a });
-        wait(&isogate, |s| s.applied == round).await;
+        isogate.reloaded(|s| s.applied == round).await;
     }
     let failures = traffic.await.unwrap();
     assert!(failures.is_empty(), "{failures:?}");
@@ -369,7 +344,7 @@ async fn a_deleted_and_recreated_file_is_applied_and_the_deletion_changes_nothin
     let path = isogate.path("isogate.toml");
     std::fs::remove_file(&path).unwrap();
     // The missing file is a rejected reload; the configuration keeps serving.
-    let status = wait(&isogate, |s| s.rejected == 1).await;
+    let status = isogate.reloaded(|s| s.rejected == 1).await;
     assert!(
         status
             .last_error
@@ -380,6 +355,6 @@ async fn a_deleted_and_recreated_file_is_applied_and_the_deletion_changes_nothin
     );
     assert_eq!(scope_granted(&isogate).await, "read write");
     std::fs::write(&path, config(&upstream.url(), "[\"read\"]", "")).unwrap();
-    wait(&isogate, |s| s.applied == 1).await;
+    isogate.reloaded(|s| s.applied == 1).await;
     assert_eq!(scope_granted(&isogate).await, "read");
 }

@@ -88,6 +88,25 @@ impl Isogate {
         format!("http://{}{path}", self.addr(Role::Issuer))
     }
 
+    /// Waits (up to 10 s) until the published reload status satisfies `done`, and returns it.
+    pub async fn reloaded(
+        &self,
+        done: impl Fn(&isogate::reload::Status) -> bool,
+    ) -> isogate::reload::Status {
+        let mut status = self.server.status();
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            status.wait_for(|s| done(s)).await.map(|s| s.clone())
+        })
+        .await;
+        match waited {
+            Ok(Ok(s)) => s,
+            _ => panic!(
+                "no such reload; status: {:?}",
+                *self.server.status().borrow()
+            ),
+        }
+    }
+
     /// A file in the config folder.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -221,6 +240,13 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response).await;
     String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Writes `text` the way editors do: to a temporary file in the same folder, then renamed.
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
 }
 
 /// The repository's root (for config/ and the binary).

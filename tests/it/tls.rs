@@ -5,13 +5,11 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use isogate::reload::Status;
 use isogate::Role;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -155,22 +153,6 @@ impl TlsConn {
     }
 }
 
-/// Waits (up to 10 s) until the reload status satisfies `done`.
-async fn wait(isogate: &Isogate, done: impl Fn(&Status) -> bool) -> Status {
-    let mut status = isogate.server.status();
-    let waited = tokio::time::timeout(Duration::from_secs(10), async {
-        status.wait_for(|s| done(s)).await.map(|s| s.clone())
-    })
-    .await;
-    match waited {
-        Ok(Ok(s)) => s,
-        _ => panic!(
-            "no such reload; status: {:?}",
-            *isogate.server.status().borrow()
-        ),
-    }
-}
-
 async fn products_token(isogate: &Isogate) -> String {
     isogate
         .token_ok(&[
@@ -287,7 +269,7 @@ async fn a_new_connection_sees_a_swapped_certificate_and_an_open_one_keeps_worki
     );
 
     b.write(&isogate.path("tls/cert.pem"), &isogate.path("tls/key.pem"));
-    wait(&isogate, |s| s.applied >= 1).await;
+    isogate.reloaded(|s| s.applied >= 1).await;
 
     for role in [Role::Issuer, Role::Proxy] {
         let new = TlsConn::open(isogate.addr(role), &[&a, &b], &[]).await;
@@ -335,7 +317,7 @@ async fn a_reload_to_a_broken_certificate_is_rejected_and_the_old_one_keeps_serv
 
     // A certificate file that holds no certificate.
     write_atomically(&cert, &pki.key_pem());
-    let status = wait(&isogate, |s| s.rejected == 1).await;
+    let status = isogate.reloaded(|s| s.rejected == 1).await;
     let error = status.last_error.unwrap();
     assert!(
         error.contains("proxy.tls.cert") && error.contains("holds no certificate"),
@@ -351,7 +333,7 @@ async fn a_reload_to_a_broken_certificate_is_rejected_and_the_old_one_keeps_serv
     // Another CA's certificate, with the old key: it does not match.
     let other = TestPki::new();
     write_atomically(&cert, &other.cert_pem());
-    let status = wait(&isogate, |s| s.rejected == 2).await;
+    let status = isogate.reloaded(|s| s.rejected == 2).await;
     let error = status.last_error.unwrap();
     assert!(
         error.contains("proxy.tls.key") && error.contains("does not match"),
@@ -360,7 +342,7 @@ async fn a_reload_to_a_broken_certificate_is_rejected_and_the_old_one_keeps_serv
 
     // The key file gone.
     std::fs::remove_file(isogate.path("tls/key.pem")).unwrap();
-    let status = wait(&isogate, |s| s.rejected == 3).await;
+    let status = isogate.reloaded(|s| s.rejected == 3).await;
     assert!(
         status
             .last_error
@@ -386,7 +368,7 @@ async fn turning_tls_on_takes_a_restart_and_the_plain_listener_keeps_serving() {
     let isogate = start(&config(&upstream.url(), false, false), &pki).await;
     let path = isogate.path("isogate.toml");
     write_atomically(&path, &config(&upstream.url(), false, true));
-    wait(&isogate, |s| s.applied == 1).await;
+    isogate.reloaded(|s| s.applied == 1).await;
 
     let token = products_token(&isogate).await;
     let reply = send(
@@ -409,7 +391,7 @@ async fn turning_tls_off_takes_a_restart_and_the_tls_listener_keeps_its_certific
         &isogate.path("isogate.toml"),
         &config(&upstream.url(), false, false),
     );
-    wait(&isogate, |s| s.applied == 1).await;
+    isogate.reloaded(|s| s.applied == 1).await;
 
     let token = products_token(&isogate).await;
     let mut conn = TlsConn::open(isogate.addr(Role::Proxy), &[&pki], &[]).await;
