@@ -1,0 +1,497 @@
+//! Micro-benches of the gateway's enforcement path (see BENCHMARKS.md): one request whose token
+//! was never seen (signature verified, then cached) next to the same request when the token is
+//! already in the verified-token cache, what a cache hit is made of, a token inside the clock
+//! skew after its expiry, inserts into a full cache, and route choice.
+//!
+//! Run with `cargo bench --bench gateway`. Everything a bench needs (configs, keys, tokens,
+//! headers) is built before its measured closure; no socket and no async runtime are involved.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use aws_lc_rs::digest::{digest, SHA256};
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue, Method};
+use isogate::config::{self, Config, IssuerConfig, MissingKeys, Route};
+use isogate::issuer::form::Form;
+use isogate::jwt::cache::VerifiedCache;
+use isogate::jwt::verify::{self, Claims, IssuerKeys, TrustedKeys};
+use isogate::jwt::Alg;
+use isogate::proxy::enforce::{self, Denial};
+use isogate::proxy::route;
+use tempfile::TempDir;
+
+/// The body a client sends for a token meant for the isolated resource alone.
+const TOKEN_BODY: &[u8] = b"grant_type=client_credentials&scope=read&resource=urn%3Ainvoices";
+
+/// `client:secret`, as client_secret_basic sends it.
+const BASIC_CLIENT_SECRET: &str = "Basic Y2xpZW50OnNlY3JldA==";
+
+/// When the bench tokens are issued (seconds since the epoch); they live for an hour.
+const ISSUED_AT: u64 = 1_800_000_000;
+
+/// The gateway's clock during the benches: a minute after issuance. Enforcement takes `now` as
+/// an argument, so reading the clock is not measured.
+const NOW: u64 = ISSUED_AT + 60;
+
+/// Ten seconds after the bench tokens expired: still inside the config's 30 s `clock_skew`, so
+/// the gateway lets them through.
+const LATE: u64 = ISSUED_AT + 3600 + 10;
+
+/// The capacity of the gateway's cache (`CACHE_CAPACITY` in `src/proxy/keys.rs`, private).
+const GATEWAY_CACHE_CAPACITY: usize = 65_536;
+
+/// Distinct tokens the cold benches cycle through, and the capacity of their cache: with four
+/// times as many tokens as places, a token is evicted long before its turn comes round again,
+/// so every request misses and every insert evicts the oldest entry, as in a full cache.
+const COLD_TOKENS: usize = 1024;
+const COLD_CACHE_CAPACITY: usize = COLD_TOKENS / 4;
+
+/// The request path routed and enforced.
+const PATH: &str = "/invoices/2024/INV-0042";
+
+/// The request's `Host` header.
+const HOST: &str = "127.0.0.1:8080";
+
+/// A cut-down copy of the example resource file (invoices isolated, products shared, client
+/// `client` with secret `secret`, the gateway in front of both) with one signing key of `alg`,
+/// created in the bench's folder on first parse, and a dozen routes more than the example has.
+fn resource_file(alg: Alg) -> String {
+    format!(
+        r#"
+[issuer]
+listen = "127.0.0.1:0"
+issuer = "http://127.0.0.1:5000"
+access_token_lifetime = "1h"
+
+[[issuer.signing_keys]]
+file = "keys/{alg}.pem"
+alg = "{alg}"
+generate_if_missing = true
+
+[[api_scopes]]
+name = "read"
+
+[[api_scopes]]
+name = "write"
+
+[[api_resources]]
+name = "urn:invoices"
+scopes = ["read", "write"]
+require_resource_indicator = true
+
+[[api_resources]]
+name = "urn:products"
+scopes = ["read", "write"]
+
+[[clients]]
+client_id = "client"
+secrets = ["sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="]
+allowed_grant_types = ["client_credentials"]
+allowed_scopes = ["read", "write"]
+
+[proxy]
+listen = "127.0.0.1:0"
+clock_skew = "30s"
+
+# The example's two routes.
+[[routes]]
+path_prefix = "/invoices"
+upstream = "http://127.0.0.1:9001"
+resource = "urn:invoices"
+[routes.scopes]
+GET = ["read", "write"]
+"*" = ["write"]
+
+[[routes]]
+path_prefix = "/products"
+upstream = "http://127.0.0.1:9001"
+resource = "urn:products"
+
+# A dozen more: longer prefixes that share the first segment, other hosts, a catch-all.
+[[routes]]
+path_prefix = "/invoices/archive"
+upstream = "http://127.0.0.1:9002"
+resource = "urn:invoices"
+
+[[routes]]
+path_prefix = "/invoices/2023"
+upstream = "http://127.0.0.1:9002"
+resource = "urn:invoices"
+
+[[routes]]
+path_prefix = "/invoices"
+host = "api.example.com"
+upstream = "http://127.0.0.1:9003"
+resource = "urn:invoices"
+
+[[routes]]
+path_prefix = "/v2/invoices"
+upstream = "http://127.0.0.1:9004"
+resource = "urn:invoices"
+
+[[routes]]
+path_prefix = "/products/catalog"
+upstream = "http://127.0.0.1:9005"
+resource = "urn:products"
+
+[[routes]]
+path_prefix = "/customers"
+upstream = "http://127.0.0.1:9006"
+resource = "urn:products"
+
+[[routes]]
+path_prefix = "/orders"
+upstream = "http://127.0.0.1:9007"
+resource = "urn:products"
+
+[[routes]]
+path_prefix = "/payments"
+upstream = "http://127.0.0.1:9008"
+resource = "urn:invoices"
+
+[[routes]]
+path_prefix = "/reports"
+upstream = "http://127.0.0.1:9009"
+resource = "urn:invoices"
+
+[[routes]]
+path_prefix = "/admin"
+host = "admin.example.com"
+upstream = "http://127.0.0.1:9010"
+resource = "urn:invoices"
+
+[[routes]]
+path_prefix = "/health"
+upstream = "http://127.0.0.1:9011"
+resource = "urn:products"
+
+[[routes]]
+path_prefix = "/"
+upstream = "http://127.0.0.1:9012"
+resource = "urn:products"
+"#
+    )
+}
+
+/// A validated config whose only signing key is of `alg`, the gateway's view of that key, and
+/// the folder holding the key file (kept alive for as long as the config is used).
+struct Setup {
+    config: Config,
+    trusted: TrustedKeys,
+    _dir: TempDir,
+}
+
+impl Setup {
+    fn new(alg: Alg) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let config = config::parse(&resource_file(alg), dir.path(), MissingKeys::Generate)
+            .unwrap_or_else(|problems| panic!("the bench config is invalid: {problems:?}"));
+        let issuer = config.issuer.as_ref().expect("the config has [issuer]");
+        // What the gateway builds for the local issuer (`Keys::rebuild`).
+        let (keys, skipped) =
+            IssuerKeys::from_jwk_set(issuer.issuer.as_str(), true, &issuer.keys.jwks());
+        assert!(skipped.is_empty(), "the {alg} JWK is skipped: {skipped:?}");
+        let trusted = TrustedKeys::new(vec![keys]);
+        Setup {
+            config,
+            trusted,
+            _dir: dir,
+        }
+    }
+
+    fn issuer(&self) -> &IssuerConfig {
+        self.config
+            .issuer
+            .as_ref()
+            .expect("the config has [issuer]")
+    }
+
+    fn skew(&self) -> Duration {
+        self.config
+            .proxy
+            .as_ref()
+            .expect("the config has [proxy]")
+            .clock_skew
+    }
+
+    /// The route a request for [`PATH`] takes.
+    fn route(&self) -> &Route {
+        let path = route::normalize(PATH).expect("the bench path is acceptable");
+        let host = route::host_of(HOST);
+        let route = route::select(&self.config.routes, host.as_deref(), &path)
+            .expect("a route for the bench path");
+        assert_eq!(route.path_prefix, "/invoices");
+        route
+    }
+
+    /// `count` distinct access tokens for `urn:invoices` with scope `read`, each from the token
+    /// endpoint (a fresh `jti` makes every one different), as the request headers carrying them.
+    fn requests(&self, count: usize) -> Vec<HeaderMap> {
+        let mut basic = HeaderMap::new();
+        basic.insert(AUTHORIZATION, HeaderValue::from_static(BASIC_CLIENT_SECRET));
+        let form = Form::parse(TOKEN_BODY).expect("the token request body parses");
+        let issued_at = UNIX_EPOCH + Duration::from_secs(ISSUED_AT);
+        (0..count)
+            .map(|_| {
+                let issued =
+                    isogate::issuer::token(&self.config, self.issuer(), &basic, &form, issued_at)
+                        .unwrap_or_else(|e| panic!("the bench token is refused: {e}"));
+                let bearer = format!("Bearer {}", issued.access_token);
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    AUTHORIZATION,
+                    HeaderValue::from_str(&bearer).expect("a token is a valid header value"),
+                );
+                headers
+            })
+            .collect()
+    }
+}
+
+/// What the gateway does for one request once its route is chosen (`proxy::authorize`, with the
+/// cache lookup and insert of `Keys::verify`): SPEC §4 steps 1–6, at `now` (seconds since the
+/// epoch). The token's issuer is the local one, so an unknown `kid` never triggers a JWKS fetch.
+fn authorize(
+    setup: &Setup,
+    cache: &VerifiedCache,
+    headers: &HeaderMap,
+    route: &Route,
+    method: &Method,
+    now: u64,
+    skew: Duration,
+) -> Result<Arc<Claims>, Denial> {
+    let invalid = |e: verify::TokenError| Denial::InvalidToken(e.to_string());
+    let token = enforce::bearer(headers)?;
+    let trusted = &setup.trusted;
+    let claims = match cache.get(token, now, trusted.generation()) {
+        Some(claims) => claims,
+        None => {
+            let claims = Arc::new(verify::verify(token, trusted).map_err(invalid)?);
+            cache.insert(token, Arc::clone(&claims), trusted.generation());
+            claims
+        }
+    };
+    verify::check_time(&claims, now, skew).map_err(invalid)?;
+    let model = &setup.config.model;
+    let resource = model
+        .api_resource(&route.resource)
+        .ok_or_else(|| Denial::InvalidToken("the route's resource is not configured".into()))?;
+    enforce::audience(&claims, resource)?;
+    enforce::scope(&claims, route, resource, model, method)?;
+    Ok(claims)
+}
+
+/// The bearer token of a request built by [`Setup::requests`].
+fn token_of(headers: &HeaderMap) -> &str {
+    enforce::bearer(headers).expect("a bearer token")
+}
+
+/// A request whose token was never seen: the cache misses, the signature is verified and the
+/// claims are cached, then time, audience and scope are checked.
+fn cold(c: &mut Criterion) {
+    let mut group = c.benchmark_group("enforce/cold");
+    for (name, alg) in [
+        ("es256", Alg::ES256),
+        ("rs256", Alg::RS256),
+        ("eddsa", Alg::EdDSA),
+    ] {
+        let setup = Setup::new(alg);
+        let route = setup.route();
+        let skew = setup.skew();
+        let requests = setup.requests(COLD_TOKENS);
+        let cache = VerifiedCache::new(COLD_CACHE_CAPACITY);
+        for headers in &requests {
+            authorize(&setup, &cache, headers, route, &Method::GET, NOW, skew)
+                .unwrap_or_else(|denial| panic!("enforce/cold/{name} is denied: {denial}"));
+        }
+        assert!(
+            cache
+                .get(token_of(&requests[0]), NOW, setup.trusted.generation())
+                .is_none(),
+            "enforce/cold/{name}: the first token should have been evicted"
+        );
+        let mut next = requests.iter().cycle();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let headers = next.next().expect("an endless cycle");
+                authorize(
+                    &setup,
+                    &cache,
+                    black_box(headers),
+                    route,
+                    &Method::GET,
+                    NOW,
+                    skew,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The same request when its token is in the cache: no signature, only the lookup (SHA-256 of
+/// the token, a mutex, a hash-map probe) and the checks every hit re-runs.
+fn warm(c: &mut Criterion) {
+    let setup = Setup::new(Alg::ES256);
+    let route = setup.route();
+    let skew = setup.skew();
+    let headers = setup.requests(1).remove(0);
+    let token = token_of(&headers);
+    let generation = setup.trusted.generation();
+    let cache = VerifiedCache::new(GATEWAY_CACHE_CAPACITY);
+    authorize(&setup, &cache, &headers, route, &Method::GET, NOW, skew)
+        .unwrap_or_else(|denial| panic!("enforce/warm/es256 is denied: {denial}"));
+    assert!(
+        cache.get(token, NOW, generation).is_some(),
+        "the token is cached"
+    );
+
+    let mut group = c.benchmark_group("enforce/warm");
+    group.bench_function("es256", |b| {
+        b.iter(|| {
+            authorize(
+                &setup,
+                &cache,
+                black_box(&headers),
+                route,
+                &Method::GET,
+                NOW,
+                skew,
+            )
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("cache");
+    group.bench_function("get_hit", |b| {
+        b.iter(|| cache.get(black_box(token), NOW, generation))
+    });
+    group.bench_function("sha256_only", |b| {
+        b.iter(|| digest(&SHA256, black_box(token).as_bytes()))
+    });
+    group.finish();
+
+    // The rest of a warm request: finding the token, and the checks every hit re-runs.
+    let claims = cache
+        .get(token, NOW, generation)
+        .expect("the token is cached");
+    let model = &setup.config.model;
+    let mut group = c.benchmark_group("enforce");
+    group.bench_function("bearer_only", |b| {
+        b.iter(|| enforce::bearer(black_box(&headers)).map(str::len))
+    });
+    group.bench_function("checks_only", |b| {
+        b.iter(|| {
+            let claims = black_box(&claims);
+            verify::check_time(claims, NOW, skew).map_err(|_| Denial::NoToken)?;
+            let resource = model.api_resource(&route.resource).ok_or(Denial::NoToken)?;
+            enforce::audience(claims, resource)?;
+            enforce::scope(claims, route, resource, model, &Method::GET)
+        })
+    });
+    group.finish();
+
+    // The same token again once `exp` has passed but `clock_skew` still lets it through: the
+    // cache treats it as expired (a miss, and the insert is refused), so every such request
+    // verifies the signature again.
+    authorize(&setup, &cache, &headers, route, &Method::GET, LATE, skew)
+        .unwrap_or_else(|denial| panic!("a token inside the clock skew is denied: {denial}"));
+    assert!(
+        cache.get(token, LATE, generation).is_none(),
+        "a token past exp is never served from the cache"
+    );
+    let mut group = c.benchmark_group("enforce/within_skew_after_exp");
+    group.bench_function("es256", |b| {
+        b.iter(|| {
+            authorize(
+                &setup,
+                &cache,
+                black_box(&headers),
+                route,
+                &Method::GET,
+                LATE,
+                skew,
+            )
+        })
+    });
+    group.finish();
+}
+
+/// An insert into a cache as full as the gateway's can be, on the first request of a new second:
+/// the cache first walks every entry to drop expired ones, then evicts the oldest. Each entry has
+/// its own claims allocation, as in the gateway, so the walk reads memory all over the heap. Only
+/// the insert is timed; advancing the cache's clock (a `get` that misses) is not.
+fn full_cache(c: &mut Criterion) {
+    let claims = || {
+        Arc::new(Claims {
+            iss: "http://127.0.0.1:5000".into(),
+            sub: Some("client".into()),
+            client_id: Some("client".into()),
+            aud: vec!["urn:invoices".into()],
+            scope: vec!["read".into()],
+            exp: ISSUED_AT + 1_000_000,
+            nbf: Some(ISSUED_AT),
+        })
+    };
+    let cache = VerifiedCache::new(GATEWAY_CACHE_CAPACITY);
+    for i in 0..GATEWAY_CACHE_CAPACITY {
+        cache.insert(&format!("token-{i}"), claims(), 1);
+    }
+    assert_eq!(cache.len(), GATEWAY_CACHE_CAPACITY);
+    let mut group = c.benchmark_group("cache");
+    let mut inserted = GATEWAY_CACHE_CAPACITY;
+    let mut now = NOW;
+    let mut insert = |new_second: bool, iters: u64| {
+        let mut spent = Duration::ZERO;
+        for _ in 0..iters {
+            if new_second {
+                now += 1;
+                let _ = cache.get("a token never inserted", now, 1);
+            }
+            let token = format!("token-{inserted}");
+            inserted += 1;
+            let claims = claims();
+            let started = Instant::now();
+            cache.insert(black_box(&token), claims, 1);
+            spent += started.elapsed();
+        }
+        spent
+    };
+    group.bench_function("insert_full_new_second", |b| {
+        b.iter_custom(|iters| insert(true, iters))
+    });
+    group.bench_function("insert_full_same_second", |b| {
+        b.iter_custom(|iters| insert(false, iters))
+    });
+    group.finish();
+    assert_eq!(cache.len(), GATEWAY_CACHE_CAPACITY);
+}
+
+/// Route choice: normalise the path, take the host from the `Host` header, pick the route.
+fn routing(c: &mut Criterion) {
+    let setup = Setup::new(Alg::ES256);
+    let routes = &setup.config.routes;
+    assert_eq!(routes.len(), 14);
+    let mut group = c.benchmark_group("route");
+    group.bench_function("normalize_and_select", |b| {
+        b.iter(|| {
+            let path = route::normalize(black_box(PATH)).ok()?;
+            let host = route::host_of(black_box(HOST));
+            route::select(routes, host.as_deref(), &path).map(|r| r.path_prefix.len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = gateway;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = cold, warm, full_cache, routing
+}
+criterion_main!(gateway);
