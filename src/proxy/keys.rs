@@ -143,9 +143,13 @@ impl Keys {
     /// Verifies `token`'s signature and `typ`, from the cache when it was verified before
     /// under the same keys. An unknown `kid` of a trusted remote issuer refetches that issuer's
     /// JWKS (at most once per 30 s) and tries again. Time, `aud` and `scope` are the caller's.
-    pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+    ///
+    /// The caller accepts a token until `exp + skew`, so cache entries live that long too: the
+    /// cache's clock runs `skew` behind. The caller's time check still runs on every hit.
+    pub async fn verify(&self, token: &str, skew: Duration) -> Result<Arc<Claims>, TokenError> {
         let trusted = self.trusted.load_full();
-        let cached = self.cache.get(token, unix_now(), trusted.generation());
+        let cache_now = unix_now().saturating_sub(skew.as_secs());
+        let cached = self.cache.get(token, cache_now, trusted.generation());
         self.metrics.verified_cache(cached.is_some());
         if let Some(claims) = cached {
             return Ok(claims);

@@ -269,7 +269,7 @@ async fn authorize(
     let token = enforce::bearer(req.headers())?;
     let claims = gateway
         .keys
-        .verify(token)
+        .verify(token, skew)
         .await
         .map_err(|e| Denial::InvalidToken(e.to_string()))?;
     crate::jwt::verify::check_time(&claims, keys::unix_now(), skew)

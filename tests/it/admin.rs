@@ -549,3 +549,44 @@ async fn shutdown_turns_not_ready_stops_accepting_and_drains_in_flight_requests(
     );
     drop(dir);
 }
+
+/// A token past `exp` but within `clock_skew` is still accepted, and still served from the
+/// verified-token cache rather than verified again on every request.
+#[tokio::test]
+async fn a_token_within_the_skew_after_exp_stays_cached() {
+    let upstream = Upstream::start().await;
+    let isogate = start(&upstream).await;
+    let key = isogate::jwt::SigningKey::from_file(
+        &isogate.path("keys/es256.pem"),
+        isogate::jwt::Alg::ES256,
+        Some("es".into()),
+        false,
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({"iss": "http://isogate.test", "sub": "client", "client_id": "client",
+        "aud": "urn:products", "scope": "read", "iat": now - 100, "nbf": now - 100, "exp": now - 10, "jti": "late"});
+    let token = isogate::jwt::encode(&key, "at+jwt", &claims).unwrap();
+    let before = Scrape::of(&isogate).await;
+    let hits = |s: &Scrape| {
+        s.value("isogate_verified_token_cache_total", &[("result", "hit")])
+            .unwrap_or(0.0)
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            call(&proxy_url(&isogate, "/products"), Some(&token))
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+    let after = Scrape::of(&isogate).await;
+    assert_eq!(
+        hits(&after) - hits(&before),
+        2.0,
+        "the 2nd and 3rd requests hit the cache"
+    );
+}
