@@ -6,6 +6,8 @@
 //! Run with `cargo bench --bench gateway`. Everything a bench needs (configs, keys, tokens,
 //! headers) is built before its measured closure; no socket and no async runtime are involved.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -55,43 +57,11 @@ const PATH: &str = "/invoices/2024/INV-0042";
 /// The request's `Host` header.
 const HOST: &str = "127.0.0.1:8080";
 
-/// A cut-down copy of the example resource file (invoices isolated, products shared, client
-/// `client` with secret `secret`, the gateway in front of both) with one signing key of `alg`,
-/// created in the bench's folder on first parse, and a dozen routes more than the example has.
+/// The benches' resource file (see `common`) with the gateway in front of both APIs and a dozen
+/// routes more than the example has.
 fn resource_file(alg: Alg) -> String {
-    format!(
-        r#"
-[issuer]
-listen = "127.0.0.1:0"
-issuer = "http://127.0.0.1:5000"
-access_token_lifetime = "1h"
-
-[[issuer.signing_keys]]
-file = "keys/{alg}.pem"
-alg = "{alg}"
-generate_if_missing = true
-
-[[api_scopes]]
-name = "read"
-
-[[api_scopes]]
-name = "write"
-
-[[api_resources]]
-name = "urn:invoices"
-scopes = ["read", "write"]
-require_resource_indicator = true
-
-[[api_resources]]
-name = "urn:products"
-scopes = ["read", "write"]
-
-[[clients]]
-client_id = "client"
-secrets = ["sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="]
-allowed_grant_types = ["client_credentials"]
-allowed_scopes = ["read", "write"]
-
+    common::resource_file(alg)
+        + r#"
 [proxy]
 listen = "127.0.0.1:0"
 clock_skew = "30s"
@@ -173,7 +143,6 @@ path_prefix = "/"
 upstream = "http://127.0.0.1:9012"
 resource = "urn:products"
 "#
-    )
 }
 
 /// A validated config whose only signing key is of `alg`, the gateway's view of that key, and

@@ -5,6 +5,8 @@
 //! Run with `cargo bench --bench issuance`. Everything a bench needs (configs, keys, request
 //! bodies, claims) is built before its measured closure.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,46 +31,6 @@ fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
-/// A cut-down copy of the example resource file (invoices isolated, products shared, client
-/// `client` with secret `secret`) with one signing key of `alg`, created in the bench's folder on
-/// first parse.
-fn resource_file(alg: Alg) -> String {
-    format!(
-        r#"
-[issuer]
-listen = "127.0.0.1:0"
-issuer = "http://127.0.0.1:5000"
-access_token_lifetime = "1h"
-
-[[issuer.signing_keys]]
-file = "keys/{alg}.pem"
-alg = "{alg}"
-generate_if_missing = true
-
-[[api_scopes]]
-name = "read"
-
-[[api_scopes]]
-name = "write"
-
-[[api_resources]]
-name = "urn:invoices"
-scopes = ["read", "write"]
-require_resource_indicator = true
-
-[[api_resources]]
-name = "urn:products"
-scopes = ["read", "write"]
-
-[[clients]]
-client_id = "client"
-secrets = ["sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="]
-allowed_grant_types = ["client_credentials"]
-allowed_scopes = ["read", "write"]
-"#
-    )
-}
-
 /// A validated config whose only signing key is of `alg`, and the folder holding its key (kept
 /// alive for as long as the config is used).
 struct Setup {
@@ -80,8 +42,12 @@ struct Setup {
 impl Setup {
     fn new(alg: Alg) -> Self {
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let config = config::parse(&resource_file(alg), dir.path(), MissingKeys::Generate)
-            .unwrap_or_else(|problems| panic!("the bench config is invalid: {problems:?}"));
+        let config = config::parse(
+            &common::resource_file(alg),
+            dir.path(),
+            MissingKeys::Generate,
+        )
+        .unwrap_or_else(|problems| panic!("the bench config is invalid: {problems:?}"));
         Setup { config, dir, alg }
     }
 

@@ -4,38 +4,22 @@
 //!
 //!     cargo bench --bench reload
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use isogate::config::{self, MissingKeys};
+use isogate::jwt::Alg;
 use isogate::Server;
 
 const RELOADS: usize = 100;
 
+/// The benches' resource file (see `common`) with the client allowed `scopes`.
 fn resource_file(scopes: &str) -> String {
-    format!(
-        r#"
-[issuer]
-listen = "127.0.0.1:0"
-issuer = "http://isogate.test"
-[[issuer.signing_keys]]
-file = "keys/es256.pem"
-alg = "ES256"
-generate_if_missing = true
-[[api_scopes]]
-name = "read"
-[[api_scopes]]
-name = "write"
-[[api_resources]]
-name = "urn:invoices"
-scopes = ["read", "write"]
-require_resource_indicator = true
-[[clients]]
-client_id = "client"
-secrets = ["sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="]
-allowed_grant_types = ["client_credentials"]
-allowed_scopes = {scopes}
-"#
+    common::resource_file(Alg::ES256).replace(
+        "allowed_scopes = [\"read\", \"write\"]",
+        &format!("allowed_scopes = {scopes}"),
     )
 }
 

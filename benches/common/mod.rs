@@ -1,0 +1,43 @@
+//! What the benches share. Each file in benches/ is its own crate; they include this one.
+
+use isogate::jwt::Alg;
+
+/// A cut-down copy of the example resource file (invoices isolated, products shared, client
+/// `client` with secret `secret`) with one signing key of `alg`, created in the bench's folder on
+/// first parse.
+pub fn resource_file(alg: Alg) -> String {
+    format!(
+        r#"
+[issuer]
+listen = "127.0.0.1:0"
+issuer = "http://127.0.0.1:5000"
+access_token_lifetime = "1h"
+
+[[issuer.signing_keys]]
+file = "keys/{alg}.pem"
+alg = "{alg}"
+generate_if_missing = true
+
+[[api_scopes]]
+name = "read"
+
+[[api_scopes]]
+name = "write"
+
+[[api_resources]]
+name = "urn:invoices"
+scopes = ["read", "write"]
+require_resource_indicator = true
+
+[[api_resources]]
+name = "urn:products"
+scopes = ["read", "write"]
+
+[[clients]]
+client_id = "client"
+secrets = ["sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="]
+allowed_grant_types = ["client_credentials"]
+allowed_scopes = ["read", "write"]
+"#
+    )
+}
