@@ -164,6 +164,42 @@ fn serve_until(dir: &Path, extra: &[&str], needle: &str) -> (Running, std::net::
     (running, addr)
 }
 
+/// Writes the seed plus `gateway` (a `[proxy]` section and its routes) to `dir`, starts
+/// `isogate serve` on it with the extra environment `env`, and waits for the issuer's and the
+/// gateway's `listening` lines. Returns the process and those two addresses.
+fn serve_gateway(
+    dir: &Path,
+    gateway: &str,
+    env: &[(&str, &str)],
+) -> (Running, std::net::SocketAddr, std::net::SocketAddr) {
+    let path = dir.join("isogate.toml");
+    std::fs::write(
+        &path,
+        issuer_section("http://isogate.test") + SEED + gateway,
+    )
+    .unwrap();
+    let mut running = Running::spawn_with_env(
+        env!("CARGO_BIN_EXE_isogate"),
+        &["serve", "--config", path.to_str().unwrap()],
+        env,
+    );
+    let issuer = listening_addr(&running.wait_for("listening role=issuer")).unwrap();
+    let proxy = listening_addr(&running.wait_for("listening role=proxy")).unwrap();
+    (running, issuer, proxy)
+}
+
+/// A client_credentials token of the seed's client for `resource`.
+async fn token_from(issuer: std::net::SocketAddr, resource: &str) -> String {
+    let url = format!("http://{issuer}/connect/token");
+    let form = [("grant_type", "client_credentials"), ("resource", resource)];
+    post_form(&url, &form, Some(("client", SECRET)))
+        .await
+        .json()["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned()
+}
+
 /// The address in a `listening` line, text or JSON.
 fn listening_addr(line: &str) -> Option<std::net::SocketAddr> {
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
@@ -267,33 +303,12 @@ async fn json_logs_are_one_object_per_line() {
 async fn the_gateway_logs_one_line_per_request_without_the_token() {
     let upstream = crate::servers::Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("isogate.toml");
-    let toml = issuer_section("http://isogate.test")
-        + SEED
-        + &format!(
+    let gateway = format!(
             "\n[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\npath_prefix = \"/invoices\"\nupstream = \"{}\"\nresource = \"urn:invoices\"\n",
             upstream.url()
-        );
-    std::fs::write(&path, toml).unwrap();
-    let mut running = Running::spawn(
-        env!("CARGO_BIN_EXE_isogate"),
-        &["serve", "--config", path.to_str().unwrap()],
     );
-    let issuer = listening_addr(&running.wait_for("listening role=issuer")).unwrap();
-    let proxy = listening_addr(&running.wait_for("listening role=proxy")).unwrap();
-    let token = post_form(
-        &format!("http://{issuer}/connect/token"),
-        &[
-            ("grant_type", "client_credentials"),
-            ("resource", "urn:invoices"),
-        ],
-        Some(("client", SECRET)),
-    )
-    .await
-    .json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (mut running, issuer, proxy) = serve_gateway(dir.path(), &gateway, &[]);
+    let token = token_from(issuer, "urn:invoices").await;
     let call = |auth: Option<String>| {
         let url = format!("http://{proxy}/invoices/7");
         async move {
@@ -345,40 +360,17 @@ async fn https_upstreams_are_verified() {
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), &trusted.ca_pem).unwrap();
-    let path = dir.path().join("isogate.toml");
-    let toml = issuer_section("http://isogate.test")
-        + SEED
-        + &format!(
+    let gateway = format!(
             "\n[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\npath_prefix = \"/products\"\nupstream = \"{}\"\nresource = \"urn:products\"\n\n[[routes]]\npath_prefix = \"/invoices\"\nupstream = \"{}\"\nresource = \"urn:invoices\"\n",
             good.url(),
             bad.url()
-        );
-    std::fs::write(&path, toml).unwrap();
-    let mut running = Running::spawn_with_env(
-        env!("CARGO_BIN_EXE_isogate"),
-        &["serve", "--config", path.to_str().unwrap()],
-        &[
-            ("SSL_CERT_FILE", dir.path().join("ca.pem").to_str().unwrap()),
-            ("SSL_CERT_DIR", dir.path().to_str().unwrap()),
-        ],
     );
-    let issuer = listening_addr(&running.wait_for("listening role=issuer")).unwrap();
-    let proxy = listening_addr(&running.wait_for("listening role=proxy")).unwrap();
-    let token = |resource: &'static str| {
-        let url = format!("http://{issuer}/connect/token");
-        async move {
-            post_form(
-                &url,
-                &[("grant_type", "client_credentials"), ("resource", resource)],
-                Some(("client", SECRET)),
-            )
-            .await
-            .json()["access_token"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
+    let ca = dir.path().join("ca.pem");
+    let env = &[
+        ("SSL_CERT_FILE", ca.to_str().unwrap()),
+        ("SSL_CERT_DIR", dir.path().to_str().unwrap()),
+    ];
+    let (mut running, issuer, proxy) = serve_gateway(dir.path(), &gateway, env);
     let call = |path: &'static str, token: String| {
         let url = format!("http://{proxy}{path}");
         async move {
@@ -391,10 +383,10 @@ async fn https_upstreams_are_verified() {
             .await
         }
     };
-    let reply = call("/products/1", token("urn:products").await).await;
+    let reply = call("/products/1", token_from(issuer, "urn:products").await).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.text(), "tls upstream /products/1");
-    let reply = call("/invoices/1", token("urn:invoices").await).await;
+    let reply = call("/invoices/1", token_from(issuer, "urn:invoices").await).await;
     assert_eq!(
         reply.status,
         StatusCode::BAD_GATEWAY,
@@ -410,36 +402,15 @@ async fn https_upstreams_are_verified() {
 async fn sigterm_drains_an_in_flight_request_and_exits_0() {
     let upstream = crate::servers::Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("isogate.toml");
-    let toml = issuer_section("http://isogate.test")
-        + SEED
-        + &format!(
+    let gateway = format!(
             "\n[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\npath_prefix = \"/products\"\nupstream = \"{}\"\nresource = \"urn:products\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             upstream.url()
-        );
-    std::fs::write(&path, toml).unwrap();
-    let mut running = Running::spawn(
-        env!("CARGO_BIN_EXE_isogate"),
-        &["serve", "--config", path.to_str().unwrap()],
     );
-    let issuer = listening_addr(&running.wait_for("listening role=issuer")).unwrap();
-    let proxy = listening_addr(&running.wait_for("listening role=proxy")).unwrap();
+    let (mut running, issuer, proxy) = serve_gateway(dir.path(), &gateway, &[]);
     let admin = listening_addr(&running.wait_for("listening role=admin")).unwrap();
     let readyz = format!("http://{admin}/readyz");
     assert_eq!(get(&readyz).await.status, StatusCode::OK);
-    let token = post_form(
-        &format!("http://{issuer}/connect/token"),
-        &[
-            ("grant_type", "client_credentials"),
-            ("resource", "urn:products"),
-        ],
-        Some(("client", SECRET)),
-    )
-    .await
-    .json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = token_from(issuer, "urn:products").await;
 
     // The upstream answers `/slow` after 3 s.
     let slow = tokio::spawn(async move {
