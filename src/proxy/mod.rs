@@ -155,10 +155,10 @@ async fn decide(
         }
     };
     let host_value = host(&req);
-    let host = host_value.as_deref().and_then(route::host_of);
 
     if let Some(suffix) = path.strip_prefix(METADATA_PATH) {
         let suffix = if suffix.is_empty() { "/" } else { suffix };
+        let host = host_value.as_deref().and_then(route::host_of);
         let route = config.routes.iter().find(|r| {
             r.path_prefix == suffix && r.host.as_ref().is_none_or(|h| Some(h) == host.as_ref())
         });
@@ -184,7 +184,8 @@ async fn decide(
         };
     }
 
-    let Some(route) = route::select(&config.routes, host.as_deref(), &path) else {
+    // `select` takes the raw authority: it ignores the port and compares case-insensitively.
+    let Some(route) = route::select(&config.routes, host_value.as_deref(), &path) else {
         return (
             json(
                 StatusCode::NOT_FOUND,
@@ -200,21 +201,22 @@ async fn decide(
         reason: "",
         client_id: None,
     };
-    let metadata_url = format!(
-        "{}://{}{METADATA_PATH}{}",
-        gateway.scheme,
-        host_value.as_deref().unwrap_or("localhost"),
-        if route.path_prefix == "/" {
-            ""
-        } else {
-            &route.path_prefix
-        }
-    );
     let claims = match authorize(snapshot, gateway, &req, route, proxy.clock_skew).await {
         Ok(claims) => claims,
         Err(denial) => {
             tracing::debug!(reason = %denial, "request denied");
             outcome.reason = denial.code();
+            // Built only for a refusal: allowed requests never need it.
+            let metadata_url = format!(
+                "{}://{}{METADATA_PATH}{}",
+                gateway.scheme,
+                host_value.as_deref().unwrap_or("localhost"),
+                if route.path_prefix == "/" {
+                    ""
+                } else {
+                    &route.path_prefix
+                }
+            );
             return (denial.response(&metadata_url), outcome);
         }
     };
