@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod grants;
 pub mod http;
 pub mod issuer;
 pub mod jwt;
