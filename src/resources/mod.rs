@@ -3,7 +3,7 @@
 
 pub(crate) mod rules;
 
-pub use rules::{grant, Granted, Refusal, TokenRequest};
+pub use rules::{authorize, grant, redeem, Granted, Remembered, Refusal, TokenRequest};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -25,6 +25,9 @@ pub struct Model {
     pub api_resources: Vec<ApiResource>,
     /// `<issuer>/resources`, when `emit_static_audience` is set.
     pub static_audience: Option<String>,
+    /// `<issuer>/resources`, whenever the token service runs: the audience of a token that
+    /// grants identity scopes only (for `/connect/userinfo`).
+    pub identity_audience: Option<String>,
 }
 
 impl Model {

@@ -78,6 +78,101 @@ impl Scope<'_> {
 
 /// Applies SPEC §3 rules 1–5 and the signing-algorithm restriction.
 pub fn grant(model: &Model, client: &Client, req: &TokenRequest<'_>) -> Result<Granted, Refusal> {
+    grant_within(model, client, req, None)
+}
+
+/// What a code or refresh token remembers of the authorize request (SPEC §3 rule 6).
+#[derive(Debug, Clone, Copy)]
+pub struct Remembered<'a> {
+    /// Every scope granted at authorize.
+    pub scopes: &'a [String],
+    /// The `resource` values of the authorize request.
+    pub resources: &'a [String],
+}
+
+/// SPEC §3 rule 6 at `/connect/authorize`: the scopes as rule 1 (with a user), and every
+/// `resource` as rule 2; several may be sent. Returns the scopes granted and the resources,
+/// each once, in request order.
+pub fn authorize(
+    model: &Model,
+    client: &Client,
+    scope: Option<&str>,
+    resources: &[&str],
+) -> Result<(Vec<String>, Vec<String>), Refusal> {
+    let req = TokenRequest {
+        grant: GrantType::AuthorizationCode,
+        scope,
+        resources,
+    };
+    let scopes = requested_scopes(model, client, &req)?;
+    let mut kept: Vec<String> = Vec::new();
+    for resource in resources {
+        indicator(model, &scopes, &[resource])?;
+        if !kept.iter().any(|r| r == resource) {
+            kept.push((*resource).to_owned());
+        }
+    }
+    Ok((scopes.iter().map(|s| s.raw.to_owned()).collect(), kept))
+}
+
+/// SPEC §3 rule 6 at the token endpoint (`authorization_code` and `refresh_token`): `scope`
+/// may narrow what was remembered, never widen it; a `resource` must be one of the remembered
+/// ones, or, when none was, a non-isolated resource the scopes reach. Without `resource`, the
+/// audience is rule 4's, limited to the remembered resources when there are any.
+pub fn redeem(
+    model: &Model,
+    client: &Client,
+    grant: GrantType,
+    remembered: Remembered<'_>,
+    scope: Option<&str>,
+    resources: &[&str],
+) -> Result<Granted, Refusal> {
+    let scope = match scope {
+        Some(asked) => {
+            if let Some(extra) = asked
+                .split(' ')
+                .find(|s| !s.is_empty() && !remembered.scopes.iter().any(|r| r == s))
+            {
+                return Err(Refusal::InvalidScope(format!(
+                    "the scope {extra:?} was not granted; a token request may narrow the scopes, never widen them"
+                )));
+            }
+            asked.to_owned()
+        }
+        None => remembered.scopes.join(" "),
+    };
+    if let [resource] = resources {
+        if remembered.resources.is_empty() {
+            if model
+                .api_resource(resource)
+                .is_some_and(|r| r.isolated && r.enabled)
+            {
+                return Err(Refusal::InvalidTarget(format!(
+                    "the resource {resource:?} accepts only tokens for it alone and was not requested at authorize"
+                )));
+            }
+        } else if !remembered.resources.iter().any(|r| r == resource) {
+            return Err(Refusal::InvalidTarget(format!(
+                "the resource {resource:?} was not requested at authorize"
+            )));
+        }
+    }
+    let req = TokenRequest {
+        grant,
+        scope: Some(&scope),
+        resources,
+    };
+    let within = (!remembered.resources.is_empty()).then_some(remembered.resources);
+    grant_within(model, client, &req, within)
+}
+
+/// [`grant`], with rule 4's audience limited to `within` when given.
+fn grant_within(
+    model: &Model,
+    client: &Client,
+    req: &TokenRequest<'_>,
+    within: Option<&[String]>,
+) -> Result<Granted, Refusal> {
     let scopes = requested_scopes(model, client, req)?;
     let indicator = indicator(model, &scopes, req.resources)?;
     let granted: Vec<String> = scopes.iter().map(|s| s.raw.to_owned()).collect();
@@ -102,6 +197,7 @@ pub fn grant(model: &Model, client: &Client, req: &TokenRequest<'_>) -> Result<G
                 .iter()
                 .filter(|r| {
                     r.enabled
+                        && within.is_none_or(|w| w.contains(&r.name))
                         && scopes
                             .iter()
                             .any(|s| s.api_name().is_some_and(|n| r.lists(n)))
@@ -115,6 +211,19 @@ pub fn grant(model: &Model, client: &Client, req: &TokenRequest<'_>) -> Result<G
                 )));
             }
             let aud: Vec<&ApiResource> = reached.into_iter().filter(|r| !r.isolated).collect();
+            let identity_only = scopes.iter().all(|s| s.api_name().is_none());
+            if identity_only && req.grant != GrantType::ClientCredentials {
+                // Only identity scopes: a token for the issuer's own userinfo endpoint.
+                if let Some(issuer) = &model.identity_audience {
+                    return Ok(Granted {
+                        aud: vec![issuer.clone()],
+                        scopes: granted.clone(),
+                        granted,
+                        parameter_claims: Vec::new(),
+                        signing_algs: None,
+                    });
+                }
+            }
             if aud.is_empty() && model.static_audience.is_none() {
                 return Err(Refusal::InvalidTarget(
                     "the requested scopes belong to no API resource, so the token would have no audience".into(),

@@ -44,8 +44,10 @@ pub(super) fn issuer_config(
     let data_dir = v.path(data_dir.as_ref().map_or("data", |d| d.get_ref()));
     let tls = v.tls(tls, "issuer.tls");
     let iss = iss.into_inner();
+    let issuer_resources = format!("{}/resources", iss.trim_end_matches('/'));
+    model.identity_audience = Some(issuer_resources.clone());
     if emit_static_audience {
-        model.static_audience = Some(format!("{}/resources", iss.trim_end_matches('/')));
+        model.static_audience = Some(issuer_resources);
     }
 
     let mut keys = Vec::new();

@@ -364,3 +364,89 @@ fn signing_algs_are_the_intersection_over_the_audience() {
         Some([Alg::PS256].into())
     );
 }
+
+// Rule 6: the seed's journey. Authorize names both resources; each redemption names one.
+fn remembered<'a>(scopes: &'a [String], resources: &'a [String]) -> Remembered<'a> {
+    Remembered { scopes, resources }
+}
+
+#[test]
+fn authorize_takes_several_resources_and_validates_each() {
+    let m = model(true);
+    let (scopes, resources) = authorize(
+        &m,
+        &client(ALL),
+        Some("read offline_access"),
+        &["urn:invoices", "urn:products", "urn:invoices"],
+    )
+    .unwrap();
+    assert_eq!(scopes, ["read", "offline_access"]);
+    assert_eq!(resources, ["urn:invoices", "urn:products"]);
+    let e = authorize(
+        &m,
+        &client(ALL),
+        Some("read"),
+        &["urn:invoices", "urn:customers"],
+    )
+    .unwrap_err();
+    assert!(matches!(e, Refusal::InvalidTarget(_)), "{e}");
+    let e = authorize(&m, &client(ALL), Some("read"), &["not a uri"]).unwrap_err();
+    assert!(matches!(e, Refusal::InvalidTarget(_)), "{e}");
+}
+
+#[test]
+fn redemption_names_one_remembered_resource_and_gets_a_token_for_it_alone() {
+    let m = model(true);
+    let scopes: Vec<String> = vec!["read".into(), "offline_access".into()];
+    let resources: Vec<String> = vec!["urn:invoices".into(), "urn:products".into()];
+    let rem = remembered(&scopes, &resources);
+    let c = client(ALL);
+    let at = |resource: &[&str], scope: Option<&str>| {
+        redeem(&m, &c, GrantType::RefreshToken, rem, scope, resource)
+    };
+    let g = at(&["urn:invoices"], None).unwrap();
+    assert_eq!(strs(&g.aud), ["urn:invoices"]);
+    assert_eq!(strs(&g.scopes), ["read", "offline_access"]);
+    let g = at(&["urn:products"], None).unwrap();
+    assert_eq!(strs(&g.aud), ["urn:products"]);
+    // A resource never granted, even one the scopes reach.
+    let e = at(&["urn:customers"], None).unwrap_err();
+    assert!(matches!(e, Refusal::InvalidTarget(_)), "{e}");
+    // No resource: rule 4 within the remembered ones (invoices is isolated).
+    let g = at(&[], None).unwrap();
+    assert_eq!(strs(&g.aud), ["urn:products"]);
+    // Narrowing is fine, widening is not.
+    let g = at(&["urn:products"], Some("read")).unwrap();
+    assert_eq!(strs(&g.scopes), ["read"]);
+    let e = at(&["urn:products"], Some("read write")).unwrap_err();
+    assert!(matches!(e, Refusal::InvalidScope(_)), "{e}");
+    // Still at most one.
+    let e = at(&["urn:invoices", "urn:products"], None).unwrap_err();
+    assert!(matches!(e, Refusal::InvalidTarget(_)), "{e}");
+}
+
+#[test]
+fn without_remembered_resources_only_non_isolated_ones_may_be_named() {
+    let m = model(true);
+    let scopes: Vec<String> = vec!["read".into()];
+    let rem = remembered(&scopes, &[]);
+    let c = client(ALL);
+    let g = redeem(&m, &c, GrantType::AuthorizationCode, rem, None, &["urn:products"]).unwrap();
+    assert_eq!(strs(&g.aud), ["urn:products"]);
+    let e = redeem(&m, &c, GrantType::AuthorizationCode, rem, None, &["urn:invoices"]).unwrap_err();
+    assert!(matches!(e, Refusal::InvalidTarget(_)), "{e}");
+}
+
+#[test]
+fn identity_scopes_alone_give_a_token_for_the_issuer() {
+    let mut m = model(false);
+    m.identity_audience = Some("https://issuer/resources".into());
+    let req = TokenRequest {
+        grant: GrantType::AuthorizationCode,
+        scope: Some("openid"),
+        resources: &[],
+    };
+    let g = ok(&m, req);
+    assert_eq!(strs(&g.aud), ["https://issuer/resources"]);
+    assert_eq!(strs(&g.scopes), ["openid"]);
+}
