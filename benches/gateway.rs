@@ -203,11 +203,19 @@ impl Setup {
         basic.insert(AUTHORIZATION, HeaderValue::from_static(BASIC_CLIENT_SECRET));
         let form = Form::parse(TOKEN_BODY).expect("the token request body parses");
         let issued_at = UNIX_EPOCH + Duration::from_secs(ISSUED_AT);
+        let grants =
+            isogate::grants::Grants::open(&self.issuer().data_dir).expect("the grant store opens");
         (0..count)
             .map(|_| {
-                let issued =
-                    isogate::issuer::token(&self.config, self.issuer(), &basic, &form, issued_at)
-                        .unwrap_or_else(|e| panic!("the bench token is refused: {e}"));
+                let issued = isogate::issuer::token(
+                    &self.config,
+                    self.issuer(),
+                    &grants,
+                    &basic,
+                    &form,
+                    issued_at,
+                )
+                .unwrap_or_else(|e| panic!("the bench token is refused: {e}"));
                 let bearer = format!("Bearer {}", issued.access_token);
                 let mut headers = HeaderMap::new();
                 headers.insert(

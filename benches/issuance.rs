@@ -139,9 +139,11 @@ fn token(c: &mut Criterion) {
     ] {
         let setup = Setup::new(alg);
         let issuer = setup.issuer();
+        let grants =
+            isogate::grants::Grants::open(&issuer.data_dir).expect("the grant store opens");
         let issue = |body: &[u8]| {
             let form = Form::parse(body)?;
-            isogate::issuer::token(&setup.config, issuer, &headers, &form, now)
+            isogate::issuer::token(&setup.config, issuer, &grants, &headers, &form, now)
         };
         let issued = issue(TOKEN_BODY).unwrap_or_else(|e| panic!("token/{name} is refused: {e}"));
         assert!(issued.access_token.starts_with("ey"), "token/{name}");

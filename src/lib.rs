@@ -79,10 +79,24 @@ pub struct Server {
     admin_listener: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The grant store under `data_dir` could not be opened.
+    #[error(transparent)]
+    Store(#[from] grants::StoreError),
+}
+
+/// How often expired grants are swept from the store.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl Server {
     /// Binds every listener the configuration names and starts serving. Each logs
     /// `listening role=<role> addr=<ip:port>` with the real address.
-    pub async fn start(config: Config) -> Result<Server, BindError> {
+    pub async fn start(config: Config) -> Result<Server, StartError> {
         let grace = config.shutdown_grace;
         // aws-lc seeds its RNG on first use (tens of milliseconds); pay that before listening,
         // not in the first request.
@@ -99,6 +113,15 @@ impl Server {
             wanted.push((Role::Admin, admin));
         }
         let metrics = Arc::new(Metrics::new());
+        // The grant store is opened once: changing `data_dir` takes a restart.
+        let service = match &config.issuer {
+            Some(issuer) => Some(Arc::new(issuer::Service {
+                grants: grants::Grants::open(&issuer.data_dir)?,
+                sessions: issuer::session::Sessions::default(),
+                metrics: metrics.clone(),
+            })),
+            None => None,
+        };
         let snapshot = Snapshot::new(config);
         let gateway = snapshot
             .config
@@ -137,10 +160,14 @@ impl Server {
             let rx = stop_rx.clone();
             match role {
                 Role::Issuer => {
-                    let (state, metrics) = (state.clone(), metrics.clone());
+                    let state = state.clone();
+                    let Some(service) = service.clone() else {
+                        continue;
+                    };
+                    tasks.spawn(sweep(service.grants.clone(), rx.clone()));
                     let tls = crate::state::listener_tls(&state, role);
                     let handle =
-                        move |req, peer| issuer::handle(state.clone(), metrics.clone(), req, peer);
+                        move |req, peer| issuer::handle(state.clone(), service.clone(), req, peer);
                     tasks.spawn(http::serve(listener, tls, handle, rx, grace));
                 }
                 Role::Proxy => {
@@ -319,6 +346,10 @@ impl Reloader {
         if listen_addrs(&config) != listen_addrs(&old.config) {
             tracing::warn!("a listen address changed; that takes effect only after a restart");
         }
+        let data_dir = |c: &Config| c.issuer.as_ref().map(|i| i.data_dir.clone());
+        if data_dir(&config) != data_dir(&old.config) {
+            tracing::warn!("issuer.data_dir changed; that takes effect only after a restart");
+        }
         for role in [Role::Issuer, Role::Proxy] {
             let modes = tls_mode(&config, role).zip(tls_mode(&old.config, role));
             if modes.is_some_and(|(now, was)| now != was) {
@@ -352,6 +383,25 @@ fn listen_addrs(config: &Config) -> [Option<SocketAddr>; 3] {
     ]
 }
 
+/// Removes expired grants every [`SWEEP_EVERY`] until `stop`.
+async fn sweep(grants: grants::Grants, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let grants = grants.clone();
+        let now = proxy::keys::unix_now();
+        match tokio::task::spawn_blocking(move || grants.sweep(now)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "expired grants swept"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "sweeping expired grants failed"),
+            Err(e) => tracing::warn!(error = %e, "sweeping expired grants failed"),
+        }
+    }
+}
+
 /// Whether `role`'s listener speaks TLS; `None` when the role does not run.
 fn tls_mode(config: &Config, role: Role) -> Option<bool> {
     match role {
@@ -364,9 +414,9 @@ fn tls_mode(config: &Config, role: Role) -> Option<bool> {
 /// Something stopped a running server.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// A listener could not be bound.
+    /// A listener could not be bound or the grant store opened.
     #[error(transparent)]
-    Bind(#[from] BindError),
+    Start(#[from] StartError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),

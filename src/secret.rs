@@ -74,6 +74,17 @@ pub fn hash_password(password: &[u8]) -> Result<String, argon2::password_hash::E
         .to_string())
 }
 
+/// Whether `password` matches the Argon2id PHC string `phc` (constant time in the password).
+/// A malformed `phc` matches nothing.
+pub fn verify_password(phc: &str, password: &[u8]) -> bool {
+    use argon2::password_hash::PasswordVerifier;
+    argon2::PasswordHash::new(phc).is_ok_and(|hash| {
+        argon2::Argon2::default()
+            .verify_password(password, &hash)
+            .is_ok()
+    })
+}
+
 /// Checks that `phc` is an Argon2id PHC string.
 pub fn check_password_hash(phc: &str) -> Result<(), String> {
     let parsed = argon2::PasswordHash::new(phc).map_err(|e| {

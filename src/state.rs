@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::http::TlsSource;
+use crate::jwt::verify::{IssuerKeys, TrustedKeys, VerifyingKey};
 use crate::{issuer, Role};
 
 /// Everything derived from one valid resource file.
@@ -26,6 +27,8 @@ pub struct IssuerDocs {
     pub discovery: Bytes,
     /// `/.well-known/jwks`.
     pub jwks: Bytes,
+    /// The issuer's own keys, to verify its access tokens at userinfo and introspection.
+    pub local_keys: Arc<TrustedKeys>,
 }
 
 impl Snapshot {
@@ -34,6 +37,11 @@ impl Snapshot {
         let issuer_docs = config.issuer.as_ref().map(|issuer| IssuerDocs {
             discovery: issuer::discovery::document(issuer, &config),
             jwks: Bytes::from(serde_json::to_vec(&issuer.keys.jwks()).unwrap_or_default()),
+            local_keys: Arc::new(TrustedKeys::new(vec![IssuerKeys::new(
+                issuer.issuer.clone(),
+                true,
+                issuer.keys.all().iter().map(VerifyingKey::from_signing_key),
+            )])),
         });
         Snapshot {
             config,

@@ -149,6 +149,11 @@ impl Grants {
         Grants { store }
     }
 
+    /// Grants kept in `dir/grants.redb` (see [`RedbStore::open`]).
+    pub fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
+        Ok(Grants::new(Arc::new(RedbStore::open(dir)?)))
+    }
+
     /// Stores a new code for `grant`, valid for `lifetime`; returns the code.
     pub fn issue_code(
         &self,
@@ -165,6 +170,16 @@ impl Grants {
         };
         self.insert(Table::Codes, &hash(&code), &record, expires_at)?;
         Ok(code)
+    }
+
+    /// The grant of `code` while it can be redeemed (issued, unused and unexpired), to check
+    /// a request before [`Grants::redeem_code`] spends the code.
+    pub fn code(&self, code: &str, now: u64) -> Result<Option<CodeGrant>, StoreError> {
+        Ok(self
+            .read::<CodeRecord>(Table::Codes, &hash(code))?
+            .map(|(_, r)| r)
+            .filter(|r| r.redeemed.is_none() && now <= r.expires_at)
+            .map(|r| r.grant))
     }
 
     /// Redeems `code` once. A second redemption revokes everything issued from the first.

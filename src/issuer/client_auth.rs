@@ -14,10 +14,13 @@ use crate::resources::Client;
 use crate::secret::matches_any;
 
 /// Credentials as presented, before they are checked.
-struct Presented {
-    client_id: String,
-    secret: Option<String>,
-    basic: bool,
+pub struct Presented {
+    /// The `client_id` (or API resource name).
+    pub client_id: String,
+    /// The secret, when one was sent.
+    pub secret: Option<String>,
+    /// Whether HTTP Basic was used.
+    pub basic: bool,
 }
 
 /// Finds the client the request authenticates as.
@@ -51,7 +54,8 @@ pub fn authenticate<'a>(
     }
 }
 
-fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> {
+/// The credentials of a request, from HTTP Basic or the body.
+pub fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> {
     let mut authorization = headers.get_all(header::AUTHORIZATION).iter();
     let first = authorization.next();
     if authorization.next().is_some() {

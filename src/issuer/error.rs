@@ -36,6 +36,18 @@ pub enum OAuthError {
     /// A resource indicator does not fit (RFC 8707).
     #[error("invalid_target: {0}")]
     InvalidTarget(String),
+    /// A code or refresh token is unknown, expired, used, revoked, or not this client's.
+    #[error("invalid_grant: {0}")]
+    InvalidGrant(String),
+    /// isogate failed (the grant store, a signature): 500.
+    #[error("server_error: {0}")]
+    ServerError(String),
+}
+
+impl From<crate::grants::StoreError> for OAuthError {
+    fn from(e: crate::grants::StoreError) -> Self {
+        OAuthError::ServerError(e.to_string())
+    }
 }
 
 impl From<Refusal> for OAuthError {
@@ -63,17 +75,22 @@ impl OAuthError {
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::InvalidTarget(_) => "invalid_target",
+            OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::ServerError(_) => "server_error",
         }
     }
 
-    fn description(&self) -> &str {
+    pub(crate) fn description(&self) -> &str {
         match self {
             OAuthError::InvalidRequest(d)
             | OAuthError::InvalidClient { description: d, .. }
             | OAuthError::UnauthorizedClient(d)
             | OAuthError::UnsupportedGrantType(d)
             | OAuthError::InvalidScope(d)
-            | OAuthError::InvalidTarget(d) => d,
+            | OAuthError::InvalidTarget(d)
+            | OAuthError::InvalidGrant(d) => d,
+            // The cause is logged, not told.
+            OAuthError::ServerError(_) => "the request could not be completed; try again later",
             OAuthError::TooLarge => "the request body is larger than 64 KiB",
         }
     }
@@ -82,6 +99,7 @@ impl OAuthError {
     pub fn response(&self) -> Response<Body> {
         let status = match self {
             OAuthError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
             OAuthError::InvalidClient { basic: true, .. } => StatusCode::UNAUTHORIZED,
             _ => StatusCode::BAD_REQUEST,
         };

@@ -1,13 +1,19 @@
 //! The token service: discovery, JWKS and the token endpoint (SPEC §3).
 
+pub mod authorize;
 mod client_auth;
 pub mod discovery;
 mod error;
 pub mod form;
+mod introspect;
+pub mod oidc;
+mod pages;
+mod redeem;
+pub mod session;
 pub mod token;
 
 pub use error::OAuthError;
-pub use token::{mint, token, TokenResponse};
+pub use token::{mint, token, Minted, Subject, TokenResponse};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,16 +22,28 @@ use std::time::SystemTime;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::grants::Grants;
 use crate::http::{json_bytes, method_not_allowed, text, Body};
 use crate::metrics::Metrics;
 use crate::state::Shared;
 
-/// Answers one request to the issuer listener; token requests are counted in `metrics`.
+/// What the token service keeps across reloads: the grant store, the signed-in sessions and
+/// the metrics.
+pub struct Service {
+    /// Codes, refresh tokens and consents.
+    pub grants: Grants,
+    /// Sessions, pending sign-ins and failed logins.
+    pub sessions: session::Sessions,
+    /// Where token requests are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Answers one request to the issuer listener.
 pub async fn handle(
     state: Shared,
-    metrics: Arc<Metrics>,
+    service: Arc<Service>,
     req: Request<Incoming>,
-    _peer: SocketAddr,
+    peer: SocketAddr,
 ) -> Response<Body> {
     let snapshot = state.load_full();
     let (Some(issuer), Some(docs)) = (&snapshot.config.issuer, &snapshot.issuer_docs) else {
@@ -60,7 +78,40 @@ pub async fn handle(
             if req.method() != Method::POST {
                 return method_not_allowed("POST");
             }
-            token::endpoint(&snapshot, issuer, req, SystemTime::now(), &metrics).await
+            let now = SystemTime::now();
+            let snapshot = snapshot.clone();
+            token::endpoint(snapshot, &service.grants, req, now, &service.metrics).await
+        }
+        "/connect/authorize" => {
+            if !matches!(*req.method(), Method::GET | Method::POST) {
+                return method_not_allowed("GET, POST");
+            }
+            authorize::authorize(&snapshot, issuer, &service, req).await
+        }
+        "/connect/authorize/login" => {
+            if req.method() != Method::POST {
+                return method_not_allowed("POST");
+            }
+            authorize::login(&snapshot, issuer, &service, req, peer).await
+        }
+        "/connect/authorize/consent" => {
+            if req.method() != Method::POST {
+                return method_not_allowed("POST");
+            }
+            authorize::consent(&snapshot, issuer, &service, req).await
+        }
+        "/connect/userinfo" => oidc::userinfo(&snapshot, issuer, &service.grants, req).await,
+        "/connect/introspect" => {
+            if req.method() != Method::POST {
+                return method_not_allowed("POST");
+            }
+            introspect::introspect(snapshot.clone(), &service.grants, req).await
+        }
+        "/connect/revocation" => {
+            if req.method() != Method::POST {
+                return method_not_allowed("POST");
+            }
+            introspect::revocation(snapshot.clone(), &service.grants, req).await
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use std::sync::Arc;
+
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
@@ -14,6 +16,7 @@ use super::error::no_store;
 use super::form::{self, Form};
 use super::{client_auth, OAuthError};
 use crate::config::{Config, IssuerConfig};
+use crate::grants::Grants;
 use crate::http::{json, Body};
 use crate::jwt;
 use crate::metrics::Metrics;
@@ -34,23 +37,55 @@ pub struct TokenResponse {
     pub expires_in: u64,
     /// The access token's scopes, space-delimited.
     pub scope: String,
+    /// With `offline_access` granted: the opaque refresh token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// With `openid` granted: the OpenID Connect ID token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// Reads the request and answers it; every answer carries `Cache-Control: no-store`. Tokens
 /// issued and requests refused are counted in `metrics`.
 pub async fn endpoint(
-    snapshot: &Snapshot,
-    issuer: &IssuerConfig,
+    snapshot: Arc<Snapshot>,
+    grants: &Grants,
     req: Request<Incoming>,
     now: SystemTime,
     metrics: &Metrics,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let form = form::read(&parts.headers, body).await;
-    let result = form.and_then(|form| issue(&snapshot.config, issuer, &parts.headers, &form, now));
+    let result = match form::read(&parts.headers, body).await {
+        // Codes and refresh tokens wait for the grant store's disk: off the async threads.
+        Ok(form) if form.get("grant_type") != Some(GrantType::ClientCredentials.as_str()) => {
+            let grants = grants.clone();
+            tokio::task::spawn_blocking(move || {
+                let issuer = snapshot.config.issuer.as_ref().ok_or_else(no_issuer)?;
+                issue(
+                    &snapshot.config,
+                    issuer,
+                    &grants,
+                    &parts.headers,
+                    &form,
+                    now,
+                )
+                .map(Issued::owned)
+            })
+            .await
+            .unwrap_or_else(|e| Err(OAuthError::ServerError(e.to_string())))
+        }
+        Ok(form) => snapshot
+            .config
+            .issuer
+            .as_ref()
+            .ok_or_else(no_issuer)
+            .and_then(|issuer| issue(&snapshot.config, issuer, grants, &parts.headers, &form, now))
+            .map(Issued::owned),
+        Err(e) => Err(e),
+    };
     match result {
         Ok(issued) => {
-            metrics.token_issued(issued.grant.as_str(), &issued.client.client_id);
+            metrics.token_issued(issued.grant.as_str(), &issued.client_id);
             no_store(json(StatusCode::OK, &issued.response))
         }
         Err(e) => {
@@ -61,15 +96,20 @@ pub async fn endpoint(
     }
 }
 
+fn no_issuer() -> OAuthError {
+    OAuthError::ServerError("the token service is not configured".into())
+}
+
 /// The token endpoint without HTTP: a parsed form and the request headers in, a token out.
 pub fn token(
     config: &Config,
     issuer: &IssuerConfig,
+    grants: &Grants,
     headers: &HeaderMap,
     form: &Form,
     now: SystemTime,
 ) -> Result<TokenResponse, OAuthError> {
-    issue(config, issuer, headers, form, now).map(|issued| issued.response)
+    issue(config, issuer, grants, headers, form, now).map(|issued| issued.response)
 }
 
 /// A token issued, with whom to and how (for the metrics).
@@ -79,9 +119,27 @@ struct Issued<'c> {
     grant: GrantType,
 }
 
+/// [`Issued`] without the borrow of the configuration.
+struct IssuedOwned {
+    response: TokenResponse,
+    client_id: String,
+    grant: GrantType,
+}
+
+impl Issued<'_> {
+    fn owned(self) -> IssuedOwned {
+        IssuedOwned {
+            response: self.response,
+            client_id: self.client.client_id.clone(),
+            grant: self.grant,
+        }
+    }
+}
+
 fn issue<'c>(
     config: &'c Config,
     issuer: &IssuerConfig,
+    grants: &Grants,
     headers: &HeaderMap,
     form: &Form,
     now: SystemTime,
@@ -98,17 +156,35 @@ fn issue<'c>(
             "the client may not use {grant_type}"
         )));
     }
-    if grant != GrantType::ClientCredentials {
-        return Err(OAuthError::UnsupportedGrantType(format!(
-            "{grant_type} is not available in this version of isogate yet"
-        )));
-    }
+    let response = match grant {
+        GrantType::ClientCredentials => client_credentials(config, issuer, client, form, now)?,
+        GrantType::AuthorizationCode => {
+            super::redeem::authorization_code(config, issuer, grants, client, form, now)?
+        }
+        GrantType::RefreshToken => {
+            super::redeem::refresh_token(config, issuer, grants, client, form, now)?
+        }
+    };
+    Ok(Issued {
+        response,
+        client,
+        grant,
+    })
+}
+
+fn client_credentials(
+    config: &Config,
+    issuer: &IssuerConfig,
+    client: &Client,
+    form: &Form,
+    now: SystemTime,
+) -> Result<TokenResponse, OAuthError> {
     let resources = form.all("resource");
     let granted = resources::grant(
         &config.model,
         client,
         &TokenRequest {
-            grant,
+            grant: GrantType::ClientCredentials,
             scope: form.get("scope"),
             resources: &resources,
         },
@@ -116,24 +192,27 @@ fn issue<'c>(
     let lifetime = client
         .access_token_lifetime
         .unwrap_or(issuer.access_token_lifetime);
-    let access_token = mint(issuer, client, None, &granted, lifetime, now)?;
+    let minted = mint(issuer, client, None, &granted, lifetime, now)?;
+    log_issued(client, GrantType::ClientCredentials, &granted);
+    Ok(TokenResponse {
+        access_token: minted.token,
+        token_type: "Bearer",
+        expires_in: lifetime.as_secs(),
+        scope: granted.scopes.join(" "),
+        refresh_token: None,
+        id_token: None,
+    })
+}
+
+/// The log line of every access token issued.
+pub(super) fn log_issued(client: &Client, grant: GrantType, granted: &Granted) {
     tracing::info!(
         client_id = %client.client_id,
-        %grant_type,
+        grant_type = grant.as_str(),
         aud = ?granted.aud,
         scope = %granted.scopes.join(" "),
         "access token issued"
     );
-    Ok(Issued {
-        response: TokenResponse {
-            access_token,
-            token_type: "Bearer",
-            expires_in: lifetime.as_secs(),
-            scope: granted.scopes.join(" "),
-        },
-        client,
-        grant,
-    })
 }
 
 #[derive(Serialize)]
@@ -153,9 +232,32 @@ struct Claims<'a> {
     iat: u64,
     nbf: u64,
     exp: u64,
-    jti: String,
+    jti: &'a str,
     #[serde(flatten)]
     extra: BTreeMap<&'a str, &'a str>,
+    #[serde(flatten)]
+    user: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// A signed access token.
+#[derive(Debug)]
+pub struct Minted {
+    /// The JWT.
+    pub token: String,
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `exp`.
+    pub exp: u64,
+}
+
+/// The user an access token is issued for: `sub` and the claims its scopes and audiences
+/// release.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// `sub`.
+    pub id: &'a str,
+    /// User claims, already cut down to what the token may carry.
+    pub claims: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 /// Signs an RFC 9068 access token for `granted`, with the first non-retired key whose
@@ -163,11 +265,13 @@ struct Claims<'a> {
 pub fn mint(
     issuer: &IssuerConfig,
     client: &Client,
-    subject: Option<&str>,
+    subject: Option<Subject<'_>>,
     granted: &Granted,
     lifetime: Duration,
     now: SystemTime,
-) -> Result<String, OAuthError> {
+) -> Result<Minted, OAuthError> {
+    static NO_CLAIMS: std::sync::OnceLock<serde_json::Map<String, serde_json::Value>> =
+        std::sync::OnceLock::new();
     let key = issuer
         .keys
         .signer(|alg| {
@@ -186,24 +290,28 @@ pub fn mint(
         [one] => Audience::One(one),
         many => Audience::Many(many),
     };
+    let jti = jti();
+    let exp = iat + lifetime.as_secs();
     let claims = Claims {
         iss: &issuer.issuer,
-        sub: subject.unwrap_or(&client.client_id),
+        sub: subject.map_or(client.client_id.as_str(), |s| s.id),
         aud,
         client_id: &client.client_id,
         scope: granted.scopes.join(" "),
         iat,
         nbf: iat,
-        exp: iat + lifetime.as_secs(),
-        jti: jti(),
+        exp,
+        jti: &jti,
         extra: granted
             .parameter_claims
             .iter()
             .map(|(claim, value)| (claim.as_str(), value.as_str()))
             .collect(),
+        user: subject.map_or_else(|| NO_CLAIMS.get_or_init(Default::default), |s| s.claims),
     };
-    jwt::encode(key, ACCESS_TOKEN_TYP, &claims)
-        .map_err(|e| OAuthError::InvalidRequest(format!("the token could not be built: {e}")))
+    let token = jwt::encode(key, ACCESS_TOKEN_TYP, &claims)
+        .map_err(|e| OAuthError::ServerError(format!("the token could not be built: {e}")))?;
+    Ok(Minted { token, jti, exp })
 }
 
 /// 128 random bits, base64url.
@@ -274,6 +382,7 @@ allowed_scopes = ["read", "tx"]
         ) {
             let (_dir, config) = fixture();
             let issuer = config.issuer.as_ref().unwrap();
+            let grants = Grants::open(&issuer.data_dir).unwrap();
             let mut headers = HeaderMap::new();
             if let Some(value) = authorization.and_then(|a| http::HeaderValue::from_str(&a).ok()) {
                 headers.insert(http::header::AUTHORIZATION, value);
@@ -281,7 +390,7 @@ allowed_scopes = ["read", "tx"]
             let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
             for raw in [body, form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish().into_bytes()] {
                 if let Ok(form) = Form::parse(&raw) {
-                    let _ = token(&config, issuer, &headers, &form, now);
+                    let _ = token(&config, issuer, &grants, &headers, &form, now);
                 }
             }
         }
@@ -296,7 +405,8 @@ allowed_scopes = ["read", "tx"]
         )
         .unwrap();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let issued = token(&config, issuer, &HeaderMap::new(), &form, now).unwrap();
+        let grants = Grants::open(&config.issuer.as_ref().unwrap().data_dir).unwrap();
+        let issued = token(&config, issuer, &grants, &HeaderMap::new(), &form, now).unwrap();
         let payload = issued.access_token.split('.').nth(1).unwrap();
         let claims: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();

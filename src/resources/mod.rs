@@ -3,7 +3,7 @@
 
 pub(crate) mod rules;
 
-pub use rules::{authorize, grant, redeem, Granted, Remembered, Refusal, TokenRequest};
+pub use rules::{authorize, grant, redeem, Granted, Refusal, Remembered, TokenRequest};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

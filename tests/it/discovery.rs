@@ -25,12 +25,20 @@ async fn both_well_known_documents_describe_the_issuer() {
     assert_eq!(doc["id_token_signing_alg_values_supported"][0], "RS256");
     assert_eq!(
         doc["token_endpoint_auth_methods_supported"],
-        serde_json::json!(["client_secret_basic", "client_secret_post"])
+        serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
     );
-    assert!(doc["grant_types_supported"]
-        .as_array()
-        .unwrap()
-        .contains(&"client_credentials".into()));
+    assert_eq!(
+        doc["grant_types_supported"],
+        serde_json::json!(["authorization_code", "client_credentials", "refresh_token"])
+    );
+    for (key, path) in [
+        ("authorization_endpoint", "/connect/authorize"),
+        ("userinfo_endpoint", "/connect/userinfo"),
+        ("introspection_endpoint", "/connect/introspect"),
+        ("revocation_endpoint", "/connect/revocation"),
+    ] {
+        assert_eq!(doc[key], format!("http://isogate.test{path}"), "{key}");
+    }
     let scopes = doc["scopes_supported"].as_array().unwrap();
     for s in ["read", "write", "transaction"] {
         assert!(scopes.contains(&s.into()), "{s}");

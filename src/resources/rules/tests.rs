@@ -431,9 +431,25 @@ fn without_remembered_resources_only_non_isolated_ones_may_be_named() {
     let scopes: Vec<String> = vec!["read".into()];
     let rem = remembered(&scopes, &[]);
     let c = client(ALL);
-    let g = redeem(&m, &c, GrantType::AuthorizationCode, rem, None, &["urn:products"]).unwrap();
+    let g = redeem(
+        &m,
+        &c,
+        GrantType::AuthorizationCode,
+        rem,
+        None,
+        &["urn:products"],
+    )
+    .unwrap();
     assert_eq!(strs(&g.aud), ["urn:products"]);
-    let e = redeem(&m, &c, GrantType::AuthorizationCode, rem, None, &["urn:invoices"]).unwrap_err();
+    let e = redeem(
+        &m,
+        &c,
+        GrantType::AuthorizationCode,
+        rem,
+        None,
+        &["urn:invoices"],
+    )
+    .unwrap_err();
     assert!(matches!(e, Refusal::InvalidTarget(_)), "{e}");
 }
 

@@ -1,0 +1,181 @@
+//! `POST /connect/introspect` (RFC 7662) and `POST /connect/revocation` (RFC 7009).
+//!
+//! Isolation holds at introspection too: an API resource sees an access token as active only
+//! when it is in the token's `aud`, and sees only its own scopes. A client may introspect
+//! its own refresh tokens.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{json, Map, Value};
+
+use super::client_auth::{self, Presented};
+use super::error::no_store;
+use super::form::{self, Form};
+use super::oidc::verify_local;
+use super::OAuthError;
+use crate::grants::Grants;
+use crate::http::{full, json, Body};
+use crate::resources::{ApiResource, Client};
+use crate::secret::matches_any;
+use crate::state::Snapshot;
+
+/// Who is asking.
+enum Caller<'a> {
+    Api(&'a ApiResource),
+    Client(&'a Client),
+}
+
+/// `POST /connect/introspect`.
+pub async fn introspect(
+    snapshot: Arc<Snapshot>,
+    grants: &Grants,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let form = match form::read(&parts.headers, body).await {
+        Ok(form) => form,
+        Err(e) => return e.response(),
+    };
+    let grants = grants.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let caller = authenticate(&snapshot, &parts.headers, &form)?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
+        let now = crate::proxy::keys::unix_now();
+        Ok::<_, OAuthError>(describe(&snapshot, &grants, &caller, token, now))
+    })
+    .await
+    .unwrap_or_else(|e| Err(OAuthError::ServerError(e.to_string())));
+    match answer {
+        Ok(body) => no_store(json(StatusCode::OK, &body)),
+        Err(e) => {
+            tracing::info!(error = e.code(), reason = %e, "introspection refused");
+            e.response()
+        }
+    }
+}
+
+/// An API resource by its name and one of its `secrets`, or a client as at the token endpoint.
+fn authenticate<'s>(
+    snapshot: &'s Snapshot,
+    headers: &http::HeaderMap,
+    form: &Form,
+) -> Result<Caller<'s>, OAuthError> {
+    let config = &snapshot.config;
+    let Presented {
+        client_id,
+        secret,
+        basic,
+    } = client_auth::presented(headers, form)?;
+    let api = config
+        .model
+        .api_resources
+        .iter()
+        .find(|r| r.name == client_id && !r.secrets.is_empty());
+    match (api, secret) {
+        (Some(api), Some(secret)) if matches_any(&api.secrets, secret.as_bytes()) => {
+            Ok(Caller::Api(api))
+        }
+        (Some(_), _) => Err(OAuthError::InvalidClient {
+            basic,
+            description: "client authentication failed".into(),
+        }),
+        (None, _) => client_auth::authenticate(headers, form, &config.clients).map(Caller::Client),
+    }
+}
+
+/// The RFC 7662 answer for `token` as `caller` may see it.
+fn describe(
+    snapshot: &Snapshot,
+    grants: &Grants,
+    caller: &Caller<'_>,
+    token: &str,
+    now: u64,
+) -> Value {
+    let inactive = json!({"active": false});
+    match caller {
+        Caller::Api(api) => {
+            let Some(keys) = snapshot.issuer_docs.as_ref().map(|d| &d.local_keys) else {
+                return inactive;
+            };
+            let Ok(local) = verify_local(token, keys, grants, now) else {
+                return inactive;
+            };
+            if !local.claims.aud.contains(&api.name) {
+                return inactive;
+            }
+            let scope: Vec<&str> = local
+                .claims
+                .scope
+                .iter()
+                .map(String::as_str)
+                .filter(|s| api.lists(s.split(':').next().unwrap_or(s)))
+                .collect();
+            let mut answer = Map::new();
+            answer.insert("active".into(), Value::Bool(true));
+            answer.insert("scope".into(), Value::String(scope.join(" ")));
+            answer.insert("aud".into(), Value::String(api.name.clone()));
+            answer.insert("token_type".into(), Value::String("Bearer".into()));
+            for claim in ["iss", "sub", "client_id", "exp", "iat", "nbf", "jti"] {
+                if let Some(value) = local.payload.get(claim) {
+                    answer.insert(claim.into(), value.clone());
+                }
+            }
+            Value::Object(answer)
+        }
+        Caller::Client(client) => match grants.refresh_grant(token, now) {
+            Ok(Some(grant)) if grant.authorization.client_id == client.client_id => json!({
+                "active": true,
+                "token_type": "refresh_token",
+                "client_id": grant.authorization.client_id,
+                "sub": grant.authorization.subject,
+                "scope": grant.authorization.scopes.join(" "),
+                "exp": grant.absolute_expiry.min(grant.sliding_expiry),
+                "iss": snapshot.config.issuer.as_ref().map(|i| i.issuer.as_str()),
+            }),
+            _ => inactive,
+        },
+    }
+}
+
+/// `POST /connect/revocation`: revokes a refresh token (and its family) of the calling client.
+/// Access tokens and unknown tokens are answered 200 too, as RFC 7009 §2.2 says.
+pub async fn revocation(
+    snapshot: Arc<Snapshot>,
+    grants: &Grants,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let form = match form::read(&parts.headers, body).await {
+        Ok(form) => form,
+        Err(e) => return e.response(),
+    };
+    let grants = grants.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let client = client_auth::authenticate(&parts.headers, &form, &snapshot.config.clients)?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
+        let now = crate::proxy::keys::unix_now();
+        if grants.revoke_refresh(token, &client.client_id, now)? {
+            tracing::info!(client_id = %client.client_id, "refresh token revoked");
+        }
+        Ok::<_, OAuthError>(())
+    })
+    .await
+    .unwrap_or_else(|e| Err(OAuthError::ServerError(e.to_string())));
+    match done {
+        Ok(()) => {
+            let mut response = Response::new(full(""));
+            *response.status_mut() = StatusCode::OK;
+            no_store(response)
+        }
+        Err(e) => {
+            tracing::info!(error = e.code(), reason = %e, "revocation refused");
+            e.response()
+        }
+    }
+}

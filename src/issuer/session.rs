@@ -1,0 +1,225 @@
+//! What the interactive pages remember between requests, in memory: signed-in sessions,
+//! authorize requests waiting for a login or a consent, and failed logins (for the slowdown).
+//! Each map is bounded; a restart signs everybody out, while codes, refresh tokens and
+//! consents live on in the grant store.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::authorize::AuthorizeRequest;
+use crate::grants::random_token;
+
+/// How long a sign-in lasts.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+/// How long a login or consent page stays usable.
+const PENDING_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// Most entries of each map.
+const MAX_ENTRIES: usize = 10_000;
+/// Failed logins per username or address allowed before the slowdown starts.
+const FREE_FAILURES: u32 = 5;
+/// Failures older than this are forgotten.
+const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// The longest wait the slowdown imposes.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// A signed-in user.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The user's `sub`.
+    pub subject: String,
+    /// When they signed in (seconds since the epoch).
+    pub auth_time: u64,
+    expires: Instant,
+}
+
+/// An authorize request waiting for the user.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The validated request.
+    pub request: AuthorizeRequest,
+    /// The anti-forgery token: in the page's form and in its cookie.
+    pub csrf: String,
+    /// Set once the user has signed in, while the consent page is shown.
+    pub session: Option<String>,
+    /// The browser cookie of the browser the page was shown in.
+    pub browser: String,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+impl Failures {
+    /// When the next attempt may be made.
+    fn next_allowed(&self) -> Instant {
+        if self.count < FREE_FAILURES {
+            return self.last;
+        }
+        let doublings = (self.count - FREE_FAILURES).min(6);
+        self.last + Duration::from_secs(1 << doublings).min(MAX_WAIT)
+    }
+}
+
+/// The full map could not take another entry.
+#[derive(Debug, thiserror::Error)]
+#[error("too many sign-ins are in progress")]
+pub struct Full;
+
+/// Sessions, pending requests and failure counts.
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<String, Session>,
+    pending: HashMap<String, Pending>,
+    failures: HashMap<String, Failures>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The maps stay consistent even if a holder panicked: every update is one insert or
+        // remove.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live session with this id.
+    pub fn session(&self, id: &str) -> Option<Session> {
+        let now = Instant::now();
+        self.lock()
+            .sessions
+            .get(id)
+            .filter(|s| s.expires > now)
+            .cloned()
+    }
+
+    /// Signs `subject` in; returns the session id for the cookie.
+    pub fn sign_in(&self, subject: &str, auth_time: u64) -> Result<String, Full> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.sessions.retain(|_, s| s.expires > now);
+        if inner.sessions.len() >= MAX_ENTRIES {
+            return Err(Full);
+        }
+        let id = random_token();
+        inner.sessions.insert(
+            id.clone(),
+            Session {
+                subject: subject.to_owned(),
+                auth_time,
+                expires: now + SESSION_LIFETIME,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Keeps `request` for the page about to be shown; returns its id.
+    pub fn park(
+        &self,
+        request: AuthorizeRequest,
+        session: Option<String>,
+        browser: &str,
+    ) -> Result<(String, Pending), Full> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.pending.retain(|_, p| p.expires > now);
+        if inner.pending.len() >= MAX_ENTRIES {
+            return Err(Full);
+        }
+        let id = random_token();
+        let pending = Pending {
+            request,
+            csrf: random_token(),
+            session,
+            browser: browser.to_owned(),
+            expires: now + PENDING_LIFETIME,
+        };
+        inner.pending.insert(id.clone(), pending.clone());
+        Ok((id, pending))
+    }
+
+    /// The pending request `id`, still live.
+    pub fn pending(&self, id: &str) -> Option<Pending> {
+        let now = Instant::now();
+        self.lock()
+            .pending
+            .get(id)
+            .filter(|p| p.expires > now)
+            .cloned()
+    }
+
+    /// Forgets the pending request `id` (it was answered).
+    pub fn finish(&self, id: &str) {
+        self.lock().pending.remove(id);
+    }
+
+    /// How long until a login for any of `keys` may be tried; `None` when it may now.
+    pub fn wait(&self, keys: &[String]) -> Option<Duration> {
+        let now = Instant::now();
+        let inner = self.lock();
+        keys.iter()
+            .filter_map(|k| inner.failures.get(k))
+            .filter(|f| now.duration_since(f.last) < FAILURE_WINDOW)
+            .map(|f| f.next_allowed().saturating_duration_since(now))
+            .filter(|wait| !wait.is_zero())
+            .max()
+    }
+
+    /// Counts a failed login against each of `keys`.
+    pub fn failed(&self, keys: &[String]) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner
+            .failures
+            .retain(|_, f| now.duration_since(f.last) < FAILURE_WINDOW);
+        for key in keys {
+            if inner.failures.len() >= MAX_ENTRIES && !inner.failures.contains_key(key) {
+                continue;
+            }
+            let failures = inner.failures.entry(key.clone()).or_insert(Failures {
+                count: 0,
+                last: now,
+            });
+            failures.count += 1;
+            failures.last = now;
+        }
+    }
+
+    /// Clears the failures of each of `keys` after a successful login.
+    pub fn succeeded(&self, keys: &[String]) {
+        let mut inner = self.lock();
+        for key in keys {
+            inner.failures.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slowdown_starts_after_the_free_failures_and_doubles() {
+        let sessions = Sessions::default();
+        let keys = ["user:alice".to_owned()];
+        for _ in 0..FREE_FAILURES - 1 {
+            sessions.failed(&keys);
+        }
+        assert_eq!(sessions.wait(&keys), None);
+        sessions.failed(&keys);
+        let first = sessions.wait(&keys).expect("a wait");
+        assert!(first <= Duration::from_secs(1) && first > Duration::from_millis(900));
+        sessions.failed(&keys);
+        assert!(sessions.wait(&keys).expect("a wait") > Duration::from_millis(1900));
+        // Another key is not slowed down; success clears.
+        assert_eq!(sessions.wait(&["user:bob".to_owned()]), None);
+        sessions.succeeded(&keys);
+        assert_eq!(sessions.wait(&keys), None);
+    }
+}
