@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod discovery;
 mod gateway;
+mod interactive;
 mod interop;
 mod reload;
 mod servers;

@@ -1,0 +1,900 @@
+//! SPEC §6 against the real server: authorize with login and consent pages driven over HTTP,
+//! codes, refresh tokens per resource, ID tokens, userinfo, introspection and revocation,
+//! and grants that survive a restart.
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use serde_json::Value;
+
+use crate::support::*;
+
+const USERS: &str = include_str!("../fixtures/users.toml");
+const WEB_CALLBACK: &str = "http://127.0.0.1:1/callback";
+const SPA_CALLBACK: &str = "http://127.0.0.1:1/spa";
+
+async fn start() -> Isogate {
+    Isogate::start(&(issuer_section("http://isogate.test") + SEED + USERS)).await
+}
+
+/// A browser without redirects: keeps cookies, shows each answer.
+#[derive(Default)]
+struct Browser {
+    cookies: HashMap<String, String>,
+}
+
+impl Browser {
+    async fn send(&mut self, req: http::request::Builder, body: String) -> Reply {
+        let cookie: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let req = if cookie.is_empty() {
+            req
+        } else {
+            req.header("cookie", cookie.join("; "))
+        };
+        let reply = send(req.body(Full::new(Bytes::from(body))).unwrap()).await;
+        for set in reply.headers.get_all("set-cookie") {
+            let set = set.to_str().unwrap();
+            let (pair, _) = set.split_once(';').unwrap_or((set, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.insert(name.into(), value.into());
+        }
+        reply
+    }
+
+    async fn get(&mut self, url: &str) -> Reply {
+        self.send(Request::get(url), String::new()).await
+    }
+
+    async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Reply {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header("content-type", "application/x-www-form-urlencoded");
+        self.send(req, form_body(form)).await
+    }
+}
+
+/// The value of hidden input `name` in a page.
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {page}"))
+        + marker.len();
+    page[start..].split('"').next().unwrap().to_owned()
+}
+
+/// The query parameters of a redirect.
+fn query(reply: &Reply) -> HashMap<String, String> {
+    let location = reply
+        .header("location")
+        .unwrap_or_else(|| panic!("no redirect ({}): {}", reply.status, reply.text()));
+    url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// A PKCE verifier and its S256 challenge.
+fn pkce() -> (String, String) {
+    let verifier = URL_SAFE_NO_PAD.encode(rand_bytes());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    (verifier, URL_SAFE_NO_PAD.encode(digest.as_ref()))
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).unwrap();
+    bytes
+}
+
+fn authorize_url(isogate: &Isogate, params: &[(&str, &str)]) -> String {
+    format!(
+        "{}?{}",
+        isogate.issuer_url("/connect/authorize"),
+        form_body(params)
+    )
+}
+
+/// The seed's authorize request: both resources, `offline_access`, OpenID, PKCE.
+fn seed_request<'a>(challenge: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("client_id", "web"),
+        ("response_type", "code"),
+        ("redirect_uri", WEB_CALLBACK),
+        ("scope", "openid profile read offline_access"),
+        ("resource", "urn:invoices"),
+        ("resource", "urn:products"),
+        ("state", "st-1"),
+        ("nonce", "n-1"),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+    ]
+}
+
+/// Fills in the login page `page` and returns the answer.
+async fn log_in(
+    isogate: &Isogate,
+    browser: &mut Browser,
+    page: &Reply,
+    user: &str,
+    password: &str,
+) -> Reply {
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let html = page.text();
+    let (request, csrf) = (hidden(&html, "request"), hidden(&html, "csrf"));
+    browser
+        .post(
+            &isogate.issuer_url("/connect/authorize/login"),
+            &[
+                ("request", &request),
+                ("csrf", &csrf),
+                ("username", user),
+                ("password", password),
+            ],
+        )
+        .await
+}
+
+/// Authorizes `params` as alice and returns the code (asserting `state` and `iss`).
+pub async fn code_for(isogate: &Isogate, params: &[(&str, &str)]) -> String {
+    let mut browser = Browser::default();
+    let page = browser.get(&authorize_url(isogate, params)).await;
+    let done = log_in(isogate, &mut browser, &page, "alice", "alice").await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());
+    let q = query(&done);
+    assert!(q.contains_key("iss"), "{q:?}");
+    q.get("code")
+        .cloned()
+        .unwrap_or_else(|| panic!("no code: {q:?}"))
+}
+
+async fn web_token(isogate: &Isogate, form: &[(&str, &str)]) -> Reply {
+    post_form(
+        &isogate.issuer_url("/connect/token"),
+        form,
+        Some(("web", SECRET)),
+    )
+    .await
+}
+
+fn error_of(reply: &Reply) -> String {
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    reply.json()["error"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_seed_journey_two_resources_one_login_two_narrow_tokens() {
+    let isogate = start().await;
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::default();
+    let page = browser
+        .get(&authorize_url(&isogate, &seed_request(&challenge)))
+        .await;
+    assert!(
+        page.text().contains("<form method=\"post\""),
+        "{}",
+        page.text()
+    );
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let done = log_in(&isogate, &mut browser, &page, "alice", "alice").await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    let session = done
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("isogate_session="))
+        .expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
+    assert!(!session.contains("Secure"), "no TLS here: {session}");
+    let q = query(&done);
+    assert!(done.header("location").unwrap().starts_with(WEB_CALLBACK));
+    assert_eq!(
+        (q["state"].as_str(), q["iss"].as_str()),
+        ("st-1", "http://isogate.test")
+    );
+
+    // The code, for invoices alone.
+    let reply = web_token(
+        &isogate,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("redirect_uri", WEB_CALLBACK),
+            ("code_verifier", &verifier),
+            ("resource", "urn:invoices"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let first = reply.json();
+    let claims = verify(
+        &isogate,
+        first["access_token"].as_str().unwrap(),
+        "urn:invoices",
+    )
+    .await;
+    assert_eq!(claims["aud"], "urn:invoices");
+    assert_eq!(claims["sub"], "818727");
+    assert_eq!(claims["client_id"], "web");
+    assert_eq!(claims["scope"], "read offline_access");
+    assert_eq!(first["scope"], "read offline_access");
+
+    // The ID token: RS256, the nonce, at_hash, the profile claims.
+    let id_token = first["id_token"].as_str().expect("an id_token");
+    let (header, id) = decode_parts(id_token);
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(id["aud"], "web");
+    assert_eq!(id["nonce"], "n-1");
+    assert_eq!(id["name"], "Alice Smith");
+    assert_eq!(id["email"], "alice@example.com");
+    let hash = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        first["access_token"].as_str().unwrap().as_bytes(),
+    );
+    assert_eq!(id["at_hash"], URL_SAFE_NO_PAD.encode(&hash.as_ref()[..16]));
+
+    // The refresh token, for products alone.
+    let refresh = first["refresh_token"].as_str().expect("a refresh token");
+    let second = web_token(
+        &isogate,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("resource", "urn:products"),
+        ],
+    )
+    .await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+    let second = second.json();
+    let claims = verify(
+        &isogate,
+        second["access_token"].as_str().unwrap(),
+        "urn:products",
+    )
+    .await;
+    assert_eq!(claims["aud"], "urn:products");
+    assert_eq!(claims["scope"], "read offline_access");
+    let rotated = second["refresh_token"]
+        .as_str()
+        .expect("a rotated refresh token");
+    assert_ne!(rotated, refresh);
+
+    // A resource the user never granted.
+    let reply = web_token(
+        &isogate,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rotated),
+            ("resource", "urn:payments"),
+        ],
+    )
+    .await;
+    assert_eq!(error_of(&reply), "invalid_target");
+    // Widening the scopes is refused; narrowing is fine (and the token is still good).
+    let reply = web_token(
+        &isogate,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rotated),
+            ("scope", "read write"),
+        ],
+    )
+    .await;
+    assert_eq!(error_of(&reply), "invalid_scope");
+    let narrowed = web_token(
+        &isogate,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rotated),
+            ("resource", "urn:invoices"),
+            ("scope", "read"),
+        ],
+    )
+    .await;
+    assert_eq!(narrowed.status, StatusCode::OK, "{}", narrowed.text());
+    assert_eq!(narrowed.json()["scope"], "read");
+}
+
+#[tokio::test]
+async fn userinfo_answers_for_a_token_with_openid_and_not_for_an_api_token() {
+    let isogate = start().await;
+    let (verifier, challenge) = pkce();
+    let code = code_for(&isogate, &seed_request(&challenge)).await;
+    // No resource: rule 4 within the authorized resources (invoices is isolated) — products,
+    // with the identity scopes kept.
+    let reply = web_token(
+        &isogate,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", WEB_CALLBACK),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let tokens = reply.json();
+    let access = tokens["access_token"].as_str().unwrap();
+    let (_, claims) = decode_parts(access);
+    assert_eq!(claims["aud"], "urn:products");
+    assert_eq!(claims["scope"], "openid profile read offline_access");
+
+    let userinfo = |token: String| {
+        let url = isogate.issuer_url("/connect/userinfo");
+        async move {
+            send(
+                Request::get(url)
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let reply = userinfo(access.to_owned()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let info = reply.json();
+    assert_eq!(info["sub"], "818727");
+    assert_eq!(info["name"], "Alice Smith");
+    assert_eq!(info["email"], "alice@example.com");
+
+    // A token minted for one API carries no identity scope (SPEC §3 rule 5).
+    let api = web_token(
+        &isogate,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("resource", "urn:invoices"),
+        ],
+    )
+    .await
+    .json();
+    let reply = userinfo(api["access_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(reply
+        .header("www-authenticate")
+        .unwrap()
+        .contains("insufficient_scope"));
+    let reply = userinfo("not-a-token".into()).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_token"));
+}
+
+#[tokio::test]
+async fn pkce_is_required_s256_only_and_checked_at_redemption() {
+    let isogate = start().await;
+    let mut browser = Browser::default();
+    let base = [
+        ("client_id", "web"),
+        ("response_type", "code"),
+        ("redirect_uri", WEB_CALLBACK),
+        ("scope", "read"),
+        ("state", "s"),
+    ];
+    // No challenge at all.
+    let reply = browser.get(&authorize_url(&isogate, &base)).await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    let q = query(&reply);
+    assert_eq!(q["error"], "invalid_request");
+    assert!(q["error_description"].contains("PKCE"));
+    assert_eq!(
+        (q["state"].as_str(), q["iss"].as_str()),
+        ("s", "http://isogate.test")
+    );
+    // plain, never.
+    let (verifier, challenge) = pkce();
+    let mut plain = base.to_vec();
+    plain.extend([
+        ("code_challenge", verifier.as_str()),
+        ("code_challenge_method", "plain"),
+    ]);
+    let q = query(&browser.get(&authorize_url(&isogate, &plain)).await);
+    assert_eq!(q["error"], "invalid_request");
+    assert!(q["error_description"].contains("plain"), "{q:?}");
+
+    // A wrong or missing verifier at the token endpoint; the code survives both.
+    let mut s256 = base.to_vec();
+    s256.extend([
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ]);
+    let code = code_for(&isogate, &s256).await;
+    let (other, _) = pkce();
+    for verifier in [Some(other.as_str()), None] {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", WEB_CALLBACK),
+        ];
+        form.extend(verifier.map(|v| ("code_verifier", v)));
+        assert_eq!(error_of(&web_token(&isogate, &form).await), "invalid_grant");
+    }
+    let reply = web_token(
+        &isogate,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", WEB_CALLBACK),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn unknown_clients_and_unregistered_redirects_get_a_page_never_a_redirect() {
+    let isogate = start().await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    for (client, redirect) in [
+        ("nobody", WEB_CALLBACK),
+        ("web", "http://127.0.0.1:1/callback/evil"),
+        ("web", "http://127.0.0.1:1/callback?x=1"),
+        ("web", "https://attacker.example/callback"),
+    ] {
+        let reply = browser
+            .get(&authorize_url(
+                &isogate,
+                &[
+                    ("client_id", client),
+                    ("response_type", "code"),
+                    ("redirect_uri", redirect),
+                    ("code_challenge", &challenge),
+                    ("code_challenge_method", "S256"),
+                ],
+            ))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{client} {redirect}");
+        assert_eq!(reply.header("location"), None);
+        assert!(reply.text().contains("role=\"alert\""));
+    }
+    // The code is bound to its redirect URI, even another registered one.
+    let (verifier, challenge) = pkce();
+    let code = code_for(&isogate, &seed_request(&challenge)).await;
+    let reply = web_token(
+        &isogate,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://localhost:1/other"),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    assert_eq!(error_of(&reply), "invalid_grant");
+}
+
+#[tokio::test]
+async fn scope_and_resource_errors_go_back_to_the_client() {
+    let isogate = start().await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    for (scope, resource, error) in [
+        ("read admin", "urn:products", "invalid_scope"),
+        ("read", "urn:nope", "invalid_target"),
+        ("read", "not a uri", "invalid_target"),
+    ] {
+        let reply = browser
+            .get(&authorize_url(
+                &isogate,
+                &[
+                    ("client_id", "web"),
+                    ("response_type", "code"),
+                    ("redirect_uri", WEB_CALLBACK),
+                    ("scope", scope),
+                    ("resource", resource),
+                    ("code_challenge", &challenge),
+                    ("code_challenge_method", "S256"),
+                ],
+            ))
+            .await;
+        assert_eq!(query(&reply)["error"], error, "{scope} {resource}");
+    }
+    let reply = browser
+        .get(&authorize_url(
+            &isogate,
+            &[
+                ("client_id", "web"),
+                ("response_type", "token"),
+                ("redirect_uri", WEB_CALLBACK),
+            ],
+        ))
+        .await;
+    assert_eq!(query(&reply)["error"], "unsupported_response_type");
+}
+
+#[tokio::test]
+async fn a_replayed_code_is_refused_and_revokes_what_it_issued() {
+    let isogate = start().await;
+    let (verifier, challenge) = pkce();
+    let code = code_for(&isogate, &seed_request(&challenge)).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", WEB_CALLBACK),
+        ("code_verifier", verifier.as_str()),
+        ("resource", "urn:invoices"),
+    ];
+    let first = web_token(&isogate, &form).await.json();
+    let access = first["access_token"].as_str().unwrap();
+    assert_eq!(
+        introspect(&isogate, "urn:invoices", access).await["active"],
+        true
+    );
+
+    assert_eq!(error_of(&web_token(&isogate, &form).await), "invalid_grant");
+    // Everything the code issued is revoked: the refresh token, and the access token at
+    // introspection.
+    let reply = web_token(
+        &isogate,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", first["refresh_token"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!(error_of(&reply), "invalid_grant");
+    assert_eq!(
+        introspect(&isogate, "urn:invoices", access).await["active"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn reusing_a_rotated_refresh_token_revokes_the_family() {
+    let isogate = start().await;
+    let (verifier, challenge) = pkce();
+    let code = code_for(&isogate, &seed_request(&challenge)).await;
+    let first = web_token(
+        &isogate,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", WEB_CALLBACK),
+            ("code_verifier", &verifier),
+            ("resource", "urn:products"),
+        ],
+    )
+    .await
+    .json();
+    let old = first["refresh_token"].as_str().unwrap();
+    let refresh = |token: String| {
+        let isogate = &isogate;
+        async move {
+            web_token(
+                isogate,
+                &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+            )
+            .await
+        }
+    };
+    let rotated = refresh(old.to_owned()).await.json();
+    let new = rotated["refresh_token"].as_str().unwrap().to_owned();
+    let reuse = refresh(old.to_owned()).await;
+    assert_eq!(error_of(&reuse), "invalid_grant");
+    assert!(reuse.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("already used"));
+    // The thief's use also ended the legitimate client's newer token.
+    assert_eq!(error_of(&refresh(new).await), "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_code_issued_before_a_restart_is_redeemed_after_it() {
+    let isogate = start().await;
+    let (verifier, challenge) = pkce();
+    let code = code_for(&isogate, &seed_request(&challenge)).await;
+    let Isogate { server, dir } = isogate;
+    server.shutdown().await;
+    let isogate = Isogate::start_existing(dir, "").await;
+    let reply = web_token(
+        &isogate,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", WEB_CALLBACK),
+            ("code_verifier", &verifier),
+            ("resource", "urn:invoices"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(isogate.path("data/grants.redb").exists());
+}
+
+/// Introspects `token` as API resource `api` (secret "secret").
+async fn introspect(isogate: &Isogate, api: &str, token: &str) -> Value {
+    let reply = post_form(
+        &isogate.issuer_url("/connect/introspect"),
+        &[("token", token)],
+        Some((api, SECRET)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.json()
+}
+
+#[tokio::test]
+async fn introspection_holds_isolation_and_shows_only_the_callers_scopes() {
+    let isogate = start().await;
+    // A client_credentials token for products with read and the payments scope.
+    let token = isogate
+        .token_ok(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "read transaction:42"),
+        ])
+        .await;
+    let access = token["access_token"].as_str().unwrap();
+    let (_, claims) = decode_parts(access);
+    assert_eq!(
+        claims["aud"],
+        serde_json::json!(["urn:products", "urn:payments"])
+    );
+
+    let seen = introspect(&isogate, "urn:products", access).await;
+    assert_eq!(seen["active"], true);
+    assert_eq!(seen["scope"], "read");
+    assert_eq!(seen["aud"], "urn:products");
+    assert_eq!(seen["client_id"], "client");
+    // invoices is not in aud: inactive for it.
+    assert_eq!(
+        introspect(&isogate, "urn:invoices", access).await,
+        serde_json::json!({"active": false})
+    );
+    // A wrong secret is invalid_client; garbage is inactive.
+    let reply = post_form(
+        &isogate.issuer_url("/connect/introspect"),
+        &[("token", access)],
+        Some(("urn:products", "wrong")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.json()["error"], "invalid_client");
+    assert_eq!(
+        introspect(&isogate, "urn:products", "x.y.z").await["active"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn refresh_tokens_introspect_for_their_client_and_revocation_ends_them() {
+    let isogate = start().await;
+    let (verifier, challenge) = pkce();
+    let code = code_for(&isogate, &seed_request(&challenge)).await;
+    let tokens = web_token(
+        &isogate,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", WEB_CALLBACK),
+            ("code_verifier", &verifier),
+            ("resource", "urn:products"),
+        ],
+    )
+    .await
+    .json();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let as_client = |client: &'static str, path: &'static str, token: String| {
+        let url = isogate.issuer_url(path);
+        async move { post_form(&url, &[("token", &token)], Some((client, SECRET))).await }
+    };
+    let own = as_client("web", "/connect/introspect", refresh.into())
+        .await
+        .json();
+    assert_eq!(own["active"], true);
+    assert_eq!(own["token_type"], "refresh_token");
+    assert_eq!(own["scope"], "openid profile read offline_access");
+    let other = as_client("client", "/connect/introspect", refresh.into())
+        .await
+        .json();
+    assert_eq!(other["active"], false);
+
+    // Another client cannot revoke it; its own client can. Access tokens get 200 too.
+    assert_eq!(
+        as_client("client", "/connect/revocation", refresh.into())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        as_client("web", "/connect/introspect", refresh.into())
+            .await
+            .json()["active"],
+        true
+    );
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(
+        as_client("web", "/connect/revocation", access.into())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        as_client("web", "/connect/revocation", refresh.into())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        as_client("web", "/connect/introspect", refresh.into())
+            .await
+            .json()["active"],
+        false
+    );
+    let reply = web_token(
+        &isogate,
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(error_of(&reply), "invalid_grant");
+}
+
+#[tokio::test]
+async fn login_failures_say_nothing_about_usernames_and_slow_down() {
+    let isogate = start().await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    let page = browser
+        .get(&authorize_url(&isogate, &seed_request(&challenge)))
+        .await;
+    let wrong = log_in(&isogate, &mut browser, &page, "alice", "nope").await;
+    let unknown = log_in(&isogate, &mut browser, &page, "mallory", "nope").await;
+    for reply in [&wrong, &unknown] {
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply
+            .text()
+            .contains("The username or password is incorrect."));
+    }
+    // Five failures for alice in all; then even the right password waits.
+    for _ in 0..3 {
+        log_in(&isogate, &mut browser, &page, "alice", "nope").await;
+    }
+    let slowed = log_in(&isogate, &mut browser, &page, "alice", "alice").await;
+    assert_eq!(slowed.status, StatusCode::OK);
+    assert!(
+        slowed.text().contains("Too many failed sign-in attempts"),
+        "{}",
+        slowed.text()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let done = log_in(&isogate, &mut browser, &page, "alice", "alice").await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());
+}
+
+#[tokio::test]
+async fn the_login_form_is_bound_to_its_browser_and_its_token() {
+    let isogate = start().await;
+    let (_, challenge) = pkce();
+    let mut browser = Browser::default();
+    let page = browser
+        .get(&authorize_url(&isogate, &seed_request(&challenge)))
+        .await;
+    let html = page.text();
+    let url = isogate.issuer_url("/connect/authorize/login");
+    // A forged form from another browser (no cookie), and one with a wrong token.
+    let mut attacker = Browser::default();
+    let forged = [
+        ("request", hidden(&html, "request")),
+        ("csrf", hidden(&html, "csrf")),
+        ("username", "alice".into()),
+        ("password", "alice".into()),
+    ];
+    let forged: Vec<(&str, &str)> = forged.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        attacker.post(&url, &forged).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let mut wrong = forged.clone();
+    wrong[1].1 = "wrong";
+    assert_eq!(
+        browser.post(&url, &wrong).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        browser.post(&url, &forged).await.status,
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test]
+async fn consent_is_asked_remembered_and_may_be_denied() {
+    let isogate = start().await;
+    let (verifier, challenge) = pkce();
+    let request = [
+        ("client_id", "spa"),
+        ("response_type", "code"),
+        ("redirect_uri", SPA_CALLBACK),
+        ("scope", "openid profile read"),
+        ("resource", "urn:products"),
+        ("state", "c"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    let consent_url = isogate.issuer_url("/connect/authorize/consent");
+    let mut browser = Browser::default();
+    let page = browser.get(&authorize_url(&isogate, &request)).await;
+    let consent = log_in(&isogate, &mut browser, &page, "alice", "alice").await;
+    assert_eq!(consent.status, StatusCode::OK);
+    let html = consent.text();
+    assert!(html.contains("Your name and email address"), "{html}");
+    assert!(
+        html.contains("Product API") || html.contains("urn:products"),
+        "{html}"
+    );
+    // Deny: access_denied goes back to the client.
+    let denied = browser
+        .post(
+            &consent_url,
+            &[
+                ("request", &hidden(&html, "request")),
+                ("csrf", &hidden(&html, "csrf")),
+                ("decision", "deny"),
+            ],
+        )
+        .await;
+    assert_eq!(query(&denied)["error"], "access_denied");
+    // Again, signed in already: straight to consent; allow and remember.
+    let page = browser.get(&authorize_url(&isogate, &request)).await;
+    let html = page.text();
+    assert!(html.contains("Allow access?"), "{html}");
+    let allowed = browser
+        .post(
+            &consent_url,
+            &[
+                ("request", &hidden(&html, "request")),
+                ("csrf", &hidden(&html, "csrf")),
+                ("decision", "allow"),
+                ("remember", "yes"),
+            ],
+        )
+        .await;
+    let code = query(&allowed)["code"].clone();
+    // A public client redeems with its client_id alone (and PKCE).
+    let reply = post_form(
+        &isogate.issuer_url("/connect/token"),
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", "spa"),
+            ("code", &code),
+            ("redirect_uri", SPA_CALLBACK),
+            ("code_verifier", &verifier),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    // Remembered: the next request is answered with a code at once, and prompt=none works.
+    let mut silent = request.to_vec();
+    silent.push(("prompt", "none"));
+    let reply = browser.get(&authorize_url(&isogate, &silent)).await;
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert!(query(&reply).contains_key("code"), "{:?}", query(&reply));
+    // Signed out (another browser), prompt=none is login_required.
+    let reply = Browser::default()
+        .get(&authorize_url(&isogate, &silent))
+        .await;
+    assert_eq!(query(&reply)["error"], "login_required");
+}
