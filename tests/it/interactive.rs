@@ -106,7 +106,7 @@ fn authorize_url(isogate: &Isogate, params: &[(&str, &str)]) -> String {
 }
 
 /// The seed's authorize request: both resources, `offline_access`, OpenID, PKCE.
-fn seed_request<'a>(challenge: &'a str) -> Vec<(&'a str, &'a str)> {
+fn seed_request(challenge: &str) -> Vec<(&str, &str)> {
     vec![
         ("client_id", "web"),
         ("response_type", "code"),
