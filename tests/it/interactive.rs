@@ -98,11 +98,12 @@ fn rand_bytes() -> [u8; 32] {
 }
 
 fn authorize_url(isogate: &Isogate, params: &[(&str, &str)]) -> String {
-    format!(
-        "{}?{}",
-        isogate.issuer_url("/connect/authorize"),
-        form_body(params)
-    )
+    authorize_url_at(&isogate.issuer_url(""), params)
+}
+
+/// The authorize URL of the issuer listening at `base` (`http://ip:port`).
+fn authorize_url_at(base: &str, params: &[(&str, &str)]) -> String {
+    format!("{base}/connect/authorize?{}", form_body(params))
 }
 
 /// The seed's authorize request: both resources, `offline_access`, OpenID, PKCE.
@@ -129,12 +130,23 @@ async fn log_in(
     user: &str,
     password: &str,
 ) -> Reply {
+    log_in_at(&isogate.issuer_url(""), browser, page, user, password).await
+}
+
+/// [`log_in`] at the issuer listening at `base`.
+async fn log_in_at(
+    base: &str,
+    browser: &mut Browser,
+    page: &Reply,
+    user: &str,
+    password: &str,
+) -> Reply {
     assert_eq!(page.status, StatusCode::OK, "{}", page.text());
     let html = page.text();
     let (request, csrf) = (hidden(&html, "request"), hidden(&html, "csrf"));
     browser
         .post(
-            &isogate.issuer_url("/connect/authorize/login"),
+            &format!("{base}/connect/authorize/login"),
             &[
                 ("request", &request),
                 ("csrf", &csrf),
@@ -146,10 +158,15 @@ async fn log_in(
 }
 
 /// Authorizes `params` as alice and returns the code (asserting `state` and `iss`).
-pub async fn code_for(isogate: &Isogate, params: &[(&str, &str)]) -> String {
+async fn code_for(isogate: &Isogate, params: &[(&str, &str)]) -> String {
+    code_at(&isogate.issuer_url(""), params).await
+}
+
+/// [`code_for`] at the issuer listening at `base`.
+async fn code_at(base: &str, params: &[(&str, &str)]) -> String {
     let mut browser = Browser::default();
-    let page = browser.get(&authorize_url(isogate, params)).await;
-    let done = log_in(isogate, &mut browser, &page, "alice", "alice").await;
+    let page = browser.get(&authorize_url_at(base, params)).await;
+    let done = log_in_at(base, &mut browser, &page, "alice", "alice").await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());
     let q = query(&done);
     assert!(q.contains_key("iss"), "{q:?}");
@@ -897,4 +914,42 @@ async fn consent_is_asked_remembered_and_may_be_denied() {
         .get(&authorize_url(&isogate, &silent))
         .await;
     assert_eq!(query(&reply)["error"], "login_required");
+}
+
+#[tokio::test]
+async fn grants_survive_kill_9_of_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("isogate.toml");
+    std::fs::write(&path, issuer_section("http://isogate.test") + SEED + USERS).unwrap();
+    let path = path.to_str().unwrap();
+    let serve = || {
+        let mut running =
+            Running::spawn(env!("CARGO_BIN_EXE_isogate"), &["serve", "--config", path]);
+        let line = running.wait_for("listening role=issuer");
+        let addr = line.rsplit("addr=").next().unwrap().trim().to_owned();
+        (running, format!("http://{addr}"))
+    };
+    let (running, base) = serve();
+    let (verifier, challenge) = pkce();
+    let code = code_at(&base, &seed_request(&challenge)).await;
+    // The code was handed out, so it is on disk: no graceful shutdown.
+    running.signal("KILL");
+    let (code_exit, _) = running.finish();
+    assert_eq!(code_exit, None, "killed by a signal");
+    let (running, base) = serve();
+    let reply = post_form(
+        &format!("{base}/connect/token"),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", WEB_CALLBACK),
+            ("code_verifier", &verifier),
+            ("resource", "urn:products"),
+        ],
+        Some(("web", SECRET)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    running.signal("TERM");
+    running.finish();
 }
