@@ -953,3 +953,22 @@ async fn grants_survive_kill_9_of_the_binary() {
     running.signal("TERM");
     running.finish();
 }
+
+#[tokio::test]
+async fn cookies_are_secure_when_the_issuer_is_https() {
+    let isogate = Isogate::start(&(issuer_section("https://id.example") + SEED + USERS)).await;
+    let (_, challenge) = pkce();
+    let page = Browser::default()
+        .get(&authorize_url(&isogate, &seed_request(&challenge)))
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let cookie = page.header("set-cookie").expect("the browser cookie");
+    assert!(cookie.starts_with("isogate_browser="), "{cookie}");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    assert!(page
+        .text()
+        .contains("action=\"https://id.example/connect/authorize/login\""));
+}
