@@ -380,3 +380,23 @@ fn a_secret_in_the_wrong_shape_is_never_echoed() {
     assert_eq!(p.len(), 1);
     assert!(!p[0].to_string().contains("my plain secret"), "{}", p[0]);
 }
+
+#[test]
+fn interactive_clients_need_redirects_and_refresh_for_offline_access() {
+    let text = VALID.to_owned()
+        + r#"
+[[clients]]
+client_id = "web"
+secrets = ["sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="]
+allowed_grant_types = ["authorization_code"]
+allow_offline_access = true
+[[users]]
+subject = "1"
+username = "alice"
+password = "alice"
+"#;
+    let p = problems(&text);
+    has(&p, "clients[1].allow_offline_access", 25, "add refresh_token");
+    has(&p, "clients[1].redirect_uris", 25, "at least one redirect URI");
+    has(&p, "users[0].password", 33, "hash-password");
+}

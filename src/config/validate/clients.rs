@@ -63,6 +63,13 @@ pub(super) fn client_configs(
         if grant_types.contains(&GrantType::ClientCredentials) && !require_secret {
             v.report(span.clone(), format!("{key}.allowed_grant_types"), "client_credentials needs a confidential client (secrets and require_secret = true)");
         }
+        if allow_offline_access && !grant_types.contains(&GrantType::RefreshToken) {
+            v.report(
+                span.clone(),
+                format!("{key}.allow_offline_access"),
+                "offline_access returns refresh tokens: add refresh_token to allowed_grant_types",
+            );
+        }
         if grant_types.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
             v.report(
                 span.clone(),
