@@ -396,7 +396,17 @@ username = "alice"
 password = "alice"
 "#;
     let p = problems(&text);
-    has(&p, "clients[1].allow_offline_access", 25, "add refresh_token");
-    has(&p, "clients[1].redirect_uris", 25, "at least one redirect URI");
+    has(
+        &p,
+        "clients[1].allow_offline_access",
+        25,
+        "add refresh_token",
+    );
+    has(
+        &p,
+        "clients[1].redirect_uris",
+        25,
+        "at least one redirect URI",
+    );
     has(&p, "users[0].password", 33, "hash-password");
 }

@@ -336,9 +336,28 @@ impl Grants {
     /// Remembers that access token `jti` (expiring at `exp`) was issued in `family`, so that
     /// revoking the family makes it inactive at introspection.
     pub fn record_access_token(&self, family: &str, jti: &str, exp: u64) -> Result<(), StoreError> {
+        let mut revoked = false;
         self.update_family(family, exp, |f| {
             f.access_tokens.push((jti.to_owned(), exp));
-        })
+            revoked = f.revoked;
+        })?;
+        if revoked {
+            // Revoked while this token was being issued (a replay racing the redemption).
+            self.mark_revoked(jti, exp)?;
+        }
+        Ok(())
+    }
+
+    fn mark_revoked(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
+        let key = revoked_jti_key(jti);
+        if self.store.get(Table::Families, &key)?.is_none() {
+            let marker = Record {
+                value: Vec::new(),
+                expires_at: exp,
+            };
+            self.store.swap(Table::Families, &key, None, &marker)?;
+        }
+        Ok(())
     }
 
     /// Whether access token `jti` belongs to a revoked family.
@@ -364,14 +383,7 @@ impl Grants {
             issued = f.access_tokens.clone();
         })?;
         for (jti, exp) in issued {
-            let marker = Record {
-                value: Vec::new(),
-                expires_at: exp,
-            };
-            let key = revoked_jti_key(&jti);
-            if self.store.get(Table::Families, &key)?.is_none() {
-                self.store.swap(Table::Families, &key, None, &marker)?;
-            }
+            self.mark_revoked(&jti, exp)?;
         }
         tracing::info!("grant family revoked");
         Ok(())

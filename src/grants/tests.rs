@@ -187,3 +187,11 @@ fn consents_are_remembered_per_subject_and_client() {
     assert_eq!(grants.sweep(NOW + 61).unwrap(), 1);
     assert_eq!(grants.consent("a", "web").unwrap(), None);
 }
+
+#[test]
+fn an_access_token_recorded_in_a_revoked_family_is_revoked_at_once() {
+    let (_dir, grants) = grants();
+    grants.revoke_family("fam", NOW).unwrap();
+    grants.record_access_token("fam", "late", NOW + 60).unwrap();
+    assert!(grants.access_token_revoked("late").unwrap());
+}
