@@ -93,6 +93,7 @@ pub struct Metrics {
     routes: RwLock<HashMap<Box<str>, RouteSeries>>,
     tokens_issued: Family<IssuedLabels, Counter>,
     tokens_refused: Family<ErrorLabels, Counter>,
+    logins: Family<ResultLabels, Counter>,
     reloads_applied: Counter,
     reloads_rejected: Counter,
     last_reload_success: Gauge,
@@ -130,6 +131,12 @@ impl Metrics {
             "isogate_tokens_issued",
             "Access tokens issued, by grant type and client",
             tokens_issued.clone(),
+        );
+        let logins = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "isogate_logins",
+            "Login attempts on the sign-in page: ok, failed, or slowed (refused unchecked during the wait after repeated failures)",
+            logins.clone(),
         );
         let tokens_refused = Family::<ErrorLabels, Counter>::default();
         registry.register(
@@ -180,6 +187,7 @@ impl Metrics {
             routes: RwLock::new(HashMap::new()),
             tokens_issued,
             tokens_refused,
+            logins,
             reloads_applied: result(&reloads, "applied"),
             reloads_rejected: result(&reloads, "rejected"),
             last_reload_success,
@@ -248,6 +256,11 @@ impl Metrics {
         self.tokens_refused
             .get_or_create(&ErrorLabels { error })
             .inc();
+    }
+
+    /// Counts a login attempt: `ok`, `failed` or `slowed`.
+    pub fn login(&self, result: &'static str) {
+        self.logins.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// Records an applied reload that made `generation` current.

@@ -372,6 +372,7 @@ impl<'a> Ctx<'a> {
                 "Too many failed sign-in attempts. Wait {} seconds and try again.",
                 wait.as_secs().max(1)
             );
+            self.service.metrics.login("slowed");
             tracing::info!(client_id = %pending.request.client_id, "login slowed down after repeated failures");
             return self.show_login_again(&pending_id, &pending, username, &message);
         }
@@ -384,6 +385,7 @@ impl<'a> Ctx<'a> {
                 .unwrap_or(false);
         let Some(user) = user.filter(|_| verified) else {
             sessions.failed(&keys);
+            self.service.metrics.login("failed");
             tracing::info!(client_id = %pending.request.client_id, "login failed");
             return self.show_login_again(
                 &pending_id,
@@ -394,6 +396,7 @@ impl<'a> Ctx<'a> {
         };
         sessions.succeeded(&keys);
         sessions.finish(&pending_id);
+        self.service.metrics.login("ok");
         let now = epoch(SystemTime::now());
         let session_id = sessions
             .sign_in(&user.subject, now)

@@ -771,7 +771,9 @@ async fn refresh_tokens_introspect_for_their_client_and_revocation_ends_them() {
 
 #[tokio::test]
 async fn login_failures_say_nothing_about_usernames_and_slow_down() {
-    let isogate = start().await;
+    let admin = "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let isogate =
+        Isogate::start(&(issuer_section("http://isogate.test") + SEED + USERS + admin)).await;
     let (_, challenge) = pkce();
     let mut browser = Browser::default();
     let page = browser
@@ -799,6 +801,19 @@ async fn login_failures_say_nothing_about_usernames_and_slow_down() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let done = log_in(&isogate, &mut browser, &page, "alice", "alice").await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());
+    let metrics = get(&format!(
+        "http://{}/metrics",
+        isogate.addr(isogate::Role::Admin)
+    ))
+    .await
+    .text();
+    for line in [
+        "isogate_logins_total{result=\"failed\"} 5",
+        "isogate_logins_total{result=\"slowed\"} 1",
+        "isogate_logins_total{result=\"ok\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 }
 
 #[tokio::test]
