@@ -116,11 +116,7 @@ pub fn refresh_token(
     let token = form
         .get("refresh_token")
         .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".into()))?;
-    let policy = RefreshPolicy {
-        one_time: client.refresh_token_usage == RefreshTokenUsage::OneTime,
-        absolute: client.refresh_token_lifetime,
-        sliding: client.refresh_token_sliding_lifetime,
-    };
+    let policy = policy(client);
     let refusal = |r: RefreshRefusal| {
         if r == RefreshRefusal::Reused {
             tracing::warn!(client_id = %client.client_id, "a rotated refresh token was used again; its family is revoked");
@@ -234,12 +230,7 @@ fn respond(
     let refresh_token = match refresh {
         Some(rotated) => Some(rotated),
         None if granted.granted.iter().any(|s| s == OFFLINE_ACCESS) => {
-            let policy = RefreshPolicy {
-                one_time: client.refresh_token_usage == RefreshTokenUsage::OneTime,
-                absolute: client.refresh_token_lifetime,
-                sliding: client.refresh_token_sliding_lifetime,
-            };
-            Some(grants.issue_refresh(authorization.clone(), family, policy, epoch(now))?)
+            Some(grants.issue_refresh(authorization.clone(), family, policy(client), epoch(now))?)
         }
         None => None,
     };
@@ -293,6 +284,15 @@ fn access_token_claims(
         .filter(|name| !RESERVED.contains(&name.as_str()))
         .filter_map(|name| Some((name.clone(), user.claims.get(name)?.clone())))
         .collect()
+}
+
+/// How `client`'s refresh tokens behave.
+fn policy(client: &Client) -> RefreshPolicy {
+    RefreshPolicy {
+        one_time: client.refresh_token_usage == RefreshTokenUsage::OneTime,
+        absolute: client.refresh_token_lifetime,
+        sliding: client.refresh_token_sliding_lifetime,
+    }
 }
 
 /// The user a grant was made for; gone from the file means the grant is gone too.

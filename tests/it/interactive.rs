@@ -184,6 +184,18 @@ async fn web_token(isogate: &Isogate, form: &[(&str, &str)]) -> Reply {
     .await
 }
 
+/// Redeems `code` as the web client, with its PKCE verifier and at most one resource.
+async fn redeem(isogate: &Isogate, code: &str, verifier: &str, resource: Option<&str>) -> Reply {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", WEB_CALLBACK),
+        ("code_verifier", verifier),
+    ];
+    form.extend(resource.map(|r| ("resource", r)));
+    web_token(isogate, &form).await
+}
+
 fn error_of(reply: &Reply) -> String {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
     reply.json()["error"].as_str().unwrap().to_owned()
@@ -337,16 +349,7 @@ async fn userinfo_answers_for_a_token_with_openid_and_not_for_an_api_token() {
     let code = code_for(&isogate, &seed_request(&challenge)).await;
     // No resource: rule 4 within the authorized resources (invoices is isolated) — products,
     // with the identity scopes kept.
-    let reply = web_token(
-        &isogate,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", WEB_CALLBACK),
-            ("code_verifier", &verifier),
-        ],
-    )
-    .await;
+    let reply = redeem(&isogate, &code, &verifier, None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let tokens = reply.json();
     let access = tokens["access_token"].as_str().unwrap();
@@ -447,16 +450,7 @@ async fn pkce_is_required_s256_only_and_checked_at_redemption() {
         form.extend(verifier.map(|v| ("code_verifier", v)));
         assert_eq!(error_of(&web_token(&isogate, &form).await), "invalid_grant");
     }
-    let reply = web_token(
-        &isogate,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", WEB_CALLBACK),
-            ("code_verifier", &verifier),
-        ],
-    )
-    .await;
+    let reply = redeem(&isogate, &code, &verifier, None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 }
 
@@ -584,18 +578,9 @@ async fn reusing_a_rotated_refresh_token_revokes_the_family() {
     let isogate = start().await;
     let (verifier, challenge) = pkce();
     let code = code_for(&isogate, &seed_request(&challenge)).await;
-    let first = web_token(
-        &isogate,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", WEB_CALLBACK),
-            ("code_verifier", &verifier),
-            ("resource", "urn:products"),
-        ],
-    )
-    .await
-    .json();
+    let first = redeem(&isogate, &code, &verifier, Some("urn:products"))
+        .await
+        .json();
     let old = first["refresh_token"].as_str().unwrap();
     let refresh = |token: String| {
         let isogate = &isogate;
@@ -627,17 +612,7 @@ async fn a_code_issued_before_a_restart_is_redeemed_after_it() {
     let Isogate { server, dir } = isogate;
     server.shutdown().await;
     let isogate = Isogate::start_existing(dir, "").await;
-    let reply = web_token(
-        &isogate,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", WEB_CALLBACK),
-            ("code_verifier", &verifier),
-            ("resource", "urn:invoices"),
-        ],
-    )
-    .await;
+    let reply = redeem(&isogate, &code, &verifier, Some("urn:invoices")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert!(isogate.path("data/grants.redb").exists());
 }
@@ -701,18 +676,9 @@ async fn refresh_tokens_introspect_for_their_client_and_revocation_ends_them() {
     let isogate = start().await;
     let (verifier, challenge) = pkce();
     let code = code_for(&isogate, &seed_request(&challenge)).await;
-    let tokens = web_token(
-        &isogate,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &code),
-            ("redirect_uri", WEB_CALLBACK),
-            ("code_verifier", &verifier),
-            ("resource", "urn:products"),
-        ],
-    )
-    .await
-    .json();
+    let tokens = redeem(&isogate, &code, &verifier, Some("urn:products"))
+        .await
+        .json();
     let refresh = tokens["refresh_token"].as_str().unwrap();
     let as_client = |client: &'static str, path: &'static str, token: String| {
         let url = isogate.issuer_url(path);
