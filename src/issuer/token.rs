@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use std::sync::Arc;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
@@ -69,7 +69,6 @@ pub async fn endpoint(
                     &form,
                     now,
                 )
-                .map(Issued::owned)
             })
             .await
             .unwrap_or_else(|e| Err(OAuthError::ServerError(e.to_string())))
@@ -79,8 +78,7 @@ pub async fn endpoint(
             .issuer
             .as_ref()
             .ok_or_else(no_issuer)
-            .and_then(|issuer| issue(&snapshot.config, issuer, grants, &parts.headers, &form, now))
-            .map(Issued::owned),
+            .and_then(|issuer| issue(&snapshot.config, issuer, grants, &parts.headers, &form, now)),
         Err(e) => Err(e),
     };
     match result {
@@ -113,37 +111,20 @@ pub fn token(
 }
 
 /// A token issued, with whom to and how (for the metrics).
-struct Issued<'c> {
-    response: TokenResponse,
-    client: &'c Client,
-    grant: GrantType,
-}
-
-/// [`Issued`] without the borrow of the configuration.
-struct IssuedOwned {
+struct Issued {
     response: TokenResponse,
     client_id: String,
     grant: GrantType,
 }
 
-impl Issued<'_> {
-    fn owned(self) -> IssuedOwned {
-        IssuedOwned {
-            response: self.response,
-            client_id: self.client.client_id.clone(),
-            grant: self.grant,
-        }
-    }
-}
-
-fn issue<'c>(
-    config: &'c Config,
+fn issue(
+    config: &Config,
     issuer: &IssuerConfig,
     grants: &Grants,
     headers: &HeaderMap,
     form: &Form,
     now: SystemTime,
-) -> Result<Issued<'c>, OAuthError> {
+) -> Result<Issued, OAuthError> {
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing".into()))?;
@@ -167,7 +148,7 @@ fn issue<'c>(
     };
     Ok(Issued {
         response,
-        client,
+        client_id: client.client_id.clone(),
         grant,
     })
 }
