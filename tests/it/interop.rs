@@ -3,6 +3,9 @@
 //! - openid-client 6 + jose (Node): discovery, client_credentials with a resource indicator
 //!   over client_secret_basic and client_secret_post, RFC 9068 verification of the token.
 //! - Authlib (Python): RFC 8414 and OpenID Connect Discovery validation of both documents.
+//! - openid-client 6 runs the authorization code journey of SPEC §6
+//!   (PKCE S256, two resource indicators, one narrow token per redemption and refresh),
+//!   driving the login form over HTTP.
 //!
 //! The clients are pinned under tests/interop and installed by `scripts/setup-interop`. When
 //! they are missing these tests are skipped with a notice, unless `ISOGATE_INTEROP=1`, which
@@ -281,5 +284,55 @@ async fn authlib_validates_both_discovery_documents() {
     let refused = run(&python, &[script, "--issuer", &elsewhere]);
     assert_eq!(refused.code, Some(1), "{}", refused.report());
     assert!(refused.stderr.contains("issuer is"), "{}", refused.report());
+    drop(server);
+}
+
+#[tokio::test]
+async fn openid_client_runs_the_code_flow_with_two_resources_and_refreshes_per_resource() {
+    let dir = interop_dir();
+    if !installed(
+        "openid-client (npm)",
+        &[
+            dir.join("node_modules/openid-client/package.json"),
+            dir.join("node_modules/jose/package.json"),
+        ],
+    ) {
+        return;
+    }
+    let server = Server::start();
+    let script = dir.join("openid_client_code.mjs");
+    let script = script.to_str().expect("UTF-8 path");
+    let node = Path::new("node");
+    let issuer = server.issuer.clone();
+    let args = |password: &'static str| vec![script, "--issuer", &issuer, "--password", password];
+
+    let outcome = run(node, &args("alice"));
+    let server = outcome.assert_success(server);
+    print!("{}", outcome.stdout);
+    for step in [
+        "ok login: 303 to http://127.0.0.1:5002/callback with code, state, iss",
+        "ok authorization_code: access token alg=ES256 aud=urn:invoices ",
+        "ok id_token: alg=RS256 aud=web sub=818727 ",
+        "ok refresh_token: aud=urn:products ",
+        "ok refresh_token with resource=urn:payments: invalid_target",
+    ] {
+        assert!(
+            outcome.stdout.contains(step),
+            "missing {step:?}\n{}",
+            outcome.report()
+        );
+    }
+
+    // The same script must notice when the login fails: the page comes back with its alert.
+    let refused = run(node, &args("not-alice"));
+    assert_eq!(refused.code, Some(1), "{}", refused.report());
+    assert!(
+        refused.stderr.contains("FAILED")
+            && refused
+                .stderr
+                .contains("The username or password is incorrect."),
+        "{}",
+        refused.report()
+    );
     drop(server);
 }
