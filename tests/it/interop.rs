@@ -3,7 +3,7 @@
 //! - openid-client 6 + jose (Node): discovery, client_credentials with a resource indicator
 //!   over client_secret_basic and client_secret_post, RFC 9068 verification of the token.
 //! - Authlib (Python): RFC 8414 and OpenID Connect Discovery validation of both documents.
-//! - openid-client 6 runs the authorization code journey of SPEC §6
+//! - openid-client 6 and Authlib's OAuth2Session run the authorization code journey of SPEC §6
 //!   (PKCE S256, two resource indicators, one narrow token per redemption and refresh),
 //!   driving the login form over HTTP.
 //!
@@ -331,6 +331,47 @@ async fn openid_client_runs_the_code_flow_with_two_resources_and_refreshes_per_r
             && refused
                 .stderr
                 .contains("The username or password is incorrect."),
+        "{}",
+        refused.report()
+    );
+    drop(server);
+}
+
+#[tokio::test]
+async fn authlib_runs_the_code_flow_refreshes_introspects_and_revokes() {
+    let python = interop_dir().join(".venv/bin/python");
+    if !installed("Authlib (PyPI)", std::slice::from_ref(&python)) {
+        return;
+    }
+    let server = Server::start();
+    let script = interop_dir().join("authlib_code.py");
+    let script = script.to_str().expect("UTF-8 path");
+    let issuer = server.issuer.clone();
+    let args = |secret: &'static str| vec![script, "--issuer", &issuer, "--client-secret", secret];
+
+    let outcome = run(&python, &args(SECRET));
+    let server = outcome.assert_success(server);
+    print!("{}", outcome.stdout);
+    for step in [
+        "ok login: 303 to http://127.0.0.1:5002/callback with code, state, iss",
+        "ok fetch_token: access token alg=ES256 aud=urn:invoices ",
+        "ok id_token: alg=RS256 aud=web sub=818727 ",
+        "ok refresh_token: aud=urn:products ",
+        "ok introspect_token as urn:products: active",
+        "ok revoke_token: the refresh token no longer works (invalid_grant)",
+    ] {
+        assert!(
+            outcome.stdout.contains(step),
+            "missing {step:?}\n{}",
+            outcome.report()
+        );
+    }
+
+    // The same script must notice when isogate refuses the client at the token endpoint.
+    let refused = run(&python, &args("not-the-secret"));
+    assert_eq!(refused.code, Some(1), "{}", refused.report());
+    assert!(
+        refused.stderr.contains("FAILED") && refused.stderr.contains("invalid_client"),
         "{}",
         refused.report()
     );
