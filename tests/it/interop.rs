@@ -6,6 +6,8 @@
 //! - openid-client 6 and Authlib's OAuth2Session run the authorization code journey of SPEC §6
 //!   (PKCE S256, two resource indicators, one narrow token per redemption and refresh),
 //!   driving the login form over HTTP.
+//! - Debian's headless Chromium, driven by playwright-core, signs in on the login page and
+//!   lands on a redirect URI served by the test, whose code openid-client then redeems.
 //!
 //! The clients are pinned under tests/interop and installed by `scripts/setup-interop`. When
 //! they are missing these tests are skipped with a notice, unless `ISOGATE_INTEROP=1`, which
@@ -49,18 +51,33 @@ fn installed(what: &str, paths: &[PathBuf]) -> bool {
     false
 }
 
+/// The redirect URI of the example's `web` client (nothing listens there).
+const EXAMPLE_REDIRECT_URI: &str = "http://127.0.0.1:5002/callback";
+
+/// Debian's Chromium, installed by `scripts/setup-interop`.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
 /// The shipped example, config/isogate.toml, with the issuer on `port` (so that `issuer` is
-/// the real, reachable address) and the gateway and admin listeners on ephemeral ports.
-fn config(port: u16) -> String {
+/// the real, reachable address), the gateway and admin listeners on ephemeral ports, and the
+/// `web` client's redirect URI replaced by `redirect_uri` when given.
+fn config(port: u16, redirect_uri: Option<&str>) -> String {
     let example = std::fs::read_to_string(repo().join("config/isogate.toml")).expect("the example");
     assert!(
         example.contains(SECRET_HASH),
         "the example's client secret is \"secret\""
     );
+    assert!(
+        example.contains(EXAMPLE_REDIRECT_URI),
+        "the example's web client redirects to {EXAMPLE_REDIRECT_URI}"
+    );
     example
         .replace("127.0.0.1:5000", &format!("127.0.0.1:{port}"))
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
         .replace("listen = \"127.0.0.1:9901\"", "listen = \"127.0.0.1:0\"")
+        .replace(
+            EXAMPLE_REDIRECT_URI,
+            redirect_uri.unwrap_or(EXAMPLE_REDIRECT_URI),
+        )
 }
 
 /// `isogate serve` on a fixed free port, so that `issuer` is the real, reachable address.
@@ -73,6 +90,11 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
+        Self::start_with_redirect_uri(None)
+    }
+
+    /// Like [`Server::start`], with the `web` client redirecting to `redirect_uri`.
+    fn start_with_redirect_uri(redirect_uri: Option<&str>) -> Self {
         // The OS picks a free port; it is released for isogate to bind right after.
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -80,7 +102,7 @@ impl Server {
             .port();
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("isogate.toml");
-        std::fs::write(&path, config(port)).expect("write config");
+        std::fs::write(&path, config(port, redirect_uri)).expect("write config");
         let path = path.to_str().expect("UTF-8 temp path");
         let mut running =
             Running::spawn(env!("CARGO_BIN_EXE_isogate"), &["serve", "--config", path]);
@@ -107,6 +129,76 @@ impl Server {
     fn log(self) -> String {
         self.running.signal("TERM");
         self.running.finish().1
+    }
+}
+
+/// A redirect URI that answers, so that a browser lands on a real page: serves a short HTML
+/// page at `/callback` (404 elsewhere) and reports the request target of every request.
+struct Callback {
+    uri: String,
+    seen: mpsc::Receiver<String>,
+}
+
+impl Callback {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port for the callback");
+        let port = listener.local_addr().expect("its address").port();
+        let (tx, seen) = mpsc::channel();
+        // Lives as long as the test binary; one thread per connection, because a browser may
+        // open a connection ahead of time and send nothing on it.
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let tx = tx.clone();
+                std::thread::spawn(move || Self::answer(stream, &tx));
+            }
+        });
+        Callback {
+            uri: format!("http://127.0.0.1:{port}/callback"),
+            seen,
+        }
+    }
+
+    fn answer(mut stream: std::net::TcpStream, tx: &mpsc::Sender<String>) {
+        let _ = stream.set_read_timeout(Some(SCRIPT_TIMEOUT));
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let head = String::from_utf8_lossy(&head);
+        let target = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+        let (status, body) = if target == "/callback" || target.starts_with("/callback?") {
+            (
+                "200 OK",
+                "<!DOCTYPE html>\n<title>Callback</title>\n<h1>Signed in: the client has its code</h1>\n",
+            )
+        } else {
+            ("404 Not Found", "not found\n")
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = std::io::Write::write_all(&mut stream, response.as_bytes());
+        let _ = tx.send(target);
+    }
+
+    /// The query of every request that reached `/callback` so far.
+    fn arrivals(&self) -> Vec<std::collections::HashMap<String, String>> {
+        self.seen
+            .try_iter()
+            .filter_map(|target| {
+                let url = url::Url::parse(&format!("http://callback{target}")).ok()?;
+                (url.path() == "/callback").then(|| {
+                    url.query_pairs()
+                        .map(|(k, v)| (k.into(), v.into()))
+                        .collect()
+                })
+            })
+            .collect()
     }
 }
 
@@ -375,5 +467,88 @@ async fn authlib_runs_the_code_flow_refreshes_introspects_and_revokes() {
         "{}",
         refused.report()
     );
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_real_browser_signs_in_on_the_login_page_and_lands_on_the_redirect_with_a_code() {
+    let dir = interop_dir();
+    if !installed(
+        "headless Chromium (Debian) with playwright-core (npm)",
+        &[
+            PathBuf::from(CHROMIUM),
+            dir.join("node_modules/playwright-core/package.json"),
+            dir.join("node_modules/openid-client/package.json"),
+        ],
+    ) {
+        return;
+    }
+    let callback = Callback::start();
+    let server = Server::start_with_redirect_uri(Some(&callback.uri));
+    let script = dir.join("browser_login.mjs");
+    let script = script.to_str().expect("UTF-8 path");
+    let node = Path::new("node");
+    let issuer = server.issuer.clone();
+    let redirect_uri = callback.uri.clone();
+    let args = |password: &'static str| {
+        vec![
+            script,
+            "--issuer",
+            &issuer,
+            "--redirect-uri",
+            &redirect_uri,
+            "--chromium",
+            CHROMIUM,
+            "--password",
+            password,
+        ]
+    };
+
+    let outcome = run(node, &args("alice"));
+    let server = outcome.assert_success(server);
+    print!("{}", outcome.stdout);
+    for step in [
+        "ok login page shown",
+        "ok the browser landed on ",
+        "ok the code redeemed: access token aud=urn:invoices sub=818727 ",
+    ] {
+        assert!(
+            outcome.stdout.contains(step),
+            "missing {step:?}\n{}",
+            outcome.report()
+        );
+    }
+    // The browser itself arrived at the redirect URI, with the code, the state and the issuer.
+    let arrivals = callback.arrivals();
+    assert_eq!(arrivals.len(), 1, "requests to /callback: {arrivals:?}");
+    for key in ["code", "state", "iss"] {
+        assert!(arrivals[0].contains_key(key), "no {key}: {arrivals:?}");
+    }
+    assert_eq!(arrivals[0]["iss"], server.issuer);
+    // The login page was photographed.
+    let screenshot = outcome
+        .stdout
+        .split("screenshot: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("no screenshot path\n{}", outcome.report()));
+    let png = std::fs::read(screenshot).expect("the screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{screenshot} is no PNG"
+    );
+
+    // The same script must notice a refused login (the page shows its alert again).
+    let refused = run(node, &args("not-alice"));
+    assert_eq!(refused.code, Some(1), "{}", refused.report());
+    assert!(
+        refused.stderr.contains("FAILED")
+            && refused
+                .stderr
+                .contains("The username or password is incorrect."),
+        "{}",
+        refused.report()
+    );
+    assert!(callback.arrivals().is_empty(), "a refused login redirected");
     drop(server);
 }
