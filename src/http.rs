@@ -215,8 +215,20 @@ pub type Client = hyper_util::client::legacy::Client<
     Body,
 >;
 
-/// Builds the pooled client. `https` upstreams are verified against the system's roots.
-pub fn client(connect_timeout: Duration) -> Client {
+/// Opens HTTP/1.1 connections over TCP, or over rustls for `https` URLs.
+pub type Connector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// Builds the pooled client on `connector`.
+pub fn client(connector: Connector) -> Client {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+/// The connector of every outgoing connection; `https` is verified against the system's roots.
+pub fn connector(connect_timeout: Duration) -> Connector {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -233,11 +245,7 @@ pub fn client(connect_timeout: Duration) -> Client {
             )
         }
     };
-    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
+    builder.https_or_http().enable_http1().wrap_connector(http)
 }
 
 /// GETs `url` and parses its JSON body (at most `limit` bytes), within `timeout`.

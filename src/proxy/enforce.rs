@@ -106,28 +106,47 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, Denial> {
     if values.next().is_some() {
         return Err(Denial::InvalidRequest("more than one Authorization header"));
     }
+    // The common case in one pass over the bytes: a b64token holds only ASCII, so such a value
+    // is also one that `to_str` accepts.
+    let bytes = value.as_bytes();
+    let (scheme, token) = match bytes.iter().position(|&b| b == b' ') {
+        Some(space) => (&bytes[..space], &bytes[space + 1..]),
+        None => (bytes, &[][..]),
+    };
+    if scheme.eq_ignore_ascii_case(b"bearer") && is_b64token(token) {
+        return std::str::from_utf8(token)
+            .map_err(|_| Denial::InvalidRequest("malformed bearer token"));
+    }
     let value = value
         .to_str()
         .map_err(|_| Denial::InvalidRequest("malformed Authorization header"))?;
-    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    let (scheme, _) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         // Another scheme (e.g. Basic) carries no bearer token (RFC 6750 §3.1).
         return Err(Denial::NoToken);
     }
-    if !is_b64token(token) {
-        return Err(Denial::InvalidRequest("malformed bearer token"));
-    }
-    Ok(token)
+    Err(Denial::InvalidRequest("malformed bearer token"))
 }
 
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+fn is_b64token(token: &[u8]) -> bool {
+    let padding = token.iter().rev().take_while(|&&b| b == b'=').count();
+    let body = &token[..token.len() - padding];
+    !body.is_empty() && body.iter().all(|&b| B64TOKEN[usize::from(b)])
 }
+
+/// The characters of a `b64token` body, by byte value: one table lookup per byte.
+static B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
 
 /// SPEC §4 step 5: `aud` names the route's resource; an isolated resource must be the only one.
 pub fn audience(claims: &Claims, resource: &ApiResource) -> Result<(), Denial> {

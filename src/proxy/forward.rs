@@ -1,6 +1,7 @@
 //! Forwarding an allowed request upstream and its response back, bodies streamed both ways.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName};
@@ -8,23 +9,32 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::http::{json, Body, Client};
+use super::upstream::Upstreams;
+use crate::http::{json, Body};
 use crate::jwt::verify::Claims;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the proxy
-/// credentials and `Expect`, which isogate answers itself.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "expect",
+/// credentials and `Expect`, which isogate answers itself. Names, not strings: a `&str` name is
+/// parsed again on every lookup.
+const HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::EXPECT,
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_ISOGATE_SUB: HeaderName = HeaderName::from_static("x-isogate-sub");
+const X_ISOGATE_CLIENT_ID: HeaderName = HeaderName::from_static("x-isogate-client-id");
+const X_ISOGATE_SCOPE: HeaderName = HeaderName::from_static("x-isogate-scope");
 
 /// The prefix of identity headers: only isogate may set them.
 const IDENTITY_PREFIX: &str = "x-isogate-";
@@ -68,8 +78,8 @@ impl ForwardError {
 pub struct Origin<'a> {
     /// The client's address.
     pub peer: SocketAddr,
-    /// The host the client addressed (`Host` or `:authority`).
-    pub host: Option<&'a str>,
+    /// The host the client addressed (`Host` or `:authority`), as it sent it.
+    pub host: Option<&'a HeaderValue>,
     /// `http` or `https`.
     pub scheme: &'static str,
 }
@@ -78,7 +88,7 @@ pub struct Origin<'a> {
 /// hop-by-hop headers removed. `timeout` bounds the wait for the response head.
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
-    client: &Client,
+    upstreams: &Arc<Upstreams>,
     req: Request<Incoming>,
     upstream: &str,
     path_and_query: &str,
@@ -89,18 +99,26 @@ pub async fn forward(
 ) -> Result<Response<Body>, ForwardError> {
     let (mut parts, body) = req.into_parts();
     let client_version = parts.version;
-    let uri: Uri = format!("{upstream}{path_and_query}")
-        .parse()
+    // From the `String` itself: parsing a `&str` would copy it once more.
+    let mut target = String::with_capacity(upstream.len() + path_and_query.len());
+    target.push_str(upstream);
+    target.push_str(path_and_query);
+    let uri = Uri::try_from(target)
         .map_err(|e| ForwardError::Connect(format!("bad upstream URI: {e}")))?;
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
-    let spoofed: Vec<HeaderName> = headers
+    if headers
         .keys()
-        .filter(|name| name.as_str().starts_with(IDENTITY_PREFIX))
-        .cloned()
-        .collect();
-    for name in spoofed {
-        headers.remove(name);
+        .any(|name| name.as_str().starts_with(IDENTITY_PREFIX))
+    {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with(IDENTITY_PREFIX))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(name);
+        }
     }
     if strip_authorization {
         headers.remove(header::AUTHORIZATION);
@@ -116,63 +134,112 @@ pub async fn forward(
     *upstream_req.version_mut() = Version::HTTP_11;
     *upstream_req.headers_mut() = parts.headers;
 
-    let response = match tokio::time::timeout(timeout, client.request(upstream_req)).await {
-        Err(_) => return Err(ForwardError::Timeout),
-        Ok(Err(e)) => return Err(ForwardError::Connect(error_chain(&e))),
-        Ok(Ok(response)) => response,
-    };
-    let (mut parts, body) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
+    let mut response =
+        match tokio::time::timeout(timeout, upstreams.send(upstream, upstream_req)).await {
+            Err(_) => return Err(ForwardError::Timeout),
+            Ok(Err(e)) => return Err(ForwardError::Connect(error_chain(&*e))),
+            Ok(Ok(response)) => response,
+        };
+    remove_hop_by_hop(response.headers_mut());
     // The client gets its own protocol version, whatever the upstream spoke.
-    parts.version = client_version;
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(Into::into).boxed_unsync(),
-    ))
+    *response.version_mut() = client_version;
+    Ok(response)
 }
 
 /// Removes the hop-by-hop headers and every header that `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // One pass over the names finds which are present: most messages carry none of them, or only
+    // `Connection` (often naming only `keep-alive` or `close`).
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // `close` names no header; the hop-by-hop ones go below anyway.
+            .filter(|name| {
+                !name.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+            })
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
 fn set_forwarded(headers: &mut HeaderMap, origin: &Origin<'_>) {
-    let peer = origin.peer.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(before) if !before.trim().is_empty() => format!("{before}, {peer}"),
-        _ => peer,
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(before) if !before.trim().is_empty() => {
+            HeaderValue::try_from(format!("{before}, {}", origin.peer.ip()))
+        }
+        _ => ip_value(origin.peer.ip()),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert("x-forwarded-for", value);
+    if let Ok(value) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(origin.scheme));
-    match origin.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        Some(host) => headers.insert("x-forwarded-host", host),
-        None => headers.remove("x-forwarded-host"),
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(origin.scheme));
+    match origin.host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+        None => headers.remove(X_FORWARDED_HOST),
     };
+}
+
+/// `ip` as a header value; IPv4 without the formatting machinery, as it is on every request.
+fn ip_value(ip: IpAddr) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::try_from(ip.to_string());
+    };
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        for digit in &digits[skip..] {
+            text[len] = b'0' + digit;
+            len += 1;
+        }
+    }
+    HeaderValue::from_bytes(&text[..len])
 }
 
 fn set_identity(headers: &mut HeaderMap, claims: &Claims) -> Result<(), ForwardError> {
     let value = |v: &str, what| HeaderValue::from_str(v).map_err(|_| ForwardError::Claim(what));
     if let Some(sub) = &claims.sub {
-        headers.insert("x-isogate-sub", value(sub, "sub")?);
+        headers.insert(X_ISOGATE_SUB, value(sub, "sub")?);
     }
     if let Some(client_id) = &claims.client_id {
-        headers.insert("x-isogate-client-id", value(client_id, "client_id")?);
+        headers.insert(X_ISOGATE_CLIENT_ID, value(client_id, "client_id")?);
     }
-    headers.insert("x-isogate-scope", value(&claims.scope.join(" "), "scope")?);
+    headers.insert(X_ISOGATE_SCOPE, value(&claims.scope.join(" "), "scope")?);
     Ok(())
 }
 
@@ -207,5 +274,21 @@ mod tests {
         h.insert("x-kept", HeaderValue::from_static("1"));
         remove_hop_by_hop(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn peer_addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "192.168.100.9",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(ip).unwrap(), ip.to_string().as_str());
+        }
     }
 }

@@ -6,16 +6,17 @@ pub mod enforce;
 pub mod forward;
 pub mod keys;
 pub mod route;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{header, Method, Request, Response, StatusCode, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::config::Route;
-use crate::http::{json, method_not_allowed, Body, Client};
+use crate::http::{json, method_not_allowed, Body};
 use crate::metrics::Metrics;
 use crate::state::{Shared, Snapshot};
 use enforce::Denial;
@@ -25,10 +26,10 @@ pub use keys::Keys;
 /// Where RFC 9728 protected resource metadata is served, followed by the route's prefix.
 const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
-/// The gateway's state that outlives one configuration: the upstream client, the keys, the
+/// The gateway's state that outlives one configuration: the upstream connections, the keys, the
 /// metrics, and the scheme of its listener (turning TLS on or off takes a restart).
 pub struct Gateway {
-    client: Client,
+    upstreams: Arc<upstream::Upstreams>,
     /// Trusted keys and the verified-token cache.
     pub keys: Arc<Keys>,
     metrics: Arc<Metrics>,
@@ -40,8 +41,9 @@ impl Gateway {
     /// A gateway for `snapshot`, the one its listener starts with, recording into `metrics`;
     /// call [`Gateway::configure`] again after each reload.
     pub fn new(snapshot: &Snapshot, metrics: Arc<Metrics>) -> Arc<Self> {
-        let client = crate::http::client(Duration::from_secs(5));
-        let keys = Keys::new(client.clone(), metrics.clone());
+        let connector = crate::http::connector(Duration::from_secs(5));
+        let upstreams = upstream::Upstreams::new(connector.clone());
+        let keys = Keys::new(crate::http::client(connector), metrics.clone());
         keys.configure(&snapshot.config);
         let tls = snapshot
             .config
@@ -50,7 +52,7 @@ impl Gateway {
             .is_some_and(|p| p.tls.is_some());
         let scheme = if tls { "https" } else { "http" };
         Arc::new(Gateway {
-            client,
+            upstreams,
             keys,
             metrics,
             scheme,
@@ -63,24 +65,32 @@ impl Gateway {
     }
 }
 
-/// What happened to a request, for the log line.
-struct Outcome {
-    route: Option<String>,
-    resource: Option<String>,
+/// What happened to a request, for the log line; borrowed from the snapshot and the verified
+/// claims, so that building it allocates nothing.
+struct Outcome<'s> {
+    route: Option<&'s str>,
+    resource: Option<&'s str>,
     decision: &'static str,
     reason: &'static str,
-    client_id: Option<String>,
+    claims: Option<Arc<crate::jwt::verify::Claims>>,
 }
 
-impl Outcome {
+impl Outcome<'_> {
     fn refused(reason: &'static str) -> Self {
         Outcome {
             route: None,
             resource: None,
             decision: "deny",
             reason,
-            client_id: None,
+            claims: None,
         }
+    }
+
+    fn client_id(&self) -> &str {
+        self.claims
+            .as_ref()
+            .and_then(|c| c.client_id.as_deref())
+            .unwrap_or("-")
     }
 }
 
@@ -99,28 +109,28 @@ pub async fn handle(
     let status = response.status().as_u16();
     gateway
         .metrics
-        .proxy_request(outcome.route.as_deref(), status, outcome.reason, latency);
+        .proxy_request(outcome.route, status, outcome.reason, latency);
     tracing::info!(
         %method,
-        route = %outcome.route.as_deref().unwrap_or("-"),
-        resource = %outcome.resource.as_deref().unwrap_or("-"),
+        route = %outcome.route.unwrap_or("-"),
+        resource = %outcome.resource.unwrap_or("-"),
         decision = %outcome.decision,
         reason = %outcome.reason,
         status,
         latency_us = latency.as_micros() as u64,
-        client_id = %outcome.client_id.as_deref().unwrap_or("-"),
+        client_id = %outcome.client_id(),
         %peer,
         "request"
     );
     response
 }
 
-async fn decide(
-    snapshot: &Snapshot,
+async fn decide<'s>(
+    snapshot: &'s Snapshot,
     gateway: &Gateway,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> (Response<Body>, Outcome) {
+) -> (Response<Body>, Outcome<'s>) {
     let bad = |reason: &'static str, message: &'static str| {
         (
             json(
@@ -155,10 +165,12 @@ async fn decide(
         }
     };
     let host_value = host(&req);
+    // `host` only returns values that are visible ASCII.
+    let host_str = host_value.as_ref().and_then(|h| h.to_str().ok());
 
     if let Some(suffix) = path.strip_prefix(METADATA_PATH) {
         let suffix = if suffix.is_empty() { "/" } else { suffix };
-        let host = host_value.as_deref().and_then(route::host_of);
+        let host = host_str.and_then(route::host_of);
         let route = config.routes.iter().find(|r| {
             r.path_prefix == suffix && r.host.as_ref().is_none_or(|h| Some(h) == host.as_ref())
         });
@@ -185,7 +197,7 @@ async fn decide(
     }
 
     // `select` takes the raw authority: it ignores the port and compares case-insensitively.
-    let Some(route) = route::select(&config.routes, host_value.as_deref(), &path) else {
+    let Some(route) = route::select(&config.routes, host_str, &path) else {
         return (
             json(
                 StatusCode::NOT_FOUND,
@@ -195,11 +207,11 @@ async fn decide(
         );
     };
     let mut outcome = Outcome {
-        route: Some(route.path_prefix.clone()),
-        resource: Some(route.resource.clone()),
+        route: Some(&route.path_prefix),
+        resource: Some(&route.resource),
         decision: "deny",
         reason: "",
-        client_id: None,
+        claims: None,
     };
     let claims = match authorize(snapshot, gateway, &req, route, proxy.clock_skew).await {
         Ok(claims) => claims,
@@ -210,7 +222,7 @@ async fn decide(
             let metadata_url = format!(
                 "{}://{}{METADATA_PATH}{}",
                 gateway.scheme,
-                host_value.as_deref().unwrap_or("localhost"),
+                host_str.unwrap_or("localhost"),
                 if route.path_prefix == "/" {
                     ""
                 } else {
@@ -220,20 +232,19 @@ async fn decide(
             return (denial.response(&metadata_url), outcome);
         }
     };
-    outcome.client_id = claims.client_id.clone();
     let path_and_query = match req.uri().query() {
         Some(query) => format!("{path}?{query}"),
         None => path,
     };
     let origin = Origin {
         peer,
-        host: host_value.as_deref(),
+        host: host_value.as_ref(),
         scheme: gateway.scheme,
     };
     let upstream = &route.upstream;
     let strip = route.strip_authorization;
     match forward::forward(
-        &gateway.client,
+        &gateway.upstreams,
         req,
         upstream,
         &path_and_query,
@@ -247,6 +258,7 @@ async fn decide(
         Ok(response) => {
             outcome.decision = "allow";
             outcome.reason = "ok";
+            outcome.claims = Some(claims);
             (response, outcome)
         }
         Err(e) => {
@@ -255,6 +267,7 @@ async fn decide(
             }
             outcome.decision = "allow";
             outcome.reason = e.code();
+            outcome.claims = Some(claims);
             (e.response(), outcome)
         }
     }
@@ -286,17 +299,17 @@ async fn authorize(
     Ok(claims)
 }
 
-/// The host the client addressed: `:authority` for HTTP/2, else the `Host` header.
-fn host(req: &Request<Incoming>) -> Option<String> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
+/// The host the client addressed: `:authority` for HTTP/2, else the `Host` header; `None` when
+/// it is not visible ASCII. The header's value is shared, not copied.
+fn host(req: &Request<Incoming>) -> Option<HeaderValue> {
+    match req.uri().authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .filter(|h| h.to_str().is_ok())
+            .cloned(),
+    }
 }
 
 /// The RFC 9728 document of `route`.

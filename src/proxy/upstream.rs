@@ -1,0 +1,263 @@
+//! The gateway's connections to upstreams: HTTP/1.1 over TCP or TLS, kept open and reused, one
+//! request at a time each (SPEC §4: upstream connections are pooled).
+//!
+//! hyper-util's general-purpose client puts a connection back into its pool from a task it
+//! spawns for every response. Here the response body does it when it ends, so a request costs no
+//! task and no wake-up besides the connection's own.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{header, HeaderValue, Request, Response, Uri};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use tower_service::Service;
+
+use crate::http::{Body, BoxError, Connector};
+
+/// Idle connections kept per upstream; more are closed when their response ends.
+const MAX_IDLE_PER_UPSTREAM: usize = 256;
+/// An idle connection older than this is closed instead of reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where connections go: the route's `upstream` URL, as configured (hashing it is cheaper than
+/// hashing a parsed authority, which goes byte by byte).
+type Key = Arc<str>;
+
+/// A connection waiting for its next request.
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+/// The pool of upstream connections and the connector that opens new ones.
+pub struct Upstreams {
+    connector: Connector,
+    idle: Mutex<HashMap<Key, Slot>>,
+}
+
+/// The idle connections to one upstream, oldest first.
+struct Slot {
+    /// The map's key, handed to each response body that will give its connection back.
+    key: Key,
+    idle: Vec<Idle>,
+}
+
+impl Upstreams {
+    /// An empty pool opening connections with `connector`.
+    pub fn new(connector: Connector) -> Arc<Self> {
+        Arc::new(Upstreams {
+            connector,
+            idle: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Sends `req`, whose URI is absolute (`http` or `https`) and starts with `upstream`, on an
+    /// idle connection to `upstream` or a new one, with `Host` set from the URI when the request
+    /// has none. A request that an idle connection closed before taking is sent again on a new
+    /// connection.
+    pub async fn send(
+        self: &Arc<Self>,
+        upstream: &str,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, BoxError> {
+        let uri = req.uri().clone();
+        if uri.scheme().is_none() {
+            return Err("the upstream URI is not absolute".into());
+        }
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(header::HOST, host_header(&uri)?);
+        }
+        *req.uri_mut() = origin_form(&uri);
+        loop {
+            let (checked_out, key) = self.checkout(upstream).await;
+            let key = key.unwrap_or_else(|| Arc::from(upstream));
+            let (mut sender, reused) = match checked_out {
+                Some(sender) => (sender, true),
+                None => (self.connect(&uri).await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(self.returning(response, sender, key)),
+                Err(mut e) => match e.take_message() {
+                    // The idle connection was closed under us and the request never left: a
+                    // new connection gets it.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+
+    /// An idle connection to `upstream` that is ready for a request, the most recently used
+    /// first, and the pool's key for `upstream` when it has one (so that requests share it).
+    async fn checkout(&self, upstream: &str) -> (Option<SendRequest<Body>>, Option<Key>) {
+        let mut key = None;
+        loop {
+            let idle = {
+                let mut pool = self.lock();
+                let Some(slot) = pool.get_mut(upstream) else {
+                    return (None, key);
+                };
+                key.get_or_insert_with(|| slot.key.clone());
+                let Some(idle) = slot.idle.pop() else {
+                    return (None, key);
+                };
+                idle
+            };
+            if idle.since.elapsed() >= IDLE_TIMEOUT || idle.sender.is_closed() {
+                continue;
+            }
+            let mut sender = idle.sender;
+            // Its last response has ended; the connection may still be reading that response's
+            // end, which takes no longer than one turn of its task.
+            if sender.ready().await.is_ok() {
+                return (Some(sender), key);
+            }
+        }
+    }
+
+    async fn connect(&self, uri: &Uri) -> Result<SendRequest<Body>, BoxError> {
+        let io = self.connector.clone().call(uri.clone()).await?;
+        let (sender, connection) = http1::handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// `response` with a body that puts `sender` back into the pool once it has ended.
+    fn returning(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        sender: SendRequest<Body>,
+        key: Key,
+    ) -> Response<Body> {
+        let (parts, body) = response.into_parts();
+        let mut body = Returning {
+            body,
+            back: Some((sender, key, Arc::downgrade(self))),
+        };
+        if body.body.is_end_stream() {
+            body.give_back();
+        }
+        Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
+    }
+
+    fn give_back(&self, sender: SendRequest<Body>, key: Key) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut pool = self.lock();
+        let list = &mut pool
+            .entry(key.clone())
+            .or_insert_with(|| Slot {
+                key,
+                idle: Vec::new(),
+            })
+            .idle;
+        // Oldest first: the stale ones are at the front.
+        let stale = list
+            .iter()
+            .take_while(|idle| now.duration_since(idle.since) >= IDLE_TIMEOUT)
+            .count();
+        list.drain(..stale);
+        if list.len() < MAX_IDLE_PER_UPSTREAM {
+            list.push(Idle { sender, since: now });
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
+        // Every critical section leaves the map consistent.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A response body that returns its connection to the pool when it ends (read to the end, or
+/// dropped once it has nothing left). A body dropped early takes its connection with it.
+struct Returning {
+    body: Incoming,
+    back: Option<(SendRequest<Body>, Key, Weak<Upstreams>)>,
+}
+
+impl Returning {
+    fn give_back(&mut self) {
+        if let Some((sender, key, pool)) = self.back.take() {
+            if let Some(pool) = pool.upgrade() {
+                pool.give_back(sender, key);
+            }
+        }
+    }
+}
+
+impl HttpBody for Returning {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) => self.give_back(),
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        frame.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        // hyper stops polling a body that says it has ended, without asking for its end.
+        if self.body.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
+
+/// The URI as the request line carries it to an origin server: path and query only.
+fn origin_form(uri: &Uri) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).unwrap_or_default()
+}
+
+/// `Host` for `uri`: its host, and its port unless the scheme's default.
+fn host_header(uri: &Uri) -> Result<HeaderValue, BoxError> {
+    let host = uri.host().unwrap_or_default();
+    let default_port = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let value = match (uri.port_u16(), uri.authority()) {
+        (Some(port), _) if port == default_port => HeaderValue::from_str(host),
+        // Host and port exactly as the URI has them, without formatting them again.
+        (Some(_), Some(authority)) if !authority.as_str().contains('@') => {
+            HeaderValue::from_str(authority.as_str())
+        }
+        (Some(port), _) => HeaderValue::try_from(format!("{host}:{port}")),
+        (None, _) => HeaderValue::from_str(host),
+    };
+    value.map_err(Into::into)
+}
