@@ -103,7 +103,10 @@ fn main() -> ExitCode {
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err("a signing thread panicked".into())))
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("a signing thread panicked".into()))
+            })
             .collect()
     });
     let minted = match minted {
