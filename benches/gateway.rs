@@ -43,7 +43,7 @@ const NOW: u64 = ISSUED_AT + 60;
 const LATE: u64 = ISSUED_AT + 3600 + 10;
 
 /// The capacity of the gateway's cache (`CACHE_CAPACITY` in `src/proxy/keys.rs`, private).
-const GATEWAY_CACHE_CAPACITY: usize = 65_536;
+const GATEWAY_CACHE_CAPACITY: usize = 32_768;
 
 /// Distinct tokens the cold benches cycle through, and the capacity of their cache: with four
 /// times as many tokens as places, a token is evicted long before its turn comes round again,
