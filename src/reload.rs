@@ -4,7 +4,9 @@
 //! [`crate::Server::reload`], which validates fully and swaps the snapshot atomically.
 
 use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use notify::RecursiveMode;
@@ -30,22 +32,36 @@ pub struct Status {
     pub hash: String,
 }
 
-/// Watches the folders of a set of files and sends `()` on `changes` when anything in them
+/// Watches the folders of a set of files and sends `()` on `changes` when one of the files
 /// changes. Folders, not files, are watched: an atomic rename or a symlink swap replaces the
-/// file, and a watch on the old inode would never fire again.
+/// file, and a watch on the old inode would never fire again. Other files in those folders
+/// (an editor's swap file, a grant store kept next to the resource file) are ignored.
 pub struct FileWatch {
     debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
     folders: BTreeSet<PathBuf>,
+    /// The names of the watched files, read by the event callback.
+    names: Arc<RwLock<BTreeSet<OsString>>>,
 }
 
 impl FileWatch {
     /// Starts watching the folders of `files`.
     pub fn new(files: &[PathBuf], changes: mpsc::Sender<()>) -> notify::Result<Self> {
+        let names = Arc::new(RwLock::new(BTreeSet::new()));
+        let watched = names.clone();
         let debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
             match result {
                 Ok(events) if !events.is_empty() => {
-                    // A full channel already holds a pending reload; that one will see this change.
-                    let _ = changes.try_send(());
+                    let names = watched.read().unwrap_or_else(PoisonError::into_inner);
+                    let relevant = events.iter().any(|e| {
+                        e.need_rescan()
+                            || e.paths.is_empty()
+                            || e.paths.iter().any(|p| concerns(&names, p))
+                    });
+                    if relevant {
+                        // A full channel already holds a pending reload; that one will see this
+                        // change.
+                        let _ = changes.try_send(());
+                    }
                 }
                 Ok(_) => {}
                 Err(errors) => {
@@ -59,6 +75,7 @@ impl FileWatch {
         let mut watch = FileWatch {
             debouncer,
             folders: BTreeSet::new(),
+            names,
         };
         watch.follow(files);
         Ok(watch)
@@ -66,6 +83,10 @@ impl FileWatch {
 
     /// Re-arms the watch for `files` (after a reload the set of named files may differ).
     pub fn follow(&mut self, files: &[PathBuf]) {
+        *self.names.write().unwrap_or_else(PoisonError::into_inner) = files
+            .iter()
+            .filter_map(|f| f.file_name().map(OsStr::to_owned))
+            .collect();
         let wanted: BTreeSet<PathBuf> = files.iter().map(|f| folder_of(f)).collect();
         for gone in self.folders.difference(&wanted) {
             let _ = self.debouncer.unwatch(gone);
@@ -77,6 +98,14 @@ impl FileWatch {
         }
         self.folders = wanted;
     }
+}
+
+/// Whether an event at `path` may change a watched file: one of their names, or a name that
+/// starts with `..`, as the entries Kubernetes swaps to update a ConfigMap volume do
+/// (`..data`, `..2026_11_23_…`).
+fn concerns(names: &BTreeSet<OsString>, path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| names.contains(n) || n.as_encoded_bytes().starts_with(b".."))
 }
 
 /// The folder a file lives in (`.` for a bare name).
@@ -108,4 +137,29 @@ pub fn content_hash(text_hash: &[u8; 32], named: &[PathBuf]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_events_that_may_change_a_watched_file_count() {
+        let names: BTreeSet<OsString> = ["isogate.toml", "es256.pem"]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        for (path, counts) in [
+            ("/cfg/isogate.toml", true),
+            ("/cfg/keys/es256.pem", true),
+            ("/cfg/..data", true),
+            ("/cfg/..2026_11_23_07_00_00.123", true),
+            ("/cfg/.isogate.toml.swp", false),
+            ("/cfg/isogate.toml.tmp", false),
+            ("/cfg/grants.redb", false),
+            ("/cfg", false),
+        ] {
+            assert_eq!(concerns(&names, Path::new(path)), counts, "{path}");
+        }
+    }
 }
