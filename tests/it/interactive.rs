@@ -184,6 +184,13 @@ async fn web_token(isogate: &Isogate, form: &[(&str, &str)]) -> Reply {
     .await
 }
 
+/// Uses refresh token `token` as the web client, with `extra` parameters.
+async fn refresh(isogate: &Isogate, token: &str, extra: &[(&str, &str)]) -> Reply {
+    let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", token)];
+    form.extend_from_slice(extra);
+    web_token(isogate, &form).await
+}
+
 /// Redeems `code` as the web client, with its PKCE verifier and at most one resource.
 async fn redeem(isogate: &Isogate, code: &str, verifier: &str, resource: Option<&str>) -> Reply {
     let mut form = vec![
@@ -281,16 +288,8 @@ async fn the_seed_journey_two_resources_one_login_two_narrow_tokens() {
     assert_eq!(id["at_hash"], URL_SAFE_NO_PAD.encode(&hash.as_ref()[..16]));
 
     // The refresh token, for products alone.
-    let refresh = first["refresh_token"].as_str().expect("a refresh token");
-    let second = web_token(
-        &isogate,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh),
-            ("resource", "urn:products"),
-        ],
-    )
-    .await;
+    let first_refresh = first["refresh_token"].as_str().expect("a refresh token");
+    let second = refresh(&isogate, first_refresh, &[("resource", "urn:products")]).await;
     assert_eq!(second.status, StatusCode::OK, "{}", second.text());
     let second = second.json();
     let claims = verify(
@@ -304,38 +303,18 @@ async fn the_seed_journey_two_resources_one_login_two_narrow_tokens() {
     let rotated = second["refresh_token"]
         .as_str()
         .expect("a rotated refresh token");
-    assert_ne!(rotated, refresh);
+    assert_ne!(rotated, first_refresh);
 
     // A resource the user never granted.
-    let reply = web_token(
-        &isogate,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", rotated),
-            ("resource", "urn:payments"),
-        ],
-    )
-    .await;
+    let reply = refresh(&isogate, rotated, &[("resource", "urn:payments")]).await;
     assert_eq!(error_of(&reply), "invalid_target");
     // Widening the scopes is refused; narrowing is fine (and the token is still good).
-    let reply = web_token(
-        &isogate,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", rotated),
-            ("scope", "read write"),
-        ],
-    )
-    .await;
+    let reply = refresh(&isogate, rotated, &[("scope", "read write")]).await;
     assert_eq!(error_of(&reply), "invalid_scope");
-    let narrowed = web_token(
+    let narrowed = refresh(
         &isogate,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", rotated),
-            ("resource", "urn:invoices"),
-            ("scope", "read"),
-        ],
+        rotated,
+        &[("resource", "urn:invoices"), ("scope", "read")],
     )
     .await;
     assert_eq!(narrowed.status, StatusCode::OK, "{}", narrowed.text());
@@ -377,13 +356,10 @@ async fn userinfo_answers_for_a_token_with_openid_and_not_for_an_api_token() {
     assert_eq!(info["email"], "alice@example.com");
 
     // A token minted for one API carries no identity scope (SPEC §3 rule 5).
-    let api = web_token(
+    let api = refresh(
         &isogate,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
-            ("resource", "urn:invoices"),
-        ],
+        tokens["refresh_token"].as_str().unwrap(),
+        &[("resource", "urn:invoices")],
     )
     .await
     .json();
@@ -558,14 +534,7 @@ async fn a_replayed_code_is_refused_and_revokes_what_it_issued() {
     assert_eq!(error_of(&web_token(&isogate, &form).await), "invalid_grant");
     // Everything the code issued is revoked: the refresh token, and the access token at
     // introspection.
-    let reply = web_token(
-        &isogate,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", first["refresh_token"].as_str().unwrap()),
-        ],
-    )
-    .await;
+    let reply = refresh(&isogate, first["refresh_token"].as_str().unwrap(), &[]).await;
     assert_eq!(error_of(&reply), "invalid_grant");
     assert_eq!(
         introspect(&isogate, "urn:invoices", access).await["active"],
@@ -582,26 +551,19 @@ async fn reusing_a_rotated_refresh_token_revokes_the_family() {
         .await
         .json();
     let old = first["refresh_token"].as_str().unwrap();
-    let refresh = |token: String| {
-        let isogate = &isogate;
-        async move {
-            web_token(
-                isogate,
-                &[("grant_type", "refresh_token"), ("refresh_token", &token)],
-            )
-            .await
-        }
-    };
-    let rotated = refresh(old.to_owned()).await.json();
+    let rotated = refresh(&isogate, old, &[]).await.json();
     let new = rotated["refresh_token"].as_str().unwrap().to_owned();
-    let reuse = refresh(old.to_owned()).await;
+    let reuse = refresh(&isogate, old, &[]).await;
     assert_eq!(error_of(&reuse), "invalid_grant");
     assert!(reuse.json()["error_description"]
         .as_str()
         .unwrap()
         .contains("already used"));
     // The thief's use also ended the legitimate client's newer token.
-    assert_eq!(error_of(&refresh(new).await), "invalid_grant");
+    assert_eq!(
+        error_of(&refresh(&isogate, &new, &[]).await),
+        "invalid_grant"
+    );
 }
 
 #[tokio::test]
@@ -679,31 +641,31 @@ async fn refresh_tokens_introspect_for_their_client_and_revocation_ends_them() {
     let tokens = redeem(&isogate, &code, &verifier, Some("urn:products"))
         .await
         .json();
-    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let refresh_token = tokens["refresh_token"].as_str().unwrap();
     let as_client = |client: &'static str, path: &'static str, token: String| {
         let url = isogate.issuer_url(path);
         async move { post_form(&url, &[("token", &token)], Some((client, SECRET))).await }
     };
-    let own = as_client("web", "/connect/introspect", refresh.into())
+    let own = as_client("web", "/connect/introspect", refresh_token.into())
         .await
         .json();
     assert_eq!(own["active"], true);
     assert_eq!(own["token_type"], "refresh_token");
     assert_eq!(own["scope"], "openid profile read offline_access");
-    let other = as_client("client", "/connect/introspect", refresh.into())
+    let other = as_client("client", "/connect/introspect", refresh_token.into())
         .await
         .json();
     assert_eq!(other["active"], false);
 
     // Another client cannot revoke it; its own client can. Access tokens get 200 too.
     assert_eq!(
-        as_client("client", "/connect/revocation", refresh.into())
+        as_client("client", "/connect/revocation", refresh_token.into())
             .await
             .status,
         StatusCode::OK
     );
     assert_eq!(
-        as_client("web", "/connect/introspect", refresh.into())
+        as_client("web", "/connect/introspect", refresh_token.into())
             .await
             .json()["active"],
         true
@@ -716,22 +678,18 @@ async fn refresh_tokens_introspect_for_their_client_and_revocation_ends_them() {
         StatusCode::OK
     );
     assert_eq!(
-        as_client("web", "/connect/revocation", refresh.into())
+        as_client("web", "/connect/revocation", refresh_token.into())
             .await
             .status,
         StatusCode::OK
     );
     assert_eq!(
-        as_client("web", "/connect/introspect", refresh.into())
+        as_client("web", "/connect/introspect", refresh_token.into())
             .await
             .json()["active"],
         false
     );
-    let reply = web_token(
-        &isogate,
-        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
-    )
-    .await;
+    let reply = refresh(&isogate, refresh_token, &[]).await;
     assert_eq!(error_of(&reply), "invalid_grant");
 }
 

@@ -292,16 +292,21 @@ fn run(program: &Path, args: &[&str]) -> Outcome {
     }
 }
 
-#[tokio::test]
-async fn openid_client_gets_and_jose_verifies_an_isolated_token() {
-    let dir = interop_dir();
-    if !installed(
+/// openid-client and jose under `dir` (see [`installed`]).
+fn openid_client_installed(dir: &Path) -> bool {
+    installed(
         "openid-client (npm)",
         &[
             dir.join("node_modules/openid-client/package.json"),
             dir.join("node_modules/jose/package.json"),
         ],
-    ) {
+    )
+}
+
+#[tokio::test]
+async fn openid_client_gets_and_jose_verifies_an_isolated_token() {
+    let dir = interop_dir();
+    if !openid_client_installed(&dir) {
         return;
     }
     let server = Server::start();
@@ -382,13 +387,7 @@ async fn authlib_validates_both_discovery_documents() {
 #[tokio::test]
 async fn openid_client_runs_the_code_flow_with_two_resources_and_refreshes_per_resource() {
     let dir = interop_dir();
-    if !installed(
-        "openid-client (npm)",
-        &[
-            dir.join("node_modules/openid-client/package.json"),
-            dir.join("node_modules/jose/package.json"),
-        ],
-    ) {
+    if !openid_client_installed(&dir) {
         return;
     }
     let server = Server::start();
