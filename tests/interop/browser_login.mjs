@@ -22,6 +22,7 @@ import { parseArgs } from 'node:util';
 import * as client from 'openid-client';
 import * as jose from 'jose';
 import { chromium } from 'playwright-core';
+import { CheckFailed, check } from './check.mjs';
 
 const SCOPE = 'openid profile read offline_access';
 const RESOURCES = ['urn:invoices', 'urn:products'];
@@ -38,14 +39,6 @@ const CHROMIUM_FLAGS = [
   '--disable-component-update',
   '--disable-sync',
 ];
-
-class CheckFailed extends Error {
-  name = 'CheckFailed';
-}
-
-function check(condition, message) {
-  if (!condition) throw new CheckFailed(message);
-}
 
 function options() {
   const { values } = parseArgs({

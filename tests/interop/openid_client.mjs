@@ -14,16 +14,9 @@
 import { parseArgs } from 'node:util';
 import * as client from 'openid-client';
 import * as jose from 'jose';
+import { CheckFailed, check } from './check.mjs';
 
 const REQUIRED_CLAIMS = ['iss', 'sub', 'aud', 'exp', 'iat', 'nbf', 'jti', 'client_id', 'scope'];
-
-class CheckFailed extends Error {
-  name = 'CheckFailed';
-}
-
-function check(condition, message) {
-  if (!condition) throw new CheckFailed(message);
-}
 
 function options() {
   const { values } = parseArgs({

@@ -24,19 +24,12 @@ import { parseArgs } from 'node:util';
 import * as client from 'openid-client';
 import * as jose from 'jose';
 import { logIn } from './login_form.mjs';
+import { CheckFailed, check } from './check.mjs';
 
 const SCOPE = 'openid profile read offline_access';
 const RESOURCES = ['urn:invoices', 'urn:products'];
 const NEVER_GRANTED = 'urn:payments';
 const AT_CLAIMS = ['iss', 'sub', 'aud', 'exp', 'iat', 'nbf', 'jti', 'client_id', 'scope'];
-
-class CheckFailed extends Error {
-  name = 'CheckFailed';
-}
-
-function check(condition, message) {
-  if (!condition) throw new CheckFailed(message);
-}
 
 function options() {
   const { values } = parseArgs({
