@@ -62,7 +62,7 @@ impl Admin {
 
     /// Records that a configuration was applied at `at`.
     pub fn loaded(&self, at: SystemTime) {
-        let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let secs = crate::jwt::numeric_date(at);
         self.loaded_at.store(secs, Ordering::Relaxed);
     }
 

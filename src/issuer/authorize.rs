@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -19,6 +19,7 @@ use super::{OAuthError, Service};
 use crate::config::{Config, IssuerConfig, User};
 use crate::grants::{Authorization, CodeGrant, Consent, Grants, StoreError};
 use crate::http::Body;
+use crate::jwt::numeric_date;
 use crate::resources::{self, Client, GrantType, OFFLINE_ACCESS};
 use crate::state::Snapshot;
 
@@ -298,10 +299,6 @@ fn dummy_hash() -> &'static str {
     HASH.get_or_init(|| crate::secret::hash_password(b"isogate-no-such-user").unwrap_or_default())
 }
 
-fn epoch(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
-}
-
 /// Runs a grant store call off the async threads (a commit waits for the disk).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -397,7 +394,7 @@ impl<'a> Ctx<'a> {
         sessions.succeeded(&keys);
         sessions.finish(&pending_id);
         self.service.metrics.login("ok");
-        let now = epoch(SystemTime::now());
+        let now = numeric_date(SystemTime::now());
         let session_id = sessions
             .sign_in(&user.subject, now)
             .map_err(|_| self.busy())?;
@@ -431,7 +428,7 @@ impl<'a> Ctx<'a> {
             let consent = Consent {
                 scopes: request.scopes.clone(),
             };
-            let now = epoch(SystemTime::now());
+            let now = numeric_date(SystemTime::now());
             blocking(move || {
                 grants.remember_consent(&subject, &client_id, &consent, CONSENT_LIFETIME, now)
             })
@@ -513,7 +510,7 @@ impl<'a> Ctx<'a> {
             nonce: request.nonce.clone(),
         };
         let grants: Grants = self.service.grants.clone();
-        let now = epoch(SystemTime::now());
+        let now = numeric_date(SystemTime::now());
         let code = blocking(move || grants.issue_code(grant, CODE_LIFETIME, now)).await?;
         tracing::info!(
             client_id = %request.client_id,

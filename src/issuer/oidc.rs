@@ -1,7 +1,7 @@
 //! OpenID Connect: the ID token and `/connect/userinfo`, and the check of isogate's own access
 //! tokens that userinfo and introspection share.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -65,7 +65,7 @@ pub fn id_token(
         .signer(|alg| alg == Alg::RS256)
         .or_else(|| issuer.keys.signer(|_| true))
         .ok_or_else(|| OAuthError::ServerError("no key can sign ID tokens".into()))?;
-    let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let iat = jwt::numeric_date(now);
     let claims = IdClaims {
         iss: &issuer.issuer,
         sub: &user.subject,

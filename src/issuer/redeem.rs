@@ -2,7 +2,7 @@
 //! `refresh_token`. A request is checked in full before its code or refresh token is spent,
 //! so a client that asks for a resource it was not granted keeps its code.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -13,6 +13,7 @@ use super::token::{log_issued, mint, Subject, TokenResponse};
 use super::OAuthError;
 use crate::config::{Config, IssuerConfig, User};
 use crate::grants::{Authorization, Grants, Redemption, RefreshPolicy, RefreshRefusal};
+use crate::jwt::numeric_date;
 use crate::resources::{
     self, Client, GrantType, Granted, RefreshTokenUsage, Remembered, OFFLINE_ACCESS,
 };
@@ -45,7 +46,7 @@ pub fn authorization_code(
     form: &Form,
     now: SystemTime,
 ) -> Result<TokenResponse, OAuthError> {
-    let at = epoch(now);
+    let at = numeric_date(now);
     let code = form
         .get("code")
         .ok_or_else(|| OAuthError::InvalidRequest("code is missing".into()))?;
@@ -112,7 +113,7 @@ pub fn refresh_token(
     form: &Form,
     now: SystemTime,
 ) -> Result<TokenResponse, OAuthError> {
-    let at = epoch(now);
+    let at = numeric_date(now);
     let token = form
         .get("refresh_token")
         .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".into()))?;
@@ -229,9 +230,12 @@ fn respond(
     grants.record_access_token(family, &minted.jti, minted.exp)?;
     let refresh_token = match refresh {
         Some(rotated) => Some(rotated),
-        None if granted.granted.iter().any(|s| s == OFFLINE_ACCESS) => {
-            Some(grants.issue_refresh(authorization.clone(), family, policy(client), epoch(now))?)
-        }
+        None if granted.granted.iter().any(|s| s == OFFLINE_ACCESS) => Some(grants.issue_refresh(
+            authorization.clone(),
+            family,
+            policy(client),
+            numeric_date(now),
+        )?),
         None => None,
     };
     let id_token = if granted.granted.iter().any(|s| s == oidc::OPENID) {
@@ -330,8 +334,4 @@ fn check_verifier(challenge: Option<&str>, verifier: Option<&str>) -> Result<(),
             }
         }
     }
-}
-
-fn epoch(now: SystemTime) -> u64 {
-    now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }

@@ -2,7 +2,7 @@
 //! access token.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use std::sync::Arc;
 
@@ -266,7 +266,7 @@ pub fn mint(
                 "no signing key has an algorithm that every audience accepts".into(),
             )
         })?;
-    let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let iat = jwt::numeric_date(now);
     let aud = match granted.aud.as_slice() {
         [one] => Audience::One(one),
         many => Audience::Many(many),

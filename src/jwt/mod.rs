@@ -13,6 +13,12 @@ pub use sign::{encode, SignError};
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `at` as a JWT NumericDate (RFC 7519 §2): whole seconds since the Unix epoch; 0 before it.
+pub fn numeric_date(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
 
 /// A JWS algorithm isogate signs and publishes with. HMAC and `none` are deliberately absent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
