@@ -184,6 +184,16 @@ async fn web_token(isogate: &Isogate, form: &[(&str, &str)]) -> Reply {
     .await
 }
 
+/// Signs alice in with the seed request and redeems the code for `resource`: the token
+/// response.
+async fn tokens_for(isogate: &Isogate, resource: &str) -> Value {
+    let (verifier, challenge) = pkce();
+    let code = code_for(isogate, &seed_request(&challenge)).await;
+    let reply = redeem(isogate, &code, &verifier, Some(resource)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.json()
+}
+
 /// Uses refresh token `token` as the web client, with `extra` parameters.
 async fn refresh(isogate: &Isogate, token: &str, extra: &[(&str, &str)]) -> Reply {
     let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", token)];
@@ -545,11 +555,7 @@ async fn a_replayed_code_is_refused_and_revokes_what_it_issued() {
 #[tokio::test]
 async fn reusing_a_rotated_refresh_token_revokes_the_family() {
     let isogate = start().await;
-    let (verifier, challenge) = pkce();
-    let code = code_for(&isogate, &seed_request(&challenge)).await;
-    let first = redeem(&isogate, &code, &verifier, Some("urn:products"))
-        .await
-        .json();
+    let first = tokens_for(&isogate, "urn:products").await;
     let old = first["refresh_token"].as_str().unwrap();
     let rotated = refresh(&isogate, old, &[]).await.json();
     let new = rotated["refresh_token"].as_str().unwrap().to_owned();
@@ -636,11 +642,7 @@ async fn introspection_holds_isolation_and_shows_only_the_callers_scopes() {
 #[tokio::test]
 async fn refresh_tokens_introspect_for_their_client_and_revocation_ends_them() {
     let isogate = start().await;
-    let (verifier, challenge) = pkce();
-    let code = code_for(&isogate, &seed_request(&challenge)).await;
-    let tokens = redeem(&isogate, &code, &verifier, Some("urn:products"))
-        .await
-        .json();
+    let tokens = tokens_for(&isogate, "urn:products").await;
     let refresh_token = tokens["refresh_token"].as_str().unwrap();
     let as_client = |client: &'static str, path: &'static str, token: String| {
         let url = isogate.issuer_url(path);

@@ -352,12 +352,17 @@ async fn openid_client_gets_and_jose_verifies_an_isolated_token() {
     drop(server);
 }
 
+/// The virtualenv's python with Authlib, when installed (see [`installed`]).
+fn authlib_python() -> Option<PathBuf> {
+    let python = interop_dir().join(".venv/bin/python");
+    installed("Authlib (PyPI)", std::slice::from_ref(&python)).then_some(python)
+}
+
 #[tokio::test]
 async fn authlib_validates_both_discovery_documents() {
-    let python = interop_dir().join(".venv/bin/python");
-    if !installed("Authlib (PyPI)", std::slice::from_ref(&python)) {
+    let Some(python) = authlib_python() else {
         return;
-    }
+    };
     let server = Server::start();
     let script = interop_dir().join("authlib_metadata.py");
     let script = script.to_str().expect("UTF-8 path");
@@ -430,10 +435,9 @@ async fn openid_client_runs_the_code_flow_with_two_resources_and_refreshes_per_r
 
 #[tokio::test]
 async fn authlib_runs_the_code_flow_refreshes_introspects_and_revokes() {
-    let python = interop_dir().join(".venv/bin/python");
-    if !installed("Authlib (PyPI)", std::slice::from_ref(&python)) {
+    let Some(python) = authlib_python() else {
         return;
-    }
+    };
     let server = Server::start();
     let script = interop_dir().join("authlib_code.py");
     let script = script.to_str().expect("UTF-8 path");
