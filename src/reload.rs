@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use notify::RecursiveMode;
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 use tokio::sync::mpsc;
 
@@ -54,8 +55,9 @@ impl FileWatch {
                     let names = watched.read().unwrap_or_else(PoisonError::into_inner);
                     let relevant = events.iter().any(|e| {
                         e.need_rescan()
-                            || e.paths.is_empty()
-                            || e.paths.iter().any(|p| concerns(&names, p))
+                            || (may_change(&e.kind)
+                                && (e.paths.is_empty()
+                                    || e.paths.iter().any(|p| concerns(&names, p))))
                     });
                     if relevant {
                         // A full channel already holds a pending reload; that one will see this
@@ -106,6 +108,16 @@ impl FileWatch {
 fn concerns(names: &BTreeSet<OsString>, path: &Path) -> bool {
     path.file_name()
         .is_some_and(|n| names.contains(n) || n.as_encoded_bytes().starts_with(b".."))
+}
+
+/// Whether an event of this kind may change a file. Opening, reading and closing a file
+/// unwritten change nothing, and the reload's own reads raise exactly those: counting them
+/// would make every reload trigger the next.
+fn may_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(access) => matches!(access, AccessKind::Close(AccessMode::Write)),
+        _ => true,
+    }
 }
 
 /// The folder a file lives in (`.` for a bare name).
@@ -161,5 +173,24 @@ mod tests {
         ] {
             assert_eq!(concerns(&names, Path::new(path)), counts, "{path}");
         }
+    }
+
+    /// Reading the watched files (as every reload does) is not a change; writing one is.
+    #[tokio::test]
+    async fn reading_a_watched_file_is_not_a_change_writing_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("isogate.toml");
+        std::fs::write(&file, "a = 1\n").unwrap();
+        let (tx, mut changes) = mpsc::channel(1);
+        let _watch = FileWatch::new(std::slice::from_ref(&file), tx).unwrap();
+        for _ in 0..5 {
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), "a = 1\n");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let quiet = tokio::time::timeout(DEBOUNCE * 4, changes.recv()).await;
+        assert!(quiet.is_err(), "reads were reported as a change");
+        std::fs::write(&file, "a = 2\n").unwrap();
+        let changed = tokio::time::timeout(Duration::from_secs(5), changes.recv()).await;
+        assert_eq!(changed, Ok(Some(())), "a write was not reported");
     }
 }
