@@ -101,11 +101,78 @@ pub type TlsSource = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sync>;
 /// How long a client has to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The runtimes connections are served on, taken in turn.
+///
+/// A connection stays on the runtime it was handed to, and so do the tasks it spawns (its
+/// upstream connections' among them), so passing a request from one task to the next wakes no
+/// other thread. With one single-threaded runtime per CPU, this is how nginx's workers run.
+#[derive(Clone)]
+pub struct Workers {
+    handles: Arc<[tokio::runtime::Handle]>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Keeps the worker threads of [`Workers::start`] running; dropping it stops them, cancelling
+/// whatever they still run.
+pub struct WorkerThreads {
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Workers {
+    /// The runtime this is called on, alone.
+    pub fn current() -> Workers {
+        Workers::from_handles(vec![tokio::runtime::Handle::current()])
+    }
+
+    /// `count` threads (at least one), each running a single-threaded runtime.
+    pub fn start(count: usize) -> std::io::Result<(Workers, WorkerThreads)> {
+        let mut handles = Vec::new();
+        let mut stops = Vec::new();
+        for index in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(runtime.handle().clone());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("isogate-worker-{index}"))
+                .spawn(move || {
+                    // Sent or dropped: either way, stop.
+                    let _ = runtime.block_on(stopped);
+                })?;
+            stops.push(stop);
+        }
+        Ok((
+            Workers::from_handles(handles),
+            WorkerThreads { _stop: stops },
+        ))
+    }
+
+    fn from_handles(handles: Vec<tokio::runtime::Handle>) -> Workers {
+        Workers {
+            handles: handles.into(),
+            next: Arc::default(),
+        }
+    }
+
+    /// The first runtime, where accept loops run.
+    pub fn first(&self) -> &tokio::runtime::Handle {
+        &self.handles[0]
+    }
+
+    /// The runtime for the next connection.
+    fn next(&self) -> &tokio::runtime::Handle {
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.handles[turn % self.handles.len()]
+    }
+}
+
 /// Accepts connections on `listener` until `stop` turns true, serving each with `handle`
-/// (HTTP/1.1 and HTTP/2), over TLS when `tls` is given. Then waits up to `grace` for open
-/// connections to finish.
+/// (HTTP/1.1 and HTTP/2) on one of `workers` in turn, over TLS when `tls` is given. Then waits
+/// up to `grace` for open connections to finish.
 pub async fn serve<F, Fut>(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
+    workers: Workers,
     tls: Option<TlsSource>,
     handle: F,
     mut stop: watch::Receiver<bool>,
@@ -114,6 +181,14 @@ pub async fn serve<F, Fut>(
     F: Fn(http::Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    // Registered with the runtime this runs on, not the one that bound it.
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot accept connections");
+            return;
+        }
+    };
     let builders = Arc::new(Builders::new());
     let graceful = GracefulShutdown::new();
     loop {
@@ -142,7 +217,22 @@ pub async fn serve<F, Fut>(
         let acceptor = tls
             .as_ref()
             .map(|current| tokio_rustls::TlsAcceptor::from(current()));
-        tokio::spawn(async move {
+        // Moved to the worker's runtime: its events must wake that runtime, not this one.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, %peer, "cannot hand a connection to a worker");
+                continue;
+            }
+        };
+        workers.next().spawn(async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, %peer, "cannot serve a connection");
+                    return;
+                }
+            };
             let Some(acceptor) = acceptor else {
                 let io = TokioIo::new(stream);
                 let conn = builders.any.serve_connection_with_upgrades(io, service);

@@ -77,6 +77,8 @@ pub struct Server {
     /// The admin listener's stop signal and task: it closes only after the others have
     /// drained, so that `/readyz` answers 503 (rather than nothing) meanwhile.
     admin_listener: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    /// The threads serving the issuer and proxy listeners; they stop when the server is dropped.
+    _workers: http::WorkerThreads,
 }
 
 /// The server could not start.
@@ -88,6 +90,24 @@ pub enum StartError {
     /// The grant store under `data_dir` could not be opened.
     #[error(transparent)]
     Store(#[from] grants::StoreError),
+    /// A worker thread or its runtime could not be started.
+    #[error("cannot start a worker thread: {0}")]
+    Worker(std::io::Error),
+}
+
+/// How many threads serve the issuer and proxy listeners: `ISOGATE_WORKERS`, or one per CPU.
+fn workers() -> usize {
+    let cpus = || std::thread::available_parallelism().map_or(1, usize::from);
+    match std::env::var("ISOGATE_WORKERS") {
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                tracing::warn!(value = %text, "ISOGATE_WORKERS is not a positive number; using one worker per CPU");
+                cpus()
+            }
+        },
+        Err(_) => cpus(),
+    }
 }
 
 /// How often expired grants are swept from the store.
@@ -141,6 +161,11 @@ impl Server {
             let local = listener
                 .local_addr()
                 .map_err(|source| BindError { role, addr, source })?;
+            // Accepted on by another runtime than this one.
+            let listener =
+                listener
+                    .into_std()
+                    .map_err(|source| BindError { role, addr, source })?;
             listeners.push((role, local, listener));
         }
         let status = watch::Sender::new(reload::Status {
@@ -155,6 +180,8 @@ impl Server {
         ));
         let mut admin_listener = None;
         let mut tasks = JoinSet::new();
+        let (workers, worker_threads) =
+            http::Workers::start(workers()).map_err(StartError::Worker)?;
         let mut addrs = Vec::new();
         for (role, addr, listener) in listeners {
             let rx = stop_rx.clone();
@@ -168,7 +195,8 @@ impl Server {
                     let tls = crate::state::listener_tls(&state, role);
                     let handle =
                         move |req, peer| issuer::handle(state.clone(), service.clone(), req, peer);
-                    tasks.spawn(http::serve(listener, tls, handle, rx, grace));
+                    let serve = http::serve(listener, workers.clone(), tls, handle, rx, grace);
+                    tasks.spawn_on(serve, workers.first());
                 }
                 Role::Proxy => {
                     let state = state.clone();
@@ -178,7 +206,8 @@ impl Server {
                     let tls = crate::state::listener_tls(&state, role);
                     let handle =
                         move |req, peer| proxy::handle(state.clone(), gateway.clone(), req, peer);
-                    tasks.spawn(http::serve(listener, tls, handle, rx, grace));
+                    let serve = http::serve(listener, workers.clone(), tls, handle, rx, grace);
+                    tasks.spawn_on(serve, workers.first());
                 }
                 Role::Admin => {
                     let (stop, rx) = watch::channel(false);
@@ -186,7 +215,14 @@ impl Server {
                     let handle = move |req, peer| admin::handle(admin.clone(), req, peer);
                     admin_listener = Some((
                         stop,
-                        tokio::spawn(http::serve(listener, None, handle, rx, grace)),
+                        tokio::spawn(http::serve(
+                            listener,
+                            http::Workers::current(),
+                            None,
+                            handle,
+                            rx,
+                            grace,
+                        )),
                     ));
                 }
             }
@@ -230,6 +266,7 @@ impl Server {
             reloader,
             admin,
             admin_listener,
+            _workers: worker_threads,
         })
     }
 

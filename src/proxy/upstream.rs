@@ -16,6 +16,7 @@ use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
+use thread_local::ThreadLocal;
 use tower_service::Service;
 
 use crate::http::{Body, BoxError, Connector};
@@ -36,9 +37,14 @@ struct Idle {
 }
 
 /// The pool of upstream connections and the connector that opens new ones.
+///
+/// Each thread has a pool of its own: a connection's task runs on the runtime of the thread that
+/// opened it, so a request handed to it wakes no other thread. (Under a multi-threaded runtime
+/// a body may end on another thread than its request started on; its connection then joins that
+/// thread's pool.)
 pub struct Upstreams {
     connector: Connector,
-    idle: Mutex<HashMap<Key, Slot>>,
+    idle: ThreadLocal<Mutex<HashMap<Key, Slot>>>,
 }
 
 /// The idle connections to one upstream, oldest first.
@@ -53,7 +59,7 @@ impl Upstreams {
     pub fn new(connector: Connector) -> Arc<Self> {
         Arc::new(Upstreams {
             connector,
-            idle: Mutex::new(HashMap::new()),
+            idle: ThreadLocal::new(),
         })
     }
 
@@ -176,7 +182,10 @@ impl Upstreams {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
         // Every critical section leaves the map consistent.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        self.idle
+            .get_or_default()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
