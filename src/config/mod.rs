@@ -199,13 +199,59 @@ pub struct Route {
     /// Lower-case host without port.
     pub host: Option<String>,
     /// The upstream origin, e.g. `http://127.0.0.1:9001`.
-    pub upstream: String,
+    pub upstream: Upstream,
     /// The API resource this route protects.
     pub resource: String,
     /// Method → scopes; `*` for the rest. Empty: any scope of the resource.
     pub scopes: BTreeMap<String, Vec<String>>,
     /// Remove `Authorization` before forwarding.
     pub strip_authorization: bool,
+}
+
+/// A route's upstream origin, parsed once when the file is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// As configured, without a trailing slash, e.g. `http://127.0.0.1:9001`.
+    pub url: Arc<str>,
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    /// Host and port (the scheme's default when the URL names none).
+    pub authority: http::uri::Authority,
+    /// The `Host` header of requests to it: the host, and the port unless the scheme's default.
+    pub host: http::HeaderValue,
+}
+
+impl Upstream {
+    /// Parses an `http(s)` origin without path, query or fragment; `None` otherwise.
+    pub fn parse(text: &str) -> Option<Upstream> {
+        let url = url::Url::parse(text).ok()?;
+        let scheme = match url.scheme() {
+            "http" => http::uri::Scheme::HTTP,
+            "https" => http::uri::Scheme::HTTPS,
+            _ => return None,
+        };
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+            return None;
+        }
+        let host = url.host_str()?;
+        let port = url.port_or_known_default()?;
+        let host_header = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        Some(Upstream {
+            url: Arc::from(text.trim_end_matches('/')),
+            scheme,
+            authority: format!("{host}:{port}").parse().ok()?,
+            host: http::HeaderValue::try_from(host_header).ok()?,
+        })
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
 }
 
 /// One thing wrong with the file.

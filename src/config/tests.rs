@@ -410,3 +410,42 @@ password = "alice"
     );
     has(&p, "users[0].password", 33, "hash-password");
 }
+
+#[test]
+fn an_upstream_is_parsed_once_with_its_authority_and_host_header() {
+    for (text, authority, host) in [
+        ("http://127.0.0.1:9001", "127.0.0.1:9001", "127.0.0.1:9001"),
+        ("http://127.0.0.1:9001/", "127.0.0.1:9001", "127.0.0.1:9001"),
+        ("http://api.internal", "api.internal:80", "api.internal"),
+        (
+            "https://API.internal:443",
+            "api.internal:443",
+            "api.internal",
+        ),
+        (
+            "https://api.internal:8443",
+            "api.internal:8443",
+            "api.internal:8443",
+        ),
+        ("http://[::1]:8080", "[::1]:8080", "[::1]:8080"),
+    ] {
+        let upstream = Upstream::parse(text).unwrap_or_else(|| panic!("{text} refused"));
+        assert_eq!(upstream.url.as_ref(), text.trim_end_matches('/'));
+        assert_eq!(upstream.authority.as_str(), authority, "{text}");
+        assert_eq!(upstream.host, host, "{text}");
+    }
+    assert_eq!(
+        Upstream::parse("https://a.test").unwrap().scheme,
+        http::uri::Scheme::HTTPS
+    );
+    for text in [
+        "ftp://a.test",
+        "http://a.test/api",
+        "http://a.test?x=1",
+        "http://a.test#f",
+        "a.test:80",
+        "",
+    ] {
+        assert_eq!(Upstream::parse(text), None, "{text}");
+    }
+}

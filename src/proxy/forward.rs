@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::upstream::Upstreams;
+use crate::config::Upstream;
 use crate::http::{json, Body};
 use crate::jwt::verify::Claims;
 
@@ -90,8 +91,8 @@ pub struct Origin<'a> {
 pub async fn forward(
     upstreams: &Arc<Upstreams>,
     req: Request<Incoming>,
-    upstream: &str,
-    path_and_query: &str,
+    upstream: &Upstream,
+    path_and_query: String,
     claims: &Claims,
     strip_authorization: bool,
     origin: Origin<'_>,
@@ -99,11 +100,9 @@ pub async fn forward(
 ) -> Result<Response<Body>, ForwardError> {
     let (mut parts, body) = req.into_parts();
     let client_version = parts.version;
-    // From the `String` itself: parsing a `&str` would copy it once more.
-    let mut target = String::with_capacity(upstream.len() + path_and_query.len());
-    target.push_str(upstream);
-    target.push_str(path_and_query);
-    let uri = Uri::try_from(target)
+    // Origin-form, as HTTP/1.1 sends it to an origin server; parsed from the `String` itself,
+    // as parsing a `&str` would copy it once more.
+    let uri = Uri::try_from(path_and_query)
         .map_err(|e| ForwardError::Connect(format!("bad upstream URI: {e}")))?;
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
@@ -123,8 +122,8 @@ pub async fn forward(
     if strip_authorization {
         headers.remove(header::AUTHORIZATION);
     }
-    // hyper sets Host from the upstream URI; the client's host travels in X-Forwarded-Host.
-    headers.remove(header::HOST);
+    // The upstream's own; the client's host travels in X-Forwarded-Host.
+    headers.insert(header::HOST, upstream.host.clone());
     set_forwarded(headers, &origin);
     set_identity(headers, claims)?;
 

@@ -247,7 +247,7 @@ async fn decide<'s>(
         &gateway.upstreams,
         req,
         upstream,
-        &path_and_query,
+        path_and_query,
         &claims,
         strip,
         origin,
@@ -263,7 +263,7 @@ async fn decide<'s>(
         }
         Err(e) => {
             if let ForwardError::Connect(detail) = &e {
-                tracing::warn!(upstream, error = %detail, "upstream unreachable");
+                tracing::warn!(upstream = %upstream, error = %detail, "upstream unreachable");
             }
             outcome.decision = "allow";
             outcome.reason = e.code();

@@ -12,13 +12,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::PathAndQuery;
-use http::{header, HeaderValue, Request, Response, Uri};
+use http::{Request, Response, Uri};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use thread_local::ThreadLocal;
 use tower_service::Service;
 
+use crate::config::Upstream;
 use crate::http::{Body, BoxError, Connector};
 
 /// Idle connections kept per upstream; more are closed when their response ends.
@@ -63,29 +63,20 @@ impl Upstreams {
         })
     }
 
-    /// Sends `req`, whose URI is absolute (`http` or `https`) and starts with `upstream`, on an
-    /// idle connection to `upstream` or a new one, with `Host` set from the URI when the request
-    /// has none. A request that an idle connection closed before taking is sent again on a new
-    /// connection.
+    /// Sends `req`, whose URI is in origin form (path and query) and whose headers include
+    /// `Host`, on an idle connection to `upstream` or a new one. A request that an idle
+    /// connection closed before taking is sent again on a new connection.
     pub async fn send(
         self: &Arc<Self>,
-        upstream: &str,
+        upstream: &Upstream,
         mut req: Request<Body>,
     ) -> Result<Response<Body>, BoxError> {
-        let uri = req.uri().clone();
-        if uri.scheme().is_none() {
-            return Err("the upstream URI is not absolute".into());
-        }
-        if !req.headers().contains_key(header::HOST) {
-            req.headers_mut().insert(header::HOST, host_header(&uri)?);
-        }
-        *req.uri_mut() = origin_form(&uri);
         loop {
-            let (checked_out, key) = self.checkout(upstream).await;
-            let key = key.unwrap_or_else(|| Arc::from(upstream));
+            let (checked_out, key) = self.checkout(&upstream.url).await;
+            let key = key.unwrap_or_else(|| upstream.url.clone());
             let (mut sender, reused) = match checked_out {
                 Some(sender) => (sender, true),
-                None => (self.connect(&uri).await?, false),
+                None => (self.connect(upstream).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(response) => return Ok(self.returning(response, sender, key)),
@@ -127,8 +118,13 @@ impl Upstreams {
         }
     }
 
-    async fn connect(&self, uri: &Uri) -> Result<SendRequest<Body>, BoxError> {
-        let io = self.connector.clone().call(uri.clone()).await?;
+    async fn connect(&self, upstream: &Upstream) -> Result<SendRequest<Body>, BoxError> {
+        let uri = Uri::builder()
+            .scheme(upstream.scheme.clone())
+            .authority(upstream.authority.clone())
+            .path_and_query("/")
+            .build()?;
+        let io = self.connector.clone().call(uri).await?;
         let (sender, connection) = http1::handshake(io).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -239,34 +235,4 @@ impl Drop for Returning {
             self.give_back();
         }
     }
-}
-
-/// The URI as the request line carries it to an origin server: path and query only.
-fn origin_form(uri: &Uri) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.path_and_query = Some(
-        uri.path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    Uri::from_parts(parts).unwrap_or_default()
-}
-
-/// `Host` for `uri`: its host, and its port unless the scheme's default.
-fn host_header(uri: &Uri) -> Result<HeaderValue, BoxError> {
-    let host = uri.host().unwrap_or_default();
-    let default_port = match uri.scheme_str() {
-        Some("https") => 443,
-        _ => 80,
-    };
-    let value = match (uri.port_u16(), uri.authority()) {
-        (Some(port), _) if port == default_port => HeaderValue::from_str(host),
-        // Host and port exactly as the URI has them, without formatting them again.
-        (Some(_), Some(authority)) if !authority.as_str().contains('@') => {
-            HeaderValue::from_str(authority.as_str())
-        }
-        (Some(port), _) => HeaderValue::try_from(format!("{host}:{port}")),
-        (None, _) => HeaderValue::from_str(host),
-    };
-    value.map_err(Into::into)
 }

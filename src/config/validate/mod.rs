@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use super::raw::{self, S};
 use super::{
-    Config, IssuerConfig, Lines, MissingKeys, Problem, ProxyConfig, Route, TrustedIssuer, User,
+    Config, IssuerConfig, Lines, MissingKeys, Problem, ProxyConfig, Route, TrustedIssuer, Upstream,
+    User,
 };
 use crate::jwt::{Alg, KeySet, SigningKey};
 use crate::resources::rules::is_absolute_uri_without_fragment;

@@ -80,6 +80,7 @@ pub(super) fn route_configs(
 ) -> Vec<Route> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
+    let listed = !entries.is_empty();
     for (i, entry) in entries.into_iter().enumerate() {
         let span = entry.span();
         let raw::Route {
@@ -119,18 +120,13 @@ pub(super) fn route_configs(
                 "another route has the same host and path_prefix",
             );
         }
-        match url::Url::parse(upstream.get_ref()) {
-            Ok(u)
-                if matches!(u.scheme(), "http" | "https")
-                    && u.host().is_some()
-                    && matches!(u.path(), "" | "/")
-                    && u.query().is_none()
-                    && u.fragment().is_none() => {}
-            _ => v.at(
+        let parsed = Upstream::parse(upstream.get_ref());
+        if parsed.is_none() {
+            v.at(
                 &upstream,
                 format!("{key}.upstream"),
                 "must be an http(s) origin without path, e.g. \"http://127.0.0.1:9001\"",
-            ),
+            );
         }
         let api = model.api_resource(resource.get_ref());
         if api.is_none() {
@@ -171,16 +167,20 @@ pub(super) fn route_configs(
                 methods.insert(method, list.into_iter().map(S::into_inner).collect());
             }
         }
+        // Reported above; the file is refused.
+        let Some(upstream) = parsed else {
+            continue;
+        };
         out.push(Route {
             path_prefix: prefix,
             host: host_value,
-            upstream: upstream.into_inner().trim_end_matches('/').to_owned(),
+            upstream,
             resource: resource.into_inner(),
             scopes: methods,
             strip_authorization,
         });
     }
-    if has_proxy && out.is_empty() {
+    if has_proxy && !listed {
         v.problems.push(v.lines.problem(
             None,
             "routes",

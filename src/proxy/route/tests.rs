@@ -8,7 +8,8 @@ fn route(prefix: &str, host: Option<&str>) -> Route {
     Route {
         path_prefix: prefix.to_owned(),
         host: host.map(str::to_owned),
-        upstream: format!("http://{}{prefix}", host.unwrap_or("any")),
+        upstream: crate::config::Upstream::parse(&format!("http://{}", host.unwrap_or("any")))
+            .unwrap(),
         resource: format!("urn:{prefix}"),
         scopes: BTreeMap::new(),
         strip_authorization: false,
