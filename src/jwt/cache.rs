@@ -25,13 +25,26 @@ type Key = [u8; 32];
 /// generation (at most once per second or per generation, as that walks every entry), then
 /// evicts the oldest inserted: tokens are mostly issued with one lifetime, so the oldest is about
 /// the next to expire anyway.
-pub struct VerifiedCache {
+pub struct VerifiedCache<T = Claims> {
     capacity: usize,
-    inner: Mutex<Inner>,
+    inner: Mutex<Inner<T>>,
 }
 
-struct Inner {
-    entries: HashMap<Key, Entry>,
+/// What the cache keeps per token: the claims, perhaps with what their user derived from them
+/// once. An entry lives until `exp`.
+pub trait Expiring {
+    /// Expiry, seconds since the epoch.
+    fn exp(&self) -> u64;
+}
+
+impl Expiring for Claims {
+    fn exp(&self) -> u64 {
+        self.exp
+    }
+}
+
+struct Inner<T> {
+    entries: HashMap<Key, Entry<T>>,
     /// Keys in insertion order with the `seq` they were inserted with; a pair whose entry has
     /// since been removed or replaced is stale and skipped.
     order: VecDeque<(Key, u64)>,
@@ -42,13 +55,13 @@ struct Inner {
     swept: Option<(u64, u64)>,
 }
 
-struct Entry {
-    claims: Arc<Claims>,
+struct Entry<T> {
+    claims: Arc<T>,
     generation: u64,
     seq: u64,
 }
 
-impl fmt::Debug for VerifiedCache {
+impl<T: Expiring> fmt::Debug for VerifiedCache<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifiedCache")
             .field("capacity", &self.capacity)
@@ -57,7 +70,7 @@ impl fmt::Debug for VerifiedCache {
     }
 }
 
-impl VerifiedCache {
+impl<T: Expiring> VerifiedCache<T> {
     /// An empty cache that holds at most `capacity` tokens; 0 disables it.
     pub fn new(capacity: usize) -> Self {
         VerifiedCache {
@@ -75,12 +88,12 @@ impl VerifiedCache {
     /// The claims `token` was verified to carry under key-set `generation`, unless they expired
     /// by `now` (seconds since the epoch; the entry is then removed) or were verified under
     /// another generation.
-    pub fn get(&self, token: &str, now: u64, generation: u64) -> Option<Arc<Claims>> {
+    pub fn get(&self, token: &str, now: u64, generation: u64) -> Option<Arc<T>> {
         let key = hash(token);
         let mut inner = self.lock();
         inner.now = inner.now.max(now);
         let entry = inner.entries.get(&key)?;
-        if entry.claims.exp <= now {
+        if entry.claims.exp() <= now {
             inner.entries.remove(&key);
             return None;
         }
@@ -88,13 +101,13 @@ impl VerifiedCache {
     }
 
     /// Remembers that `token` verified under key-set `generation` with `claims`.
-    pub fn insert(&self, token: &str, claims: Arc<Claims>, generation: u64) {
+    pub fn insert(&self, token: &str, claims: Arc<T>, generation: u64) {
         if self.capacity == 0 {
             return;
         }
         let key = hash(token);
         let mut inner = self.lock();
-        if claims.exp <= inner.now {
+        if claims.exp() <= inner.now {
             return;
         }
         if !inner.entries.contains_key(&key) && inner.entries.len() >= self.capacity {
@@ -133,21 +146,21 @@ impl VerifiedCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner<T>> {
         // Every critical section leaves the maps consistent, so a panic elsewhere while the lock
         // was held does not make the contents wrong.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl Inner {
+impl<T: Expiring> Inner<T> {
     /// Makes room for one more entry below `capacity`.
     fn make_room(&mut self, capacity: usize, generation: u64) {
         if self.swept != Some((self.now, generation)) {
             self.swept = Some((self.now, generation));
             let now = self.now;
             self.entries
-                .retain(|_, entry| entry.claims.exp > now && entry.generation >= generation);
+                .retain(|_, entry| entry.claims.exp() > now && entry.generation >= generation);
         }
         while self.entries.len() >= capacity {
             let Some((key, seq)) = self.order.pop_front() else {

@@ -132,21 +132,26 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, Denial> {
 fn is_b64token(token: &[u8]) -> bool {
     let padding = token.iter().rev().take_while(|&&b| b == b'=').count();
     let body = &token[..token.len() - padding];
-    !body.is_empty() && body.iter().all(|&b| B64TOKEN[usize::from(b)])
+    // Without a branch per byte, so that the compiler checks a chunk's bytes side by side.
+    !body.is_empty()
+        && body
+            .chunks(32)
+            .all(|chunk| chunk.iter().fold(true, |ok, &b| ok & is_b64token_char(b)))
 }
 
-/// The characters of a `b64token` body, by byte value: one table lookup per byte.
-static B64TOKEN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] =
-            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-        b += 1;
-    }
-    table
-};
+/// Whether `b` may appear in a `b64token` before its padding.
+#[inline]
+fn is_b64token_char(b: u8) -> bool {
+    // `| 0x20` lower-cases ASCII letters and maps nothing else into `a..=z`.
+    ((b | 0x20).wrapping_sub(b'a') < 26)
+        | (b.wrapping_sub(b'0') < 10)
+        | (b == b'-')
+        | (b == b'.')
+        | (b == b'_')
+        | (b == b'~')
+        | (b == b'+')
+        | (b == b'/')
+}
 
 /// SPEC §4 step 5: `aud` names the route's resource; an isolated resource must be the only one.
 pub fn audience(claims: &Claims, resource: &ApiResource) -> Result<(), Denial> {
@@ -209,6 +214,22 @@ fn scope_name<'a>(scope: &'a str, model: &Model) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every byte value, in every position of a chunk and past it: exactly RFC 6750's set.
+    #[test]
+    fn b64token_characters_are_exactly_rfc_6750s() {
+        for b in 0..=u8::MAX {
+            let allowed =
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+            assert_eq!(is_b64token_char(b), allowed, "byte {b:#04x}");
+            for at in [0, 17, 31, 32, 63, 99] {
+                let mut token = vec![b'a'; 100];
+                token[at] = b;
+                let expected = allowed || (b == b'=' && at == 99);
+                assert_eq!(is_b64token(&token), expected, "byte {b:#04x} at {at}");
+            }
+        }
+    }
 
     #[test]
     fn bearer_header_forms() {

@@ -93,7 +93,7 @@ pub async fn forward(
     req: Request<Incoming>,
     upstream: &Upstream,
     path_and_query: String,
-    claims: &Claims,
+    identity: &Result<Identity, &'static str>,
     strip_authorization: bool,
     origin: Origin<'_>,
     timeout: Duration,
@@ -125,7 +125,7 @@ pub async fn forward(
     // The upstream's own; the client's host travels in X-Forwarded-Host.
     headers.insert(header::HOST, upstream.host.clone());
     set_forwarded(headers, &origin);
-    set_identity(headers, claims)?;
+    set_identity(headers, identity)?;
 
     let mut upstream_req = Request::new(body.map_err(Into::into).boxed_unsync());
     *upstream_req.method_mut() = parts.method;
@@ -229,15 +229,45 @@ fn ip_value(ip: IpAddr) -> Result<HeaderValue, http::header::InvalidHeaderValue>
     HeaderValue::from_bytes(&text[..len])
 }
 
-fn set_identity(headers: &mut HeaderMap, claims: &Claims) -> Result<(), ForwardError> {
-    let value = |v: &str, what| HeaderValue::from_str(v).map_err(|_| ForwardError::Claim(what));
-    if let Some(sub) = &claims.sub {
-        headers.insert(X_ISOGATE_SUB, value(sub, "sub")?);
+/// The identity headers of a token's claims: `X-Isogate-Sub`, `X-Isogate-Client-Id` (each when
+/// the token has the claim) and `X-Isogate-Scope` (space-delimited).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    sub: Option<HeaderValue>,
+    client_id: Option<HeaderValue>,
+    scope: HeaderValue,
+}
+
+impl Identity {
+    /// The headers of `claims`, or the name of the claim that cannot be a header value.
+    pub fn of(claims: &Claims) -> Result<Identity, &'static str> {
+        let value = |v: &str, what| HeaderValue::from_str(v).map_err(|_| what);
+        Ok(Identity {
+            sub: claims.sub.as_deref().map(|s| value(s, "sub")).transpose()?,
+            client_id: claims
+                .client_id
+                .as_deref()
+                .map(|c| value(c, "client_id"))
+                .transpose()?,
+            scope: value(&claims.scope.join(" "), "scope")?,
+        })
     }
-    if let Some(client_id) = &claims.client_id {
-        headers.insert(X_ISOGATE_CLIENT_ID, value(client_id, "client_id")?);
+}
+
+fn set_identity(
+    headers: &mut HeaderMap,
+    identity: &Result<Identity, &'static str>,
+) -> Result<(), ForwardError> {
+    let identity = identity
+        .as_ref()
+        .map_err(|&what| ForwardError::Claim(what))?;
+    if let Some(sub) = &identity.sub {
+        headers.insert(X_ISOGATE_SUB, sub.clone());
     }
-    headers.insert(X_ISOGATE_SCOPE, value(&claims.scope.join(" "), "scope")?);
+    if let Some(client_id) = &identity.client_id {
+        headers.insert(X_ISOGATE_CLIENT_ID, client_id.clone());
+    }
+    headers.insert(X_ISOGATE_SCOPE, identity.scope.clone());
     Ok(())
 }
 

@@ -11,9 +11,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
 
+use super::forward::Identity;
 use crate::config::{Config, TrustedIssuer};
 use crate::http::{get_json, Client};
-use crate::jwt::cache::VerifiedCache;
+use crate::jwt::cache::{Expiring, VerifiedCache};
 use crate::jwt::verify::{self, Claims, IssuerKeys, TokenError, TrustedKeys};
 use crate::metrics::Metrics;
 
@@ -29,6 +30,36 @@ const MAX_DOCUMENT: usize = 512 * 1024;
 /// queue), so a full cache holds about 20 MB: under a stream of never-seen tokens the gateway
 /// stays well within 50 MiB (BENCHMARKS.md, "Load"); 65,536 places took it to 57 MiB.
 const CACHE_CAPACITY: usize = 32_768;
+
+/// A verified token's claims, with the identity headers forwarding them takes, made once per
+/// token rather than once per request.
+#[derive(Debug)]
+pub struct Verified {
+    claims: Claims,
+    /// The headers, or the claim that cannot be one.
+    pub identity: Result<Identity, &'static str>,
+}
+
+impl Verified {
+    fn new(claims: Claims) -> Self {
+        let identity = Identity::of(&claims);
+        Verified { claims, identity }
+    }
+}
+
+impl std::ops::Deref for Verified {
+    type Target = Claims;
+
+    fn deref(&self) -> &Claims {
+        &self.claims
+    }
+}
+
+impl Expiring for Verified {
+    fn exp(&self) -> u64 {
+        self.claims.exp
+    }
+}
 
 /// One remote issuer's state.
 struct Remote {
@@ -46,7 +77,7 @@ pub struct Keys {
     /// Every trusted key. Each rebuild has a new generation; cache entries of older
     /// generations never hit.
     trusted: ArcSwap<TrustedKeys>,
-    cache: VerifiedCache,
+    cache: VerifiedCache<Verified>,
     /// The local issuer and its published keys (retired ones included).
     local: Mutex<Option<(String, JwkSet)>>,
     remotes: Mutex<BTreeMap<String, Remote>>,
@@ -148,7 +179,7 @@ impl Keys {
     ///
     /// The caller accepts a token until `exp + skew`, so cache entries live that long too: the
     /// cache's clock runs `skew` behind. The caller's time check still runs on every hit.
-    pub async fn verify(&self, token: &str, skew: Duration) -> Result<Arc<Claims>, TokenError> {
+    pub async fn verify(&self, token: &str, skew: Duration) -> Result<Arc<Verified>, TokenError> {
         let trusted = self.trusted.load_full();
         let cache_now = unix_now().saturating_sub(skew.as_secs());
         let cached = self.cache.get(token, cache_now, trusted.generation());
@@ -175,8 +206,8 @@ impl Keys {
         &self,
         token: &str,
         trusted: &TrustedKeys,
-    ) -> Result<Arc<Claims>, TokenError> {
-        let claims = Arc::new(verify::verify(token, trusted)?);
+    ) -> Result<Arc<Verified>, TokenError> {
+        let claims = Arc::new(Verified::new(verify::verify(token, trusted)?));
         self.cache
             .insert(token, claims.clone(), trusted.generation());
         Ok(claims)

@@ -72,7 +72,7 @@ struct Outcome<'s> {
     resource: Option<&'s str>,
     decision: &'static str,
     reason: &'static str,
-    claims: Option<Arc<crate::jwt::verify::Claims>>,
+    claims: Option<Arc<keys::Verified>>,
 }
 
 impl Outcome<'_> {
@@ -248,7 +248,7 @@ async fn decide<'s>(
         req,
         upstream,
         path_and_query,
-        &claims,
+        &claims.identity,
         strip,
         origin,
         proxy.upstream_timeout,
@@ -280,7 +280,7 @@ async fn authorize(
     req: &Request<Incoming>,
     route: &Route,
     skew: Duration,
-) -> Result<Arc<crate::jwt::verify::Claims>, Denial> {
+) -> Result<Arc<keys::Verified>, Denial> {
     let token = enforce::bearer(req.headers())?;
     let claims = gateway
         .keys

@@ -535,6 +535,25 @@ async fn forwarding_sets_identity_and_forwarded_headers_and_drops_hop_by_hop() {
 /// chunked encoding wins, Content-Length is dropped and the connection is closed after the
 /// response, so nothing after the body can be smuggled in as a second request; differing
 /// Content-Length values are refused.
+/// A verified token whose `sub` cannot be a header value is not forwarded with a mangled or
+/// missing identity: 502 `unforwardable_claim`, on every request (the identity headers are made
+/// once per token and remembered with it).
+#[tokio::test]
+async fn a_claim_that_cannot_be_a_header_is_502_unforwardable_claim() {
+    let gate = Gate::start().await;
+    let mut bad = claims(json!("urn:products"));
+    bad["sub"] = json!("line\nbreak");
+    let token = isogate::jwt::encode(&gate.key(), "at+jwt", &bad).unwrap();
+    for _ in 0..2 {
+        let reply = gate.get("/products", &token).await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+        assert_eq!(reply.json()["error"], "unforwardable_claim");
+    }
+    assert_eq!(gate.upstream.count(), 0);
+    let good = isogate::jwt::encode(&gate.key(), "at+jwt", &claims(json!("urn:products"))).unwrap();
+    assert_eq!(gate.get("/products", &good).await.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn ambiguous_framing_cannot_smuggle_and_bad_heads_are_refused() {
     let gate = Gate::start().await;
