@@ -6,7 +6,7 @@
 //! or from a fixed set of codes (reasons, OAuth errors, results), so the number of series stays
 //! bounded; a request path, a token or a peer address is never a label.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -73,10 +73,12 @@ struct JwksLabels {
 }
 
 /// The series of one route, looked up once per request by the route's `path_prefix`.
-#[derive(Clone)]
 struct RouteSeries {
     label: Arc<str>,
     duration: Histogram,
+    /// This route's counters of `isogate_requests_total`, by status and reason, as the family
+    /// holds them: found without hashing the four labels again.
+    requests: RwLock<FxHashMap<(u16, &'static str), Counter>>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -90,7 +92,7 @@ pub struct Metrics {
     durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
     /// Route label and histogram by `path_prefix`, so that a request allocates nothing to find
     /// its series (routes come from the configuration: this stays small).
-    routes: RwLock<HashMap<Box<str>, RouteSeries>>,
+    routes: RwLock<FxHashMap<Box<str>, RouteSeries>>,
     tokens_issued: Family<IssuedLabels, Counter>,
     tokens_refused: Family<ErrorLabels, Counter>,
     logins: Family<ResultLabels, Counter>,
@@ -184,7 +186,7 @@ impl Metrics {
             registry,
             requests,
             durations,
-            routes: RwLock::new(HashMap::new()),
+            routes: RwLock::new(FxHashMap::default()),
             tokens_issued,
             tokens_refused,
             logins,
@@ -207,38 +209,53 @@ impl Metrics {
         reason: &'static str,
         elapsed: Duration,
     ) {
-        let series = self.route(route.unwrap_or(NO_ROUTE));
+        let route = route.unwrap_or(NO_ROUTE);
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(series) = routes.get(route) {
+            series.duration.observe(elapsed.as_secs_f64());
+            let counters = series
+                .requests
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(counter) = counters.get(&(status, reason)) {
+                counter.inc();
+                return;
+            }
+            drop(counters);
+            self.first_request(series, status, reason);
+            return;
+        }
+        drop(routes);
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let series = routes.entry(route.into()).or_insert_with(|| {
+            let label: Arc<str> = route.into();
+            let duration = self.durations.get_or_create_owned(&RouteLabels {
+                route: label.clone(),
+            });
+            RouteSeries {
+                label,
+                duration,
+                requests: RwLock::default(),
+            }
+        });
         series.duration.observe(elapsed.as_secs_f64());
-        self.requests
-            .get_or_create(&RequestLabels {
-                role: "proxy",
-                route: series.label,
-                status,
-                reason,
-            })
-            .inc();
+        self.first_request(series, status, reason);
     }
 
-    fn route(&self, route: &str) -> RouteSeries {
-        if let Some(series) = self
-            .routes
-            .read()
+    /// Counts the first request of a route with this status and reason, and keeps its counter.
+    fn first_request(&self, series: &RouteSeries, status: u16, reason: &'static str) {
+        let counter = self.requests.get_or_create_owned(&RequestLabels {
+            role: "proxy",
+            route: series.label.clone(),
+            status,
+            reason,
+        });
+        counter.inc();
+        series
+            .requests
+            .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(route)
-        {
-            return series.clone();
-        }
-        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        routes
-            .entry(route.into())
-            .or_insert_with(|| {
-                let label: Arc<str> = route.into();
-                let duration = self.durations.get_or_create_owned(&RouteLabels {
-                    route: label.clone(),
-                });
-                RouteSeries { label, duration }
-            })
-            .clone()
+            .insert((status, reason), counter);
     }
 
     /// Counts an access token issued to `client_id` (an authenticated, configured client).

@@ -3,11 +3,12 @@
 //! Verifying an ES256 signature costs more CPU than proxying a whole request, and a client sends
 //! the same token many times, so the claims a verification produced are kept until `exp`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use aws_lc_rs::digest::{digest, SHA256};
+use rustc_hash::FxHashMap;
 
 use super::verify::Claims;
 
@@ -44,7 +45,9 @@ impl Expiring for Claims {
 }
 
 struct Inner<T> {
-    entries: HashMap<Key, Entry<T>>,
+    /// Fx rather than SipHash: a key is already a SHA-256 digest, and only tokens that verified
+    /// are inserted.
+    entries: FxHashMap<Key, Entry<T>>,
     /// Keys in insertion order with the `seq` they were inserted with; a pair whose entry has
     /// since been removed or replaced is stale and skipped.
     order: VecDeque<(Key, u64)>,
@@ -76,7 +79,7 @@ impl<T: Expiring> VerifiedCache<T> {
         VerifiedCache {
             capacity,
             inner: Mutex::new(Inner {
-                entries: HashMap::new(),
+                entries: FxHashMap::default(),
                 order: VecDeque::new(),
                 next_seq: 0,
                 now: 0,

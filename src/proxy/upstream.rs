@@ -5,7 +5,6 @@
 //! spawns for every response. Here the response body does it when it ends, so a request costs no
 //! task and no wake-up besides the connection's own.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
@@ -15,6 +14,7 @@ use bytes::Bytes;
 use http::{Request, Response, Uri};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
+use rustc_hash::FxHashMap;
 use thread_local::ThreadLocal;
 use tower_service::Service;
 
@@ -44,7 +44,8 @@ struct Idle {
 /// thread's pool.)
 pub struct Upstreams {
     connector: Connector,
-    idle: ThreadLocal<Mutex<HashMap<Key, Slot>>>,
+    /// By upstream URL; Fx rather than SipHash, as the keys come from the configuration.
+    idle: ThreadLocal<Mutex<FxHashMap<Key, Slot>>>,
 }
 
 /// The idle connections to one upstream, oldest first.
@@ -176,7 +177,7 @@ impl Upstreams {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<Key, Slot>> {
         // Every critical section leaves the map consistent.
         self.idle
             .get_or_default()

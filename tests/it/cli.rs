@@ -472,3 +472,51 @@ async fn a_changed_listen_address_is_logged_as_needing_a_restart() {
     running.signal("TERM");
     assert_eq!(running.finish().0, Some(0));
 }
+
+/// The names of the threads of process `pid` that serve connections.
+fn worker_threads(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with("isogate-worker"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// `ISOGATE_WORKERS` sets how many threads serve the issuer and the gateway; connections are
+/// handed to them in turn, and every one is served. A value that is not a positive number is
+/// named in a warning, and one thread per CPU serves.
+#[tokio::test]
+async fn isogate_workers_sets_the_serving_threads() {
+    let upstream = crate::servers::Upstream::start().await;
+    let gateway = format!(
+        "\n[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\npath_prefix = \"/invoices\"\nupstream = \"{}\"\nresource = \"urn:invoices\"\n",
+        upstream.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (running, issuer, proxy) = serve_gateway(dir.path(), &gateway, &[("ISOGATE_WORKERS", "3")]);
+    assert_eq!(worker_threads(running.pid()).len(), 3);
+    // Each call is a connection of its own: six go round the three threads twice.
+    for _ in 0..6 {
+        let token = token_from(issuer, "urn:invoices").await;
+        let req = http::Request::get(format!("http://{proxy}/invoices/1"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Full::default())
+            .unwrap();
+        let reply = send(req).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+    assert_eq!(upstream.count(), 6);
+    drop(running);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, issuer, _) =
+        serve_gateway(dir.path(), &gateway, &[("ISOGATE_WORKERS", "many")]);
+    let line = running.last_line_with("ISOGATE_WORKERS");
+    assert!(line.contains("WARN") && line.contains("many"), "{line}");
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(worker_threads(running.pid()).len(), cpus);
+    assert!(!token_from(issuer, "urn:invoices").await.is_empty());
+}

@@ -325,6 +325,11 @@ impl Running {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal by name (`TERM`, `HUP`, …).
     pub fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")
