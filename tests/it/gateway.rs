@@ -1,7 +1,8 @@
 //! The gateway (SPEC §4) with a real recording upstream and real keys: what passes, what is
 //! refused (and never reaches the upstream), and what the upstream receives.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -552,6 +553,87 @@ async fn a_claim_that_cannot_be_a_header_is_502_unforwardable_claim() {
     assert_eq!(gate.upstream.count(), 0);
     let good = isogate::jwt::encode(&gate.key(), "at+jwt", &claims(json!("urn:products"))).unwrap();
     assert_eq!(gate.get("/products", &good).await.status, StatusCode::OK);
+}
+
+/// A raw HTTP/1.1 upstream that answers `200 ok` to each request head, counts the connections
+/// it accepts, and closes every connection after `per_connection` responses without saying so
+/// (as an upstream whose keep-alive limit or idle timeout strikes between two requests).
+async fn counting_upstream(per_connection: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                for _ in 0..per_connection {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+                // Closed without `Connection: close`.
+            });
+        }
+    });
+    (url, accepted)
+}
+
+/// SPEC §4: upstream connections are pooled. Sequential requests share one connection; when the
+/// upstream has closed an idle one, the next request goes out on a new connection and succeeds.
+#[tokio::test]
+async fn upstream_connections_are_reused_and_a_closed_one_is_replaced() {
+    use std::sync::atomic::Ordering;
+    for (per_connection, requests, connections) in [(usize::MAX, 8, 1), (3, 9, 3)] {
+        let (url, accepted) = counting_upstream(per_connection).await;
+        let toml = issuer_section("http://isogate.test")
+            + SEED
+            + "\n[proxy]\nlisten = \"127.0.0.1:0\"\n"
+            + &routes(&url);
+        let isogate = Isogate::start(&toml).await;
+        let gate = Gate {
+            isogate,
+            upstream: Upstream::start().await,
+        };
+        let token = gate.token("read", Some("urn:products")).await;
+        // One client connection, so that one worker thread (and its pool) serves every request.
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        for i in 0..requests {
+            // Room for the upstream's close to arrive before the next request.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let req = Request::get(gate.url("/products/x"))
+                .header("authorization", format!("Bearer {token}"))
+                .body(Full::default())
+                .unwrap();
+            let response = client.request(req).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "request {i}");
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            assert_eq!(body.as_ref(), b"ok");
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            connections,
+            "{per_connection}"
+        );
+    }
 }
 
 #[tokio::test]
