@@ -13,15 +13,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use aws_lc_rs::digest::{digest, SHA256};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, KeyPair, ParsedPublicKey, ECDSA_P256_SHA256_FIXED,
+    ECDSA_P256_SHA256_FIXED_SIGNING,
+};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue, Method};
 use isogate::config::{self, Config, IssuerConfig, MissingKeys, Route};
 use isogate::issuer::form::Form;
-use isogate::jwt::cache::VerifiedCache;
+use isogate::jwt::cache::{self, VerifiedCache};
 use isogate::jwt::verify::{self, Claims, IssuerKeys, TrustedKeys};
 use isogate::jwt::Alg;
 use isogate::proxy::enforce::{self, Denial};
+use isogate::proxy::keys::CACHE_CAPACITY;
 use isogate::proxy::route;
 use tempfile::TempDir;
 
@@ -41,9 +47,6 @@ const NOW: u64 = ISSUED_AT + 60;
 /// Ten seconds after the bench tokens expired: still inside the config's 30 s `clock_skew`, so
 /// the gateway lets them through.
 const LATE: u64 = ISSUED_AT + 3600 + 10;
-
-/// The capacity of the gateway's cache (`CACHE_CAPACITY` in `src/proxy/keys.rs`, private).
-const GATEWAY_CACHE_CAPACITY: usize = 32_768;
 
 /// Distinct tokens the cold benches cycle through, and the capacity of their cache: with four
 /// times as many tokens as places, a token is evicted long before its turn comes round again,
@@ -228,9 +231,10 @@ impl Setup {
     }
 }
 
-/// What the gateway does for one request once its route is chosen (`proxy::authorize`, with the
-/// cache lookup and insert of `Keys::verify`): SPEC §4 steps 1–6, at `now` (seconds since the
-/// epoch). The token's issuer is the local one, so an unknown `kid` never triggers a JWKS fetch.
+/// What the gateway does for one request once its route is chosen (`proxy::authorize`, with
+/// the cache lookup of `Keys::cached` and the insert of `Keys::verify`): SPEC §4 steps 1–6, at
+/// `now` (seconds since the epoch). The token's issuer is the local one, so an unknown `kid`
+/// never triggers a JWKS fetch.
 fn authorize(
     setup: &Setup,
     cache: &VerifiedCache,
@@ -241,13 +245,15 @@ fn authorize(
     skew: Duration,
 ) -> Result<Arc<Claims>, Denial> {
     let invalid = |e: verify::TokenError| Denial::InvalidToken(e.to_string());
-    let token = enforce::bearer(headers)?;
+    let credential = enforce::credential(headers)?;
     let trusted = &setup.trusted;
-    let claims = match cache.get(token, now, trusted.generation()) {
+    let key = cache::key(credential);
+    let claims = match cache.get_key(&key, now, trusted.generation()) {
         Some(claims) => claims,
         None => {
+            let token = enforce::token(credential)?;
             let claims = Arc::new(verify::verify(token, trusted).map_err(invalid)?);
-            cache.insert(token, Arc::clone(&claims), trusted.generation());
+            cache.insert_key(key, Arc::clone(&claims), trusted.generation());
             claims
         }
     };
@@ -305,6 +311,23 @@ fn cold(c: &mut Criterion) {
                 )
             })
         });
+        if alg == Alg::ES256 {
+            // What aws-lc's verify alone costs for a message of the same size: the floor under
+            // the bench above.
+            let message = token_of(&requests[0])
+                .rsplit_once('.')
+                .expect("a compact JWS")
+                .0;
+            let rng = SystemRandom::new();
+            let pair =
+                EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("a P-256 key");
+            let signature = pair.sign(&rng, message.as_bytes()).expect("a signature");
+            let key = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref())
+                .expect("the public key parses");
+            group.bench_function("es256_signature_only", |b| {
+                b.iter(|| key.verify_sig(black_box(message.as_bytes()), signature.as_ref()))
+            });
+        }
     }
     group.finish();
 }
@@ -318,7 +341,7 @@ fn warm(c: &mut Criterion) {
     let headers = setup.requests(1).remove(0);
     let token = token_of(&headers);
     let generation = setup.trusted.generation();
-    let cache = VerifiedCache::new(GATEWAY_CACHE_CAPACITY);
+    let cache = VerifiedCache::new(CACHE_CAPACITY);
     authorize(&setup, &cache, &headers, route, &Method::GET, NOW, skew)
         .unwrap_or_else(|denial| panic!("enforce/warm/es256 is denied: {denial}"));
     assert!(
@@ -413,13 +436,13 @@ fn full_cache(c: &mut Criterion) {
             nbf: Some(ISSUED_AT),
         })
     };
-    let cache = VerifiedCache::new(GATEWAY_CACHE_CAPACITY);
-    for i in 0..GATEWAY_CACHE_CAPACITY {
+    let cache = VerifiedCache::new(CACHE_CAPACITY);
+    for i in 0..CACHE_CAPACITY {
         cache.insert(&format!("token-{i}"), claims(), 1);
     }
-    assert_eq!(cache.len(), GATEWAY_CACHE_CAPACITY);
+    assert_eq!(cache.len(), CACHE_CAPACITY);
     let mut group = c.benchmark_group("cache");
-    let mut inserted = GATEWAY_CACHE_CAPACITY;
+    let mut inserted = CACHE_CAPACITY;
     let mut now = NOW;
     let mut insert = |new_second: bool, iters: u64| {
         let mut spent = Duration::ZERO;
@@ -444,7 +467,7 @@ fn full_cache(c: &mut Criterion) {
         b.iter_custom(|iters| insert(false, iters))
     });
     group.finish();
-    assert_eq!(cache.len(), GATEWAY_CACHE_CAPACITY);
+    assert_eq!(cache.len(), CACHE_CAPACITY);
 }
 
 /// Route choice: normalise the path, take the host from the `Host` header, pick the route.

@@ -12,7 +12,8 @@ use rustc_hash::FxHashMap;
 
 use super::verify::Claims;
 
-type Key = [u8; 32];
+/// A token's place in the cache: its SHA-256 ([`key`]).
+pub type Key = [u8; 32];
 
 /// Claims of tokens whose signature verified, by SHA-256 of the token, each with the generation
 /// of the key set ([`TrustedKeys::generation`](super::verify::TrustedKeys::generation)) that
@@ -92,12 +93,16 @@ impl<T: Expiring> VerifiedCache<T> {
     /// by `now` (seconds since the epoch; the entry is then removed) or were verified under
     /// another generation.
     pub fn get(&self, token: &str, now: u64, generation: u64) -> Option<Arc<T>> {
-        let key = hash(token);
+        self.get_key(&key(token.as_bytes()), now, generation)
+    }
+
+    /// [`get`](Self::get) for the token whose [`key`] this is.
+    pub fn get_key(&self, key: &Key, now: u64, generation: u64) -> Option<Arc<T>> {
         let mut inner = self.lock();
         inner.now = inner.now.max(now);
-        let entry = inner.entries.get(&key)?;
+        let entry = inner.entries.get(key)?;
         if entry.claims.exp() <= now {
-            inner.entries.remove(&key);
+            inner.entries.remove(key);
             return None;
         }
         (entry.generation == generation).then(|| Arc::clone(&entry.claims))
@@ -105,10 +110,14 @@ impl<T: Expiring> VerifiedCache<T> {
 
     /// Remembers that `token` verified under key-set `generation` with `claims`.
     pub fn insert(&self, token: &str, claims: Arc<T>, generation: u64) {
+        self.insert_key(key(token.as_bytes()), claims, generation);
+    }
+
+    /// [`insert`](Self::insert) for the token whose [`key`] this is.
+    pub fn insert_key(&self, key: Key, claims: Arc<T>, generation: u64) {
         if self.capacity == 0 {
             return;
         }
-        let key = hash(token);
         let mut inner = self.lock();
         if claims.exp() <= inner.now {
             return;
@@ -189,10 +198,11 @@ impl<T: Expiring> Inner<T> {
     }
 }
 
-fn hash(token: &str) -> Key {
+/// The cache key of `token`: its SHA-256.
+pub fn key(token: &[u8]) -> Key {
     let mut key = [0; 32];
     // SHA-256 is always 32 bytes long.
-    key.copy_from_slice(digest(&SHA256, token.as_bytes()).as_ref());
+    key.copy_from_slice(digest(&SHA256, token).as_ref());
     key
 }
 

@@ -29,10 +29,11 @@ pub const MAX_TOKEN_LEN: usize = 8192;
 /// The latest `exp` or `nbf` accepted: 9999-12-31T23:59:59Z.
 pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
 
-/// Room for the three decoded parts of a token of [`MAX_TOKEN_LEN`] bytes: base64 decodes
-/// four characters to at most three bytes, and each part's size estimate rounds up by at most
-/// three.
-const DECODE_BUF_LEN: usize = MAX_TOKEN_LEN / 4 * 3 + 16;
+/// Room for the three decoded parts of a token of `len` bytes: base64 decodes four characters
+/// to at most three bytes, and each part's size estimate rounds up by at most three.
+fn decode_buf_len(len: usize) -> usize {
+    len / 4 * 3 + 16
+}
 
 /// Why a token was refused. The messages are short enough for an `error_description`, use
 /// only characters RFC 6750 allows there, and never contain the token or any part of it.
@@ -465,7 +466,8 @@ pub fn verify(token: &str, keys: &TrustedKeys) -> Result<Claims, TokenError> {
         return Err(not_jws);
     }
 
-    let mut buf = [0u8; DECODE_BUF_LEN];
+    // Sized to the token: zeroing room for the longest token costs more than allocating.
+    let mut buf = vec![0u8; decode_buf_len(token.len())];
     let (header_json, rest) = decode(header_b64, &mut buf, "header is not base64url")?;
     let Object::<Header>(header) = serde_json::from_slice(header_json)
         .map_err(|_| TokenError::Malformed("header is not a JSON object"))?;

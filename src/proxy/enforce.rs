@@ -97,8 +97,15 @@ fn quotable(s: &str) -> String {
         .collect()
 }
 
-/// SPEC §4 step 1: exactly one `Authorization: Bearer <token>` header.
+/// SPEC §4 step 1: exactly one `Authorization: Bearer <token>` header, and its token.
 pub fn bearer(headers: &HeaderMap) -> Result<&str, Denial> {
+    credential(headers).and_then(token)
+}
+
+/// The first half of [`bearer`]: the bytes after `Bearer ` in the one `Authorization` header,
+/// not yet checked. The gateway looks these up in its verified-token cache before checking them
+/// with [`token`]: a cached token passed that check when it was verified.
+pub fn credential(headers: &HeaderMap) -> Result<&[u8], Denial> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(Denial::NoToken);
@@ -106,26 +113,37 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, Denial> {
     if values.next().is_some() {
         return Err(Denial::InvalidRequest("more than one Authorization header"));
     }
-    // The common case in one pass over the bytes: a b64token holds only ASCII, so such a value
-    // is also one that `to_str` accepts.
     let bytes = value.as_bytes();
-    let (scheme, token) = match bytes.iter().position(|&b| b == b' ') {
+    let (scheme, credential) = match bytes.iter().position(|&b| b == b' ') {
         Some(space) => (&bytes[..space], &bytes[space + 1..]),
         None => (bytes, &[][..]),
     };
-    if scheme.eq_ignore_ascii_case(b"bearer") && is_b64token(token) {
-        return std::str::from_utf8(token)
+    if scheme.eq_ignore_ascii_case(b"bearer") {
+        Ok(credential)
+    } else if value.to_str().is_err() {
+        Err(Denial::InvalidRequest("malformed Authorization header"))
+    } else {
+        // Another scheme (e.g. Basic) carries no bearer token (RFC 6750 §3.1).
+        Err(Denial::NoToken)
+    }
+}
+
+/// The second half of [`bearer`]: `credential` as a token when it is a `b64token`.
+pub fn token(credential: &[u8]) -> Result<&str, Denial> {
+    // A b64token holds only ASCII, so it is also valid UTF-8.
+    if is_b64token(credential) {
+        return std::str::from_utf8(credential)
             .map_err(|_| Denial::InvalidRequest("malformed bearer token"));
     }
-    let value = value
-        .to_str()
-        .map_err(|_| Denial::InvalidRequest("malformed Authorization header"))?;
-    let (scheme, _) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        // Another scheme (e.g. Basic) carries no bearer token (RFC 6750 §3.1).
-        return Err(Denial::NoToken);
-    }
-    Err(Denial::InvalidRequest("malformed bearer token"))
+    // What `HeaderValue::to_str` accepts: the rest of the header is `Bearer `.
+    let visible = credential
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
+    Err(Denial::InvalidRequest(if visible {
+        "malformed bearer token"
+    } else {
+        "malformed Authorization header"
+    }))
 }
 
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -177,19 +195,18 @@ pub fn scope(
     model: &Model,
     method: &Method,
 ) -> Result<(), Denial> {
-    let wanted: Vec<&str> = if route.scopes.is_empty() {
-        resource.scopes.iter().map(String::as_str).collect()
+    let wanted: &[String] = if route.scopes.is_empty() {
+        &resource.scopes
     } else {
         route
             .scopes
             .get(method.as_str())
             .or_else(|| route.scopes.get("*"))
-            .map(|list| list.iter().map(String::as_str).collect())
-            .unwrap_or_default()
+            .map_or(&[], Vec::as_slice)
     };
     let held = claims.scope.iter().map(|s| scope_name(s, model));
     let mut held = held.filter(|name| resource.lists(name));
-    if held.any(|name| wanted.contains(&name)) {
+    if held.any(|name| wanted.iter().any(|w| w == name)) {
         Ok(())
     } else {
         Err(Denial::InsufficientScope {
@@ -264,6 +281,25 @@ mod tests {
             HeaderValue::from_static("Bearer abc"),
         );
         assert!(matches!(bearer(&h), Err(Denial::InvalidRequest(_))));
+        // Bytes `to_str` refuses, whatever the scheme: the header itself is malformed.
+        for bad in [&b"Bearer abc\xff"[..], b"Basic \xe9t\xe9"] {
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_bytes(bad).expect("obs-text is a header value"),
+            );
+            assert_eq!(
+                bearer(&h),
+                Err(Denial::InvalidRequest("malformed Authorization header"))
+            );
+        }
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer a b"),
+        );
+        assert_eq!(
+            bearer(&h),
+            Err(Denial::InvalidRequest("malformed bearer token"))
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use jsonwebtoken::jwk::JwkSet;
 use super::forward::Identity;
 use crate::config::{Config, TrustedIssuer};
 use crate::http::{get_json, Client};
-use crate::jwt::cache::{Expiring, VerifiedCache};
+use crate::jwt::cache::{self, Expiring, VerifiedCache};
 use crate::jwt::verify::{self, Claims, IssuerKeys, TokenError, TrustedKeys};
 use crate::metrics::Metrics;
 
@@ -30,7 +30,7 @@ const MAX_DOCUMENT: usize = 512 * 1024;
 /// map and the eviction queue), so a full cache holds about 22 MB: under a stream of never-seen
 /// tokens the gateway stays well within 50 MiB (BENCHMARKS.md, "Load"); 32,768 places took it
 /// to 47 MiB, 65,536 (without the identity headers) to 57 MiB.
-const CACHE_CAPACITY: usize = 24_576;
+pub const CACHE_CAPACITY: usize = 24_576;
 
 /// A verified token's claims, with the identity headers forwarding them takes, made once per
 /// token rather than once per request.
@@ -60,6 +60,12 @@ impl Expiring for Verified {
     fn exp(&self) -> u64 {
         self.claims.exp
     }
+}
+
+/// A token [`Keys::cached`] did not find: its cache key and the keys it is to be verified with.
+pub struct Miss {
+    key: cache::Key,
+    trusted: Arc<TrustedKeys>,
 }
 
 /// One remote issuer's state.
@@ -174,27 +180,32 @@ impl Keys {
         self.cache.clear();
     }
 
-    /// Verifies `token`'s signature and `typ`, from the cache when it was verified before
-    /// under the same keys. An unknown `kid` of a trusted remote issuer refetches that issuer's
-    /// JWKS (at most once per 30 s) and tries again. Time, `aud` and `scope` are the caller's.
+    /// The claims of `token` (the bearer credential, not yet checked in any way) when it was
+    /// verified before under the current keys; otherwise what [`Keys::verify`] needs.
     ///
     /// The caller accepts a token until `exp + skew`, so cache entries live that long too: the
     /// cache's clock runs `skew` behind. The caller's time check still runs on every hit.
-    pub async fn verify(&self, token: &str, skew: Duration) -> Result<Arc<Verified>, TokenError> {
+    pub fn cached(&self, token: &[u8], skew: Duration) -> Result<Arc<Verified>, Miss> {
         let trusted = self.trusted.load_full();
+        let key = cache::key(token);
         let cache_now = unix_now().saturating_sub(skew.as_secs());
-        let cached = self.cache.get(token, cache_now, trusted.generation());
+        let cached = self.cache.get_key(&key, cache_now, trusted.generation());
         self.metrics.verified_cache(cached.is_some());
-        if let Some(claims) = cached {
-            return Ok(claims);
-        }
-        match self.verify_uncached(token, &trusted) {
+        cached.ok_or(Miss { key, trusted })
+    }
+
+    /// Verifies the signature and `typ` of `token`, which [`Keys::cached`] missed, and caches
+    /// its claims. An unknown `kid` of a trusted remote issuer refetches that issuer's JWKS (at
+    /// most once per 30 s) and tries again. Time, `aud` and `scope` are the caller's.
+    pub async fn verify(&self, token: &str, miss: Miss) -> Result<Arc<Verified>, TokenError> {
+        let Miss { key, trusted } = miss;
+        match self.verify_uncached(token, key, &trusted) {
             Err(TokenError::UnknownKid) => {
                 let Some(issuer) = unverified_issuer(token) else {
                     return Err(TokenError::UnknownKid);
                 };
                 if self.refetch(&issuer, trusted.generation()).await {
-                    self.verify_uncached(token, &self.trusted.load_full())
+                    self.verify_uncached(token, key, &self.trusted.load_full())
                 } else {
                     Err(TokenError::UnknownKid)
                 }
@@ -206,11 +217,12 @@ impl Keys {
     fn verify_uncached(
         &self,
         token: &str,
+        key: cache::Key,
         trusted: &TrustedKeys,
     ) -> Result<Arc<Verified>, TokenError> {
         let claims = Arc::new(Verified::new(verify::verify(token, trusted)?));
         self.cache
-            .insert(token, claims.clone(), trusted.generation());
+            .insert_key(key, claims.clone(), trusted.generation());
         Ok(claims)
     }
 

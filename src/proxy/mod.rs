@@ -281,12 +281,18 @@ async fn authorize(
     route: &Route,
     skew: Duration,
 ) -> Result<Arc<keys::Verified>, Denial> {
-    let token = enforce::bearer(req.headers())?;
-    let claims = gateway
-        .keys
-        .verify(token, skew)
-        .await
-        .map_err(|e| Denial::InvalidToken(e.to_string()))?;
+    let credential = enforce::credential(req.headers())?;
+    let claims = match gateway.keys.cached(credential, skew) {
+        Ok(claims) => claims,
+        Err(miss) => {
+            let token = enforce::token(credential)?;
+            gateway
+                .keys
+                .verify(token, miss)
+                .await
+                .map_err(|e| Denial::InvalidToken(e.to_string()))?
+        }
+    };
     crate::jwt::verify::check_time(&claims, keys::unix_now(), skew)
         .map_err(|e| Denial::InvalidToken(e.to_string()))?;
     let model = &snapshot.config.model;
