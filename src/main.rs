@@ -8,6 +8,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use isogate::config::{self, MissingKeys};
 use isogate::jwt::Alg;
 
+/// mimalloc rather than glibc's malloc: hyper and the gateway allocate and free small objects
+/// for every request on every worker thread, and a token's cached claims are freed by whichever
+/// worker evicts them. Under load it took 2.5 µs of CPU off a warm request and 8 µs off a cold
+/// one (BENCHMARKS.md, session 4).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// EX_USAGE: the configuration is invalid.
 const EXIT_INVALID: u8 = 64;
 
