@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -85,14 +86,15 @@ pub struct Origin<'a> {
     pub scheme: &'static str,
 }
 
-/// Sends `req` to `upstream` + `path_and_query` and returns the upstream's response with its
+/// Sends `req` to `upstream` + `path` (the request's path once normalised) + the request's
+/// query and returns the upstream's response with its
 /// hop-by-hop headers removed. `timeout` bounds the wait for the response head.
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
     upstreams: &Arc<Upstreams>,
     req: Request<Incoming>,
     upstream: &Upstream,
-    path_and_query: String,
+    path: String,
     identity: &Result<Identity, &'static str>,
     strip_authorization: bool,
     origin: Origin<'_>,
@@ -100,10 +102,20 @@ pub async fn forward(
 ) -> Result<Response<Body>, ForwardError> {
     let (mut parts, body) = req.into_parts();
     let client_version = parts.version;
-    // Origin-form, as HTTP/1.1 sends it to an origin server; parsed from the `String` itself,
-    // as parsing a `&str` would copy it once more.
-    let uri = Uri::try_from(path_and_query)
-        .map_err(|e| ForwardError::Connect(format!("bad upstream URI: {e}")))?;
+    // Origin-form, as HTTP/1.1 sends it to an origin server.
+    let uri = match parts.uri.path_and_query() {
+        // Normalising changed nothing (the usual case): the request's own target, shared.
+        Some(sent) if sent.path() == path => Uri::from(sent.clone()),
+        sent => {
+            let target = match sent.and_then(PathAndQuery::query) {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            // Parsed from the `String` itself, as parsing a `&str` would copy it once more.
+            Uri::try_from(target)
+                .map_err(|e| ForwardError::Connect(format!("bad upstream URI: {e}")))?
+        }
+    };
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
     if headers

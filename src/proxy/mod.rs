@@ -232,10 +232,6 @@ async fn decide<'s>(
             return (denial.response(&metadata_url), outcome);
         }
     };
-    let path_and_query = match req.uri().query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path,
-    };
     let origin = Origin {
         peer,
         host: host_value.as_ref(),
@@ -247,7 +243,7 @@ async fn decide<'s>(
         &gateway.upstreams,
         req,
         upstream,
-        path_and_query,
+        path,
         &claims.identity,
         strip,
         origin,

@@ -455,6 +455,10 @@ async fn path_tricks_cannot_reach_another_route() {
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(gate.upstream.last().target, "/products/a/c?q=%2F..&x=1");
+    // A path that normalising leaves as it is goes on with its query untouched too.
+    let reply = gate.get("/products/a?x=1&y=%2F&z", &products).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(gate.upstream.last().target, "/products/a?x=1&y=%2F&z");
 }
 
 #[tokio::test]
