@@ -247,6 +247,11 @@ async fn a_scrape_counts_tokens_gateway_decisions_and_cache_lookups() {
         "an invoices token at products"
     );
     assert_eq!(
+        call(&at("/products/2"), Some("not a token")).await.status,
+        StatusCode::BAD_REQUEST,
+        "a malformed bearer token"
+    );
+    assert_eq!(
         call(&at("/nowhere/secret-path"), Some(&invoices))
             .await
             .status,
@@ -268,10 +273,11 @@ async fn a_scrape_counts_tokens_gateway_decisions_and_cache_lookups() {
     assert_eq!(requests("/invoices", "200", "ok"), 2.0);
     assert_eq!(requests("/invoices", "401", "no_token"), 1.0);
     assert_eq!(requests("/products", "401", "invalid_token"), 1.0);
+    assert_eq!(requests("/products", "400", "invalid_request"), 1.0);
     assert_eq!(requests("-", "404", "no_route"), 1.0);
     assert_eq!(
         scrape.series("isogate_requests_total").len(),
-        4,
+        5,
         "one series per route, status and reason"
     );
     assert_eq!(
@@ -306,10 +312,11 @@ async fn a_scrape_counts_tokens_gateway_decisions_and_cache_lookups() {
         1.0
     );
     // The first use of the token verifies its signature; the next two find it in the cache.
-    // The request without a token never looks.
+    // The request without a token never looks; the malformed one looks before its token is
+    // checked, and misses.
     assert_eq!(
         scrape.get("isogate_verified_token_cache_total", &[("result", "miss")]),
-        1.0
+        2.0
     );
     assert_eq!(
         scrape.get("isogate_verified_token_cache_total", &[("result", "hit")]),
