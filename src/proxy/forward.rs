@@ -87,8 +87,8 @@ pub struct Origin<'a> {
 }
 
 /// Sends `req` to `upstream` + `path` (the request's path once normalised) + the request's
-/// query and returns the upstream's response with its
-/// hop-by-hop headers removed. `timeout` bounds the wait for the response head.
+/// query and returns the upstream's response with its hop-by-hop headers removed. `timeout`
+/// bounds the wait for the response head.
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
     upstreams: &Arc<Upstreams>,
