@@ -40,13 +40,20 @@ pub enum Role {
     Admin,
 }
 
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Role {
+    /// `issuer`, `proxy` or `admin`: the name in log lines and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
             Role::Issuer => "issuer",
             Role::Proxy => "proxy",
             Role::Admin => "admin",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -110,6 +117,30 @@ fn workers() -> usize {
     }
 }
 
+/// Descriptors kept aside for what is not a client connection: the grant store, key and
+/// configuration files, the file watch, remote JWKS fetches.
+const SPARE_DESCRIPTORS: u64 = 256;
+
+/// Warns when the listeners' `max_connections` could together take more descriptors than the
+/// process may open: then the public listeners could fill up the process before their caps do,
+/// and the admin listener would stop answering too. A gateway connection counts twice (its
+/// upstream connection).
+fn check_descriptors(config: &Config) {
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return;
+    };
+    let cap = |role| config.limits(role).map_or(0, |l| l.max_connections as u64);
+    let needed = cap(Role::Issuer) + 2 * cap(Role::Proxy) + cap(Role::Admin) + SPARE_DESCRIPTORS;
+    if needed > soft {
+        tracing::warn!(
+            open_file_limit = soft,
+            needed,
+            "the listeners' max_connections (a gateway connection counts twice, for its upstream) \
+             may exceed the open-file limit; lower max_connections or raise the limit (ulimit -n)"
+        );
+    }
+}
+
 /// How often expired grants are swept from the store.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -118,6 +149,7 @@ impl Server {
     /// `listening role=<role> addr=<ip:port>` with the real address.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let grace = config.shutdown_grace;
+        check_descriptors(&config);
         // aws-lc seeds its RNG on first use (tens of milliseconds); pay that before listening,
         // not in the first request.
         let mut seed = [0u8; 1];
@@ -130,7 +162,7 @@ impl Server {
             wanted.push((Role::Proxy, proxy.listen));
         }
         if let Some(admin) = config.admin {
-            wanted.push((Role::Admin, admin));
+            wanted.push((Role::Admin, admin.listen));
         }
         let metrics = Arc::new(Metrics::new());
         // The grant store is opened once: changing `data_dir` takes a restart.
@@ -183,8 +215,18 @@ impl Server {
         let (workers, worker_threads) =
             http::Workers::start(workers()).map_err(StartError::Worker)?;
         let mut addrs = Vec::new();
-        for (role, addr, listener) in listeners {
+        for (role, addr, socket) in listeners {
             let rx = stop_rx.clone();
+            let Some(limits) = state.load().config.limits(role) else {
+                continue;
+            };
+            let listener = http::Listener {
+                socket,
+                role: role.name(),
+                limits,
+                tls: crate::state::listener_tls(&state, role),
+                metrics: metrics.connections(role.name()),
+            };
             match role {
                 Role::Issuer => {
                     let state = state.clone();
@@ -192,10 +234,9 @@ impl Server {
                         continue;
                     };
                     tasks.spawn(sweep(service.grants.clone(), rx.clone()));
-                    let tls = crate::state::listener_tls(&state, role);
                     let handle =
                         move |req, peer| issuer::handle(state.clone(), service.clone(), req, peer);
-                    let serve = http::serve(listener, workers.clone(), tls, handle, rx, grace);
+                    let serve = http::serve(listener, workers.clone(), handle, rx, grace);
                     tasks.spawn_on(serve, workers.first());
                 }
                 Role::Proxy => {
@@ -203,27 +244,17 @@ impl Server {
                     let Some(gateway) = gateway.clone() else {
                         continue;
                     };
-                    let tls = crate::state::listener_tls(&state, role);
                     let handle =
                         move |req, peer| proxy::handle(state.clone(), gateway.clone(), req, peer);
-                    let serve = http::serve(listener, workers.clone(), tls, handle, rx, grace);
+                    let serve = http::serve(listener, workers.clone(), handle, rx, grace);
                     tasks.spawn_on(serve, workers.first());
                 }
                 Role::Admin => {
                     let (stop, rx) = watch::channel(false);
                     let admin = admin.clone();
                     let handle = move |req, peer| admin::handle(admin.clone(), req, peer);
-                    admin_listener = Some((
-                        stop,
-                        tokio::spawn(http::serve(
-                            listener,
-                            http::Workers::current(),
-                            None,
-                            handle,
-                            rx,
-                            grace,
-                        )),
-                    ));
+                    let serve = http::serve(listener, http::Workers::current(), handle, rx, grace);
+                    admin_listener = Some((stop, tokio::spawn(serve)));
                 }
             }
             addrs.push((role, addr));
@@ -383,6 +414,10 @@ impl Reloader {
         if listen_addrs(&config) != listen_addrs(&old.config) {
             tracing::warn!("a listen address changed; that takes effect only after a restart");
         }
+        let limits = |c: &Config| [Role::Issuer, Role::Proxy, Role::Admin].map(|r| c.limits(r));
+        if limits(&config) != limits(&old.config) {
+            tracing::warn!("a listener's max_connections, idle_timeout or request_header_timeout changed; that takes effect only after a restart");
+        }
         let data_dir = |c: &Config| c.issuer.as_ref().map(|i| i.data_dir.clone());
         if data_dir(&config) != data_dir(&old.config) {
             tracing::warn!("issuer.data_dir changed; that takes effect only after a restart");
@@ -416,7 +451,7 @@ fn listen_addrs(config: &Config) -> [Option<SocketAddr>; 3] {
     [
         config.issuer.as_ref().map(|i| i.listen),
         config.proxy.as_ref().map(|p| p.listen),
-        config.admin,
+        config.admin.map(|a| a.listen),
     ]
 }
 

@@ -138,6 +138,12 @@ fn serve(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
+    // Every connection and upstream connection takes a descriptor: allow as many as the hard
+    // limit does (as Go's runtime and nginx's worker_rlimit_nofile do). The server checks that
+    // the listeners' max_connections fit in what this leaves.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+    }
     // Signals, reloads and the admin listener; the worker threads serve the rest.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

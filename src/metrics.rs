@@ -67,6 +67,22 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabels {
+    role: &'static str,
+}
+
+/// The connection series of one listener, handed to its accept loop.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionMetrics {
+    /// Connections open now.
+    pub open: Gauge,
+    /// Connections closed as they arrived because `max_connections` were open.
+    pub refused: Counter,
+    /// Connections closed by the listener's idle or request-header timeout.
+    pub timed_out: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JwksLabels {
     issuer: String,
     result: &'static str,
@@ -103,6 +119,9 @@ pub struct Metrics {
     jwks_fetches: Family<JwksLabels, Counter>,
     cache_hits: Counter,
     cache_misses: Counter,
+    connections_open: Family<RoleLabels, Gauge>,
+    connections_refused: Family<RoleLabels, Counter>,
+    connections_timed_out: Family<RoleLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -178,6 +197,24 @@ impl Metrics {
             "Lookups in the gateway's verified-token cache, by result (hit or miss)",
             cache.clone(),
         );
+        let connections_open = Family::<RoleLabels, Gauge>::default();
+        registry.register(
+            "isogate_connections",
+            "Connections open now, by listener role",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<RoleLabels, Counter>::default();
+        registry.register(
+            "isogate_connections_refused",
+            "Connections closed as they arrived because the listener's max_connections were open, by listener role",
+            connections_refused.clone(),
+        );
+        let connections_timed_out = Family::<RoleLabels, Counter>::default();
+        registry.register(
+            "isogate_connections_timed_out",
+            "Connections closed by the listener's idle_timeout or request_header_timeout, by listener role",
+            connections_timed_out.clone(),
+        );
         // Series with a fixed label set exist from the start, so a dashboard sees 0, not nothing.
         let result = |family: &Family<ResultLabels, Counter>, result| {
             family.get_or_create_owned(&ResultLabels { result })
@@ -197,6 +234,19 @@ impl Metrics {
             jwks_fetches,
             cache_hits: result(&cache, "hit"),
             cache_misses: result(&cache, "miss"),
+            connections_open,
+            connections_refused,
+            connections_timed_out,
+        }
+    }
+
+    /// The connection series of the listener of `role` (`issuer`, `proxy`, `admin`).
+    pub fn connections(&self, role: &'static str) -> ConnectionMetrics {
+        let labels = RoleLabels { role };
+        ConnectionMetrics {
+            open: self.connections_open.get_or_create_owned(&labels),
+            refused: self.connections_refused.get_or_create_owned(&labels),
+            timed_out: self.connections_timed_out.get_or_create_owned(&labels),
         }
     }
 

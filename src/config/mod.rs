@@ -42,7 +42,7 @@ pub struct Config {
     /// `[[routes]]` in file order.
     pub routes: Vec<Route>,
     /// `[admin]` listener.
-    pub admin: Option<SocketAddr>,
+    pub admin: Option<AdminConfig>,
     /// How long shutdown waits for in-flight requests (`shutdown_grace`, default 10s).
     pub shutdown_grace: Duration,
     /// SHA-256 of the file's bytes as parsed (zero when built from text by [`parse`]).
@@ -63,6 +63,15 @@ impl Config {
             .flatten()
             .flat_map(|t| [t.cert.clone(), t.key.clone()]);
         keys.chain(tls).collect()
+    }
+
+    /// The connection limits of `role`'s listener, when it runs.
+    pub fn limits(&self, role: crate::Role) -> Option<Limits> {
+        match role {
+            crate::Role::Issuer => self.issuer.as_ref().map(|i| i.limits),
+            crate::Role::Proxy => self.proxy.as_ref().map(|p| p.limits),
+            crate::Role::Admin => self.admin.map(|a| a.limits),
+        }
     }
 
     /// The TLS settings of `role`'s listener, when it has `tls`.
@@ -121,6 +130,33 @@ pub struct IssuerConfig {
     pub key_files: Vec<PathBuf>,
     /// `tls`: the listener speaks HTTPS.
     pub tls: Option<Tls>,
+    /// Connection limits of the listener.
+    pub limits: Limits,
+    /// How long a request body that the token service reads (token, login, consent,
+    /// introspection, revocation) may take to arrive (`request_body_timeout`, default 10s).
+    pub request_body_timeout: Duration,
+}
+
+/// The connection limits of one listener (`max_connections`, `idle_timeout`,
+/// `request_header_timeout` in its section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// The time a request head may take to arrive; for a connection's first request it is
+    /// counted from the connection's start, so a client that sends nothing is closed after it.
+    pub request_header_timeout: Duration,
+}
+
+/// `[admin]`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Connection limits of the listener.
+    pub limits: Limits,
 }
 
 impl IssuerConfig {
@@ -156,6 +192,8 @@ pub struct ProxyConfig {
     pub trusted_issuers: Vec<TrustedIssuer>,
     /// `tls`: the listener speaks HTTPS.
     pub tls: Option<Tls>,
+    /// Connection limits of the listener.
+    pub limits: Limits,
 }
 
 /// `tls = { cert, key }` on a listener, validated: the files, resolved against the file's

@@ -61,6 +61,14 @@ pub struct Issuer {
     /// `[[issuer.signing_keys]]`.
     #[serde(default)]
     pub signing_keys: Vec<S<SigningKey>>,
+    /// Default 4096.
+    pub max_connections: Option<S<i64>>,
+    /// Default `"60s"`.
+    pub idle_timeout: Option<S<String>>,
+    /// Default `"10s"`.
+    pub request_header_timeout: Option<S<String>>,
+    /// Default `"10s"`.
+    pub request_body_timeout: Option<S<String>>,
 }
 
 /// `tls = { cert, key }` on a listener.
@@ -209,6 +217,12 @@ pub struct Proxy {
     /// `[[proxy.trusted_issuers]]`.
     #[serde(default)]
     pub trusted_issuers: Vec<S<TrustedIssuer>>,
+    /// Default 4096.
+    pub max_connections: Option<S<i64>>,
+    /// Default `"60s"`.
+    pub idle_timeout: Option<S<String>>,
+    /// Default `"10s"`.
+    pub request_header_timeout: Option<S<String>>,
 }
 
 /// `[[proxy.trusted_issuers]]`.
@@ -245,4 +259,10 @@ pub struct Route {
 pub struct Admin {
     /// Socket address to listen on.
     pub listen: S<String>,
+    /// Default 64.
+    pub max_connections: Option<S<i64>>,
+    /// Default `"60s"`.
+    pub idle_timeout: Option<S<String>>,
+    /// Default `"10s"`.
+    pub request_header_timeout: Option<S<String>>,
 }

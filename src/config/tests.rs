@@ -449,3 +449,34 @@ fn an_upstream_is_parsed_once_with_its_authority_and_host_header() {
         assert_eq!(Upstream::parse(text), None, "{text}");
     }
 }
+
+#[test]
+fn connection_limits_have_defaults_and_bad_values_are_located_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_admin = format!("{VALID}\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+    let config = parse(&with_admin, dir.path(), MissingKeys::Generate).unwrap();
+    let issuer = config.limits(crate::Role::Issuer).unwrap();
+    assert_eq!(issuer.max_connections, 4096);
+    assert_eq!(issuer.idle_timeout, Duration::from_secs(60));
+    assert_eq!(issuer.request_header_timeout, Duration::from_secs(10));
+    assert_eq!(
+        config.issuer.as_ref().unwrap().request_body_timeout,
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        config.limits(crate::Role::Admin).unwrap().max_connections,
+        64
+    );
+    assert!(config.limits(crate::Role::Proxy).is_none());
+
+    let text = VALID.replace(
+        "issuer = \"http://127.0.0.1:5000\"\n",
+        "issuer = \"http://127.0.0.1:5000\"\nmax_connections = 0\nidle_timeout = \"forever\"\n",
+    ) + "[admin]\nlisten = \"127.0.0.1:0\"\nmax_connections = 2000000\nrequest_header_timeout = \"0s\"\n";
+    let p = problems(&text);
+    has(&p, "issuer.max_connections", 5, "from 1 to 1000000");
+    has(&p, "issuer.idle_timeout", 6, "not a duration");
+    has(&p, "admin.max_connections", 28, "from 1 to 1000000");
+    has(&p, "admin.request_header_timeout", 29, "longer than zero");
+    assert_eq!(p.len(), 4, "{p:?}");
+}

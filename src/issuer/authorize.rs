@@ -96,7 +96,7 @@ pub async fn authorize(
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let form = if parts.method == Method::POST {
-        form::read(&parts.headers, body).await
+        form::read(&parts.headers, body, issuer.request_body_timeout).await
     } else {
         Form::parse(parts.uri.query().unwrap_or("").as_bytes())
     };
@@ -131,7 +131,7 @@ pub async fn login(
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let ctx = Ctx::new(&snapshot.config, issuer, service, &parts.headers);
-    let result = match form::read(&parts.headers, body).await {
+    let result = match form::read(&parts.headers, body, issuer.request_body_timeout).await {
         Ok(form) => ctx.login(&form, peer).await,
         Err(_) => Err(Failure::Page(
             StatusCode::BAD_REQUEST,
@@ -150,7 +150,7 @@ pub async fn consent(
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let ctx = Ctx::new(&snapshot.config, issuer, service, &parts.headers);
-    let result = match form::read(&parts.headers, body).await {
+    let result = match form::read(&parts.headers, body, issuer.request_body_timeout).await {
         Ok(form) => ctx.consent(&form).await,
         Err(_) => Err(Failure::Page(
             StatusCode::BAD_REQUEST,

@@ -16,6 +16,9 @@ pub enum OAuthError {
     /// The body is larger than the endpoint accepts (413).
     #[error("invalid_request: the request body is too large")]
     TooLarge,
+    /// The body did not arrive within `request_body_timeout` (408).
+    #[error("invalid_request: the request body did not arrive in time")]
+    TimedOut,
     /// Client authentication failed; `basic` says whether HTTP Basic was used (401).
     #[error("invalid_client: {description}")]
     InvalidClient {
@@ -69,7 +72,9 @@ impl OAuthError {
     /// The RFC error code.
     pub fn code(&self) -> &'static str {
         match self {
-            OAuthError::InvalidRequest(_) | OAuthError::TooLarge => "invalid_request",
+            OAuthError::InvalidRequest(_) | OAuthError::TooLarge | OAuthError::TimedOut => {
+                "invalid_request"
+            }
             OAuthError::InvalidClient { .. } => "invalid_client",
             OAuthError::UnauthorizedClient(_) => "unauthorized_client",
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
@@ -92,6 +97,7 @@ impl OAuthError {
             // The cause is logged, not told.
             OAuthError::ServerError(_) => "the request could not be completed; try again later",
             OAuthError::TooLarge => "the request body is larger than 64 KiB",
+            OAuthError::TimedOut => "the request body did not arrive in time",
         }
     }
 
@@ -99,6 +105,7 @@ impl OAuthError {
     pub fn response(&self) -> Response<Body> {
         let status = match self {
             OAuthError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            OAuthError::TimedOut => StatusCode::REQUEST_TIMEOUT,
             OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
             OAuthError::InvalidClient { basic: true, .. } => StatusCode::UNAUTHORIZED,
             _ => StatusCode::BAD_REQUEST,

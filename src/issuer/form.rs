@@ -1,6 +1,8 @@
 //! `application/x-www-form-urlencoded` request bodies: read with a size limit, parsed, and
 //! checked for repeated single-value parameters.
 
+use std::time::Duration;
+
 use http::{header, HeaderMap};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -55,8 +57,13 @@ impl Form {
     }
 }
 
-/// Checks the content type and reads the body, refusing more than [`MAX_BODY`] bytes.
-pub async fn read(headers: &HeaderMap, body: Incoming) -> Result<Form, OAuthError> {
+/// Checks the content type and reads the body, refusing more than [`MAX_BODY`] bytes or a body
+/// that has not arrived `within` (`[issuer] request_body_timeout`).
+pub async fn read(
+    headers: &HeaderMap,
+    body: Incoming,
+    within: Duration,
+) -> Result<Form, OAuthError> {
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -77,9 +84,10 @@ pub async fn read(headers: &HeaderMap, body: Incoming) -> Result<Form, OAuthErro
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(OAuthError::TooLarge);
     }
-    let bytes = Limited::new(body, MAX_BODY)
-        .collect()
+    let collected = tokio::time::timeout(within, Limited::new(body, MAX_BODY).collect())
         .await
+        .map_err(|_| OAuthError::TimedOut)?;
+    let bytes = collected
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 OAuthError::TooLarge

@@ -32,9 +32,10 @@ pub async fn introspect(
     snapshot: Arc<Snapshot>,
     grants: &Grants,
     req: Request<Incoming>,
+    within: std::time::Duration,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let form = match form::read(&parts.headers, body).await {
+    let form = match form::read(&parts.headers, body, within).await {
         Ok(form) => form,
         Err(e) => return e.response(),
     };
@@ -147,9 +148,10 @@ pub async fn revocation(
     snapshot: Arc<Snapshot>,
     grants: &Grants,
     req: Request<Incoming>,
+    within: std::time::Duration,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let form = match form::read(&parts.headers, body).await {
+    let form = match form::read(&parts.headers, body, within).await {
         Ok(form) => form,
         Err(e) => return e.response(),
     };

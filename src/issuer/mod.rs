@@ -80,7 +80,16 @@ pub async fn handle(
             }
             let now = SystemTime::now();
             let snapshot = snapshot.clone();
-            token::endpoint(snapshot, &service.grants, req, now, &service.metrics).await
+            let within = issuer.request_body_timeout;
+            token::endpoint(
+                snapshot,
+                &service.grants,
+                req,
+                within,
+                now,
+                &service.metrics,
+            )
+            .await
         }
         "/connect/authorize" => {
             if !matches!(*req.method(), Method::GET | Method::POST) {
@@ -105,13 +114,15 @@ pub async fn handle(
             if req.method() != Method::POST {
                 return method_not_allowed("POST");
             }
-            introspect::introspect(snapshot.clone(), &service.grants, req).await
+            let within = issuer.request_body_timeout;
+            introspect::introspect(snapshot.clone(), &service.grants, req, within).await
         }
         "/connect/revocation" => {
             if req.method() != Method::POST {
                 return method_not_allowed("POST");
             }
-            introspect::revocation(snapshot.clone(), &service.grants, req).await
+            let within = issuer.request_body_timeout;
+            introspect::revocation(snapshot.clone(), &service.grants, req, within).await
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

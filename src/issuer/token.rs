@@ -51,11 +51,12 @@ pub async fn endpoint(
     snapshot: Arc<Snapshot>,
     grants: &Grants,
     req: Request<Incoming>,
+    within: std::time::Duration,
     now: SystemTime,
     metrics: &Metrics,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let result = match form::read(&parts.headers, body).await {
+    let result = match form::read(&parts.headers, body, within).await {
         // Codes and refresh tokens wait for the grant store's disk: off the async threads.
         Ok(form) if form.get("grant_type") != Some(GrantType::ClientCredentials.as_str()) => {
             let grants = grants.clone();

@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod connections;
 mod discovery;
 mod gateway;
 mod interactive;

@@ -1,7 +1,9 @@
 //! The harness: a real isogate on an ephemeral port, an HTTP client, token helpers.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -368,5 +370,133 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// One sample of a scrape: metric name, labels, value.
+#[derive(Debug)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A parsed `/metrics` answer.
+pub struct Scrape {
+    pub text: String,
+    pub samples: Vec<Sample>,
+}
+
+impl Scrape {
+    pub async fn of(isogate: &Isogate) -> Self {
+        let reply = get(&format!("http://{}/metrics", isogate.addr(Role::Admin))).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let content_type = reply.header("content-type").unwrap_or_default();
+        assert!(
+            content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+            "{content_type}"
+        );
+        let text = reply.text();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let samples = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| parse_sample(line).unwrap_or_else(|| panic!("not a sample: {line}")))
+            .collect();
+        Scrape { text, samples }
+    }
+
+    /// The value of the series `name` with exactly the labels `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let wanted: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut found = self
+            .samples
+            .iter()
+            .filter(|s| s.name == name && s.labels == wanted);
+        let value = found.next().map(|s| s.value);
+        assert!(found.next().is_none(), "{name} {labels:?} is repeated");
+        value
+    }
+
+    /// Like [`Scrape::value`], panicking with the whole scrape when the series is absent.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.value(name, labels)
+            .unwrap_or_else(|| panic!("no series {name} {labels:?} in:\n{}", self.text))
+    }
+
+    /// The HELP text of the metric `name`.
+    pub fn help(&self, name: &str) -> &str {
+        let prefix = format!("# HELP {name} ");
+        self.text
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{name} has no HELP:\n{}", self.text))
+    }
+
+    /// Every series of `name`.
+    pub fn series(&self, name: &str) -> Vec<&Sample> {
+        self.samples.iter().filter(|s| s.name == name).collect()
+    }
+}
+
+/// `name{k="v",...} value` or `name value` (OpenMetrics text; label values escape `\`, `"`
+/// and newline).
+fn parse_sample(line: &str) -> Option<Sample> {
+    let (name, rest) = match line.find(['{', ' ']) {
+        Some(i) => line.split_at(i),
+        None => return None,
+    };
+    let mut labels = BTreeMap::new();
+    let mut rest = rest;
+    if let Some(mut inner) = rest.strip_prefix('{') {
+        loop {
+            if let Some(after) = inner.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let eq = inner.find("=\"")?;
+            let key = inner[..eq].to_owned();
+            let mut value = String::new();
+            let mut chars = inner[eq + 2..].char_indices();
+            let end = loop {
+                let (i, c) = chars.next()?;
+                match c {
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    '"' => break eq + 2 + i + 1,
+                    c => value.push(c),
+                }
+            };
+            labels.insert(key, value);
+            inner = &inner[end..];
+            inner = inner.strip_prefix(',').unwrap_or(inner);
+        }
+    }
+    let value = rest.trim().split(' ').next()?.parse().ok()?;
+    Some(Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
+}
+
+/// Polls `check` (every 20 ms, up to 10 s) until it gives a value.
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

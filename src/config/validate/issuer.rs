@@ -17,7 +17,23 @@ pub(super) fn issuer_config(
         data_dir,
         tls,
         signing_keys,
+        max_connections,
+        idle_timeout,
+        request_header_timeout,
+        request_body_timeout,
     } = issuer.into_inner();
+    let limits = v.limits(
+        "issuer",
+        max_connections,
+        idle_timeout,
+        request_header_timeout,
+        DEFAULT_MAX_CONNECTIONS,
+    );
+    let request_body_timeout = v.duration(
+        &request_body_timeout,
+        "issuer.request_body_timeout",
+        DEFAULT_REQUEST_BODY_TIMEOUT,
+    );
     let listen = v.socket(&listen, "issuer.listen");
     let base_path = match url::Url::parse(iss.get_ref()) {
         Ok(url)
@@ -125,5 +141,7 @@ pub(super) fn issuer_config(
         keys_to_generate,
         key_files,
         tls,
+        limits,
+        request_body_timeout,
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::raw::{self, S};
 use super::{
-    Config, IssuerConfig, Lines, MissingKeys, Problem, ProxyConfig, Route, TrustedIssuer, Upstream,
-    User,
+    AdminConfig, Config, IssuerConfig, Limits, Lines, MissingKeys, Problem, ProxyConfig, Route,
+    TrustedIssuer, Upstream, User,
 };
 use crate::jwt::{Alg, KeySet, SigningKey};
 use crate::resources::rules::is_absolute_uri_without_fragment;
@@ -38,6 +38,15 @@ const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 const DEFAULT_REFRESH_SLIDING_LIFETIME: Duration = Duration::from_secs(15 * 86_400);
 const MAX_RESOURCE_LEN: usize = 512;
+/// `max_connections` of the issuer and proxy listeners.
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// `max_connections` of the admin listener: health checks and scrapes.
+const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+/// The largest `max_connections` accepted.
+const MAX_MAX_CONNECTIONS: i64 = 1_000_000;
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Claims of an access token that configuration may not supply.
 const RESERVED_CLAIMS: &[&str] = &[
     "iss",
@@ -87,6 +96,42 @@ impl V<'_> {
                 );
                 default
             }
+        }
+    }
+
+    /// A listener's connection limits; `section` is its key path (`issuer`, `proxy`, `admin`).
+    fn limits(
+        &mut self,
+        section: &str,
+        max_connections: Option<S<i64>>,
+        idle_timeout: Option<S<String>>,
+        request_header_timeout: Option<S<String>>,
+        default_max: usize,
+    ) -> Limits {
+        let max_connections = match max_connections {
+            None => default_max,
+            Some(n) if (1..=MAX_MAX_CONNECTIONS).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                self.at(
+                    &n,
+                    format!("{section}.max_connections"),
+                    format!("must be a whole number from 1 to {MAX_MAX_CONNECTIONS}"),
+                );
+                default_max
+            }
+        };
+        Limits {
+            max_connections,
+            idle_timeout: self.duration(
+                &idle_timeout,
+                &format!("{section}.idle_timeout"),
+                DEFAULT_IDLE_TIMEOUT,
+            ),
+            request_header_timeout: self.duration(
+                &request_header_timeout,
+                &format!("{section}.request_header_timeout"),
+                DEFAULT_REQUEST_HEADER_TIMEOUT,
+            ),
         }
     }
 
@@ -167,7 +212,25 @@ pub(super) fn validate(
     let proxy_span = proxy.as_ref().map(S::span);
     let proxy = proxy.map(|p| proxy_config(&mut v, p));
     let routes = route_configs(&mut v, routes, &model, proxy_span.is_some());
-    let admin = admin.map(|a| v.socket(&a.get_ref().listen, "admin.listen"));
+    let admin = admin.map(|a| {
+        let raw::Admin {
+            listen,
+            max_connections,
+            idle_timeout,
+            request_header_timeout,
+        } = a.into_inner();
+        AdminConfig {
+            listen: v.socket(&listen, "admin.listen"),
+            limits: v.limits(
+                "admin",
+                max_connections,
+                idle_timeout,
+                request_header_timeout,
+                DEFAULT_ADMIN_MAX_CONNECTIONS,
+            ),
+        }
+    });
+    let admin_listen = admin.map(|a| a.listen);
 
     if issuer.is_none() && proxy.is_none() {
         problems.push(lines.problem(
@@ -184,7 +247,7 @@ pub(super) fn validate(
                 "the token service has no [[clients]]",
             ));
         }
-        let addrs = [proxy.as_ref().map(|p| p.listen), admin];
+        let addrs = [proxy.as_ref().map(|p| p.listen), admin_listen];
         if addrs.contains(&Some(issuer.listen)) && issuer.listen.port() != 0 {
             problems.push(lines.problem(
                 Some(span),
@@ -194,7 +257,7 @@ pub(super) fn validate(
         }
     }
     if let (Some(span), Some(proxy)) = (proxy_span, &proxy) {
-        if admin == Some(proxy.listen) && proxy.listen.port() != 0 {
+        if admin_listen == Some(proxy.listen) && proxy.listen.port() != 0 {
             problems.push(lines.problem(
                 Some(span),
                 "proxy.listen",

@@ -9,6 +9,9 @@ pub(super) fn proxy_config(v: &mut V<'_>, proxy: S<raw::Proxy>) -> ProxyConfig {
         upstream_timeout,
         tls,
         trusted_issuers,
+        max_connections,
+        idle_timeout,
+        request_header_timeout,
     } = proxy.into_inner();
     let tls = v.tls(tls, "proxy.tls");
     let trusted_issuers = trusted_issuers
@@ -57,6 +60,13 @@ pub(super) fn proxy_config(v: &mut V<'_>, proxy: S<raw::Proxy>) -> ProxyConfig {
         ),
         trusted_issuers,
         tls,
+        limits: v.limits(
+            "proxy",
+            max_connections,
+            idle_timeout,
+            request_header_timeout,
+            DEFAULT_MAX_CONNECTIONS,
+        ),
     }
 }
 

@@ -1,0 +1,136 @@
+//! HTTP plumbing shared by every listener: the response body type, small response builders,
+//! the outgoing client, and (in [`serve`]) the accept loop with its connection limits.
+
+mod serve;
+
+pub use serve::{serve, Listener, TlsSource, WorkerThreads, Workers, MAX_HEAD};
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioExecutor;
+
+/// Errors a response body can fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response isogate sends.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A body holding `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A response with `status` and a JSON body.
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    // Serialising our own plain data types cannot fail.
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    json_bytes(status, Bytes::from(bytes))
+}
+
+/// A response with `status` and an already serialised JSON body.
+pub fn json_bytes(status: StatusCode, bytes: Bytes) -> Response<Body> {
+    let mut response = Response::new(full(bytes));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// 405 with the `Allow` header.
+pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// The pooled client isogate uses for upstreams and remote JWKS: HTTP/1.1 over TCP or rustls.
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Body,
+>;
+
+/// Opens HTTP/1.1 connections over TCP, or over rustls for `https` URLs.
+pub type Connector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// Builds the pooled client on `connector`.
+pub fn client(connector: Connector) -> Client {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+/// The connector of every outgoing connection; `https` is verified against the system's roots.
+pub fn connector(connect_timeout: Duration) -> Connector {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match builder.with_native_roots() {
+        Ok(builder) => builder,
+        Err(e) => {
+            tracing::warn!(error = %e, "no system root certificates; https upstreams will fail verification");
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )
+        }
+    };
+    builder.https_or_http().enable_http1().wrap_connector(http)
+}
+
+/// GETs `url` and parses its JSON body (at most `limit` bytes), within `timeout`.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    url: &str,
+    timeout: Duration,
+    limit: usize,
+) -> Result<T, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+    let req = http::Request::get(uri)
+        .header(header::ACCEPT, "application/json")
+        .body(full(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let fetch = async {
+        let response = client
+            .request(req)
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("GET {url}: status {}", response.status()));
+        }
+        let body = http_body_util::Limited::new(response.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not the JSON expected: {e}"))
+    };
+    tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| format!("GET {url}: no answer within {timeout:?}"))?
+}
