@@ -170,6 +170,7 @@ impl Server {
             Some(issuer) => Some(Arc::new(issuer::Service {
                 grants: grants::Grants::open(&issuer.data_dir)?,
                 sessions: issuer::session::Sessions::default(),
+                passwords: issuer::passwords::Passwords::per_cpu(),
                 metrics: metrics.clone(),
             })),
             None => None,

@@ -156,7 +156,7 @@ impl Metrics {
         let logins = Family::<ResultLabels, Counter>::default();
         registry.register(
             "isogate_logins",
-            "Login attempts on the sign-in page: ok, failed, or slowed (refused unchecked during the wait after repeated failures)",
+            "Login attempts on the sign-in page: ok, failed, slowed (refused unchecked during the wait after repeated failures) or busy (refused unchecked: no turn for a password check)",
             logins.clone(),
         );
         let tokens_refused = Family::<ErrorLabels, Counter>::default();

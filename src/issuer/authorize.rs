@@ -6,8 +6,7 @@
 //! `state` and `iss` (RFC 9207).
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -292,13 +291,6 @@ fn pkce(client: &Client, form: &Form) -> Result<Option<String>, &'static str> {
     }
 }
 
-/// A password hash to check when the username is unknown, so that the answer takes as long
-/// as for a known one.
-fn dummy_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| crate::secret::hash_password(b"isogate-no-such-user").unwrap_or_default())
-}
-
 /// Runs a grant store call off the async threads (a commit waits for the disk).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -364,7 +356,7 @@ impl<'a> Ctx<'a> {
             format!("user:{}", username.to_lowercase()),
             format!("addr:{}", peer.ip()),
         ];
-        if let Some(wait) = sessions.wait(&keys) {
+        if let Err(wait) = sessions.attempt(&keys, Instant::now()) {
             let message = format!(
                 "Too many failed sign-in attempts. Wait {} seconds and try again.",
                 wait.as_secs().max(1)
@@ -374,14 +366,22 @@ impl<'a> Ctx<'a> {
             return self.show_login_again(&pending_id, &pending, username, &message);
         }
         let user = self.config.users.iter().find(|u| u.username == username);
-        let phc = user.map_or_else(|| dummy_hash().to_owned(), |u| u.password.clone());
-        let presented = password.as_bytes().to_vec();
-        let verified =
-            tokio::task::spawn_blocking(move || crate::secret::verify_password(&phc, &presented))
-                .await
-                .unwrap_or(false);
+        let phc = user.map(|u| u.password.clone());
+        let Some(verified) = self.service.passwords.verify(phc, password).await else {
+            self.service.metrics.login("busy");
+            tracing::warn!(client_id = %pending.request.client_id, "login refused: too many password checks waiting");
+            let mut page = self.show_login_again(
+                &pending_id,
+                &pending,
+                username,
+                "Too many sign-ins are being checked right now. Wait a moment and try again.",
+            )?;
+            *page.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            page.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Ok(page);
+        };
         let Some(user) = user.filter(|_| verified) else {
-            sessions.failed(&keys);
             self.service.metrics.login("failed");
             tracing::info!(client_id = %pending.request.client_id, "login failed");
             return self.show_login_again(

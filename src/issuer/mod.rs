@@ -8,6 +8,7 @@ pub mod form;
 mod introspect;
 pub mod oidc;
 mod pages;
+pub mod passwords;
 mod redeem;
 pub mod session;
 pub mod token;
@@ -34,6 +35,8 @@ pub struct Service {
     pub grants: Grants,
     /// Sessions, pending sign-ins and failed logins.
     pub sessions: session::Sessions,
+    /// Password checks, a bounded number at a time.
+    pub passwords: passwords::Passwords,
     /// Where token requests are counted.
     pub metrics: Arc<Metrics>,
 }

@@ -159,25 +159,25 @@ impl Sessions {
         self.lock().pending.remove(id);
     }
 
-    /// How long until a login for any of `keys` may be tried; `None` when it may now.
-    pub fn wait(&self, keys: &[String]) -> Option<Duration> {
-        let now = Instant::now();
-        let inner = self.lock();
-        keys.iter()
+    /// Counts a login attempt against each of `keys` (a username, a client address) before its
+    /// password is checked, so that parallel attempts cannot all pass the check on one count.
+    /// Refused, uncounted, with how long to wait, while any of the keys must wait; a success
+    /// clears the count with [`Sessions::succeeded`].
+    pub fn attempt(&self, keys: &[String], now: Instant) -> Result<(), Duration> {
+        let mut inner = self.lock();
+        let wait = keys
+            .iter()
             .filter_map(|k| inner.failures.get(k))
-            .filter(|f| now.duration_since(f.last) < FAILURE_WINDOW)
+            .filter(|f| now.saturating_duration_since(f.last) < FAILURE_WINDOW)
             .map(|f| f.next_allowed().saturating_duration_since(now))
             .filter(|wait| !wait.is_zero())
-            .max()
-    }
-
-    /// Counts a failed login against each of `keys`.
-    pub fn failed(&self, keys: &[String]) {
-        let now = Instant::now();
-        let mut inner = self.lock();
+            .max();
+        if let Some(wait) = wait {
+            return Err(wait);
+        }
         inner
             .failures
-            .retain(|_, f| now.duration_since(f.last) < FAILURE_WINDOW);
+            .retain(|_, f| now.saturating_duration_since(f.last) < FAILURE_WINDOW);
         for key in keys {
             if inner.failures.len() >= MAX_ENTRIES && !inner.failures.contains_key(key) {
                 continue;
@@ -189,6 +189,7 @@ impl Sessions {
             failures.count += 1;
             failures.last = now;
         }
+        Ok(())
     }
 
     /// Clears the failures of each of `keys` after a successful login.
@@ -208,18 +209,35 @@ mod tests {
     fn the_slowdown_starts_after_the_free_failures_and_doubles() {
         let sessions = Sessions::default();
         let keys = ["user:alice".to_owned()];
-        for _ in 0..FREE_FAILURES - 1 {
-            sessions.failed(&keys);
+        let start = Instant::now();
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(sessions.attempt(&keys, start), Ok(()));
         }
-        assert_eq!(sessions.wait(&keys), None);
-        sessions.failed(&keys);
-        let first = sessions.wait(&keys).expect("a wait");
-        assert!(first <= Duration::from_secs(1) && first > Duration::from_millis(900));
-        sessions.failed(&keys);
-        assert!(sessions.wait(&keys).expect("a wait") > Duration::from_millis(1900));
+        // The sixth waits a second after the fifth, and is not counted.
+        assert_eq!(sessions.attempt(&keys, start), Err(Duration::from_secs(1)));
+        let later = start + Duration::from_millis(400);
+        assert_eq!(
+            sessions.attempt(&keys, later),
+            Err(Duration::from_millis(600))
+        );
+        let then = start + Duration::from_secs(1);
+        assert_eq!(sessions.attempt(&keys, then), Ok(()));
+        assert_eq!(sessions.attempt(&keys, then), Err(Duration::from_secs(2)));
         // Another key is not slowed down; success clears.
-        assert_eq!(sessions.wait(&["user:bob".to_owned()]), None);
+        assert_eq!(sessions.attempt(&["user:bob".to_owned()], then), Ok(()));
         sessions.succeeded(&keys);
-        assert_eq!(sessions.wait(&keys), None);
+        assert_eq!(sessions.attempt(&keys, then), Ok(()));
+    }
+
+    #[test]
+    fn failures_are_forgotten_after_the_window() {
+        let sessions = Sessions::default();
+        let keys = ["addr:192.0.2.1".to_owned()];
+        let start = Instant::now();
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(sessions.attempt(&keys, start), Ok(()));
+        }
+        assert!(sessions.attempt(&keys, start).is_err());
+        assert_eq!(sessions.attempt(&keys, start + FAILURE_WINDOW), Ok(()));
     }
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::support::*;
 
-const USERS: &str = include_str!("../fixtures/users.toml");
+pub const USERS: &str = include_str!("../fixtures/users.toml");
 const WEB_CALLBACK: &str = "http://127.0.0.1:1/callback";
 const SPA_CALLBACK: &str = "http://127.0.0.1:1/spa";
 
@@ -23,8 +23,8 @@ async fn start() -> Isogate {
 
 /// A browser without redirects: keeps cookies, shows each answer.
 #[derive(Default)]
-struct Browser {
-    cookies: HashMap<String, String>,
+pub struct Browser {
+    pub cookies: HashMap<String, String>,
 }
 
 impl Browser {
@@ -49,7 +49,7 @@ impl Browser {
         reply
     }
 
-    async fn get(&mut self, url: &str) -> Reply {
+    pub async fn get(&mut self, url: &str) -> Reply {
         self.send(Request::get(url), String::new()).await
     }
 
@@ -63,7 +63,7 @@ impl Browser {
 }
 
 /// The value of hidden input `name` in a page.
-fn hidden(page: &str, name: &str) -> String {
+pub fn hidden(page: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = page
         .find(&marker)
@@ -85,7 +85,7 @@ fn query(reply: &Reply) -> HashMap<String, String> {
 }
 
 /// A PKCE verifier and its S256 challenge.
-fn pkce() -> (String, String) {
+pub fn pkce() -> (String, String) {
     let verifier = URL_SAFE_NO_PAD.encode(rand_bytes());
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
     (verifier, URL_SAFE_NO_PAD.encode(digest.as_ref()))
@@ -107,7 +107,7 @@ fn authorize_url_at(base: &str, params: &[(&str, &str)]) -> String {
 }
 
 /// The seed's authorize request: both resources, `offline_access`, OpenID, PKCE.
-fn seed_request(challenge: &str) -> Vec<(&str, &str)> {
+pub fn seed_request(challenge: &str) -> Vec<(&str, &str)> {
     vec![
         ("client_id", "web"),
         ("response_type", "code"),

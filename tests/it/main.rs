@@ -8,6 +8,7 @@ mod discovery;
 mod gateway;
 mod interactive;
 mod interop;
+mod logins;
 mod reload;
 mod servers;
 mod support;
