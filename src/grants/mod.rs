@@ -5,6 +5,7 @@
 
 pub mod store;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,10 +132,13 @@ struct FamilyRecord {
 }
 
 /// A consent a user gave a client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Consent {
-    /// The scopes consented to.
-    pub scopes: Vec<String>,
+    /// The `(scope, API resource)` pairs approved (`""` for an identity scope or
+    /// `offline_access`); see [`crate::resources::consent_pairs`]. A consent stored before pairs
+    /// were kept reads as approving nothing, so the user is asked again.
+    #[serde(default)]
+    pub approved: BTreeSet<(String, String)>,
 }
 
 /// The grant logic over a [`GrantStore`].
@@ -424,19 +428,26 @@ impl Grants {
             .map(|(_, c)| c))
     }
 
-    /// Remembers `consent` of `subject` for `client_id` for `lifetime`.
+    /// Adds `approved` to what `subject` approved for `client_id` (pairs approved before stay),
+    /// and keeps the whole for `lifetime` from `now`.
     pub fn remember_consent(
         &self,
         subject: &str,
         client_id: &str,
-        consent: &Consent,
+        approved: &BTreeSet<(String, String)>,
         lifetime: Duration,
         now: u64,
     ) -> Result<(), StoreError> {
         let key = consent_key(subject, client_id);
         loop {
             let current = self.store.get(Table::Consents, &key)?;
-            let record = to_record(consent, now + lifetime.as_secs())?;
+            let mut consent: Consent = current
+                .as_ref()
+                .filter(|r| r.expires_at > now)
+                .and_then(|r| serde_json::from_slice(&r.value).ok())
+                .unwrap_or_default();
+            consent.approved.extend(approved.iter().cloned());
+            let record = to_record(&consent, now + lifetime.as_secs())?;
             if self
                 .store
                 .swap(Table::Consents, &key, current.as_ref(), &record)?

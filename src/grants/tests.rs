@@ -175,13 +175,21 @@ fn revocation_is_for_the_owning_client_only() {
 #[test]
 fn consents_are_remembered_per_subject_and_client() {
     let (_dir, grants) = grants();
-    let consent = Consent {
-        scopes: vec!["read".into()],
-    };
+    let products: BTreeSet<_> = [("read".to_owned(), "urn:products".to_owned())].into();
+    let invoices: BTreeSet<_> = [("read".to_owned(), "urn:invoices".to_owned())].into();
     grants
-        .remember_consent("a", "web", &consent, Duration::from_secs(60), NOW)
+        .remember_consent("a", "web", &products, Duration::from_secs(60), NOW)
         .unwrap();
-    assert_eq!(grants.consent("a", "web").unwrap(), Some(consent));
+    assert_eq!(
+        grants.consent("a", "web").unwrap().unwrap().approved,
+        products
+    );
+    // A later approval adds to the earlier one.
+    grants
+        .remember_consent("a", "web", &invoices, Duration::from_secs(60), NOW)
+        .unwrap();
+    let both: BTreeSet<_> = products.union(&invoices).cloned().collect();
+    assert_eq!(grants.consent("a", "web").unwrap().unwrap().approved, both);
     assert_eq!(grants.consent("a", "other").unwrap(), None);
     assert_eq!(grants.consent("aw", "eb").unwrap(), None);
     assert_eq!(grants.sweep(NOW + 61).unwrap(), 1);

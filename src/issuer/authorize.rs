@@ -5,6 +5,7 @@
 //! redirected to. Every other error goes back to the registered redirect with `error`,
 //! `state` and `iss` (RFC 9207).
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,7 +17,7 @@ use super::pages::{self, Item};
 use super::session::{Pending, SESSION_LIFETIME};
 use super::{OAuthError, Service};
 use crate::config::{Config, IssuerConfig, User};
-use crate::grants::{Authorization, CodeGrant, Consent, Grants, StoreError};
+use crate::grants::{Authorization, CodeGrant, Grants, StoreError};
 use crate::http::Body;
 use crate::jwt::numeric_date;
 use crate::resources::{self, Client, GrantType, OFFLINE_ACCESS};
@@ -425,12 +426,12 @@ impl<'a> Ctx<'a> {
         if form.get("remember") == Some("yes") {
             let grants = self.service.grants.clone();
             let (subject, client_id) = (session.subject.clone(), request.client_id.clone());
-            let consent = Consent {
-                scopes: request.scopes.clone(),
-            };
+            let approved = self.consent_pairs(&request);
             let now = numeric_date(SystemTime::now());
+            // Added to what was approved before: consent at one API, then at another, is
+            // consent at both.
             blocking(move || {
-                grants.remember_consent(&subject, &client_id, &consent, CONSENT_LIFETIME, now)
+                grants.remember_consent(&subject, &client_id, &approved, CONSENT_LIFETIME, now)
             })
             .await?;
         }
@@ -487,7 +488,13 @@ impl<'a> Ctx<'a> {
         let grants = self.service.grants.clone();
         let (subject, client_id) = (subject.to_owned(), request.client_id.clone());
         let given = blocking(move || grants.consent(&subject, &client_id)).await?;
-        Ok(!given.is_some_and(|c| request.scopes.iter().all(|s| c.scopes.contains(s))))
+        let asked = self.consent_pairs(request);
+        Ok(!given.is_some_and(|c| asked.is_subset(&c.approved)))
+    }
+
+    /// The `(scope, API)` pairs `request` asks the user to approve.
+    fn consent_pairs(&self, request: &AuthorizeRequest) -> BTreeSet<(String, String)> {
+        resources::consent_pairs(&self.config.model, &request.scopes, &request.resources)
     }
 
     async fn issue_code(
@@ -581,15 +588,13 @@ impl<'a> Ctx<'a> {
             .scopes
             .iter()
             .map(|name| {
-                let base = name.split(':').next().unwrap_or(name);
                 let label = if name == OFFLINE_ACCESS {
                     Some("Keep access while you are away (offline access)")
                 } else if let Some(r) = model.identity_resources.get(name) {
                     r.display_name.as_deref()
                 } else {
                     model
-                        .api_scopes
-                        .get(base)
+                        .api_scope_of(name)
                         .and_then(|s| s.display_name.as_deref())
                 };
                 Item {
@@ -598,8 +603,14 @@ impl<'a> Ctx<'a> {
                 }
             })
             .collect();
-        let apis: Vec<Item> = request
-            .resources
+        // Every API the approval reaches, also when the request named none.
+        let reached: BTreeSet<String> = self
+            .consent_pairs(&request)
+            .into_iter()
+            .map(|(_, api)| api)
+            .filter(|api| !api.is_empty())
+            .collect();
+        let apis: Vec<Item> = reached
             .iter()
             .map(|name| Item {
                 label: model

@@ -3,7 +3,9 @@
 
 pub(crate) mod rules;
 
-pub use rules::{authorize, grant, redeem, Granted, Refusal, Remembered, TokenRequest};
+pub use rules::{
+    authorize, consent_pairs, grant, redeem, Granted, Refusal, Remembered, TokenRequest,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -34,6 +36,18 @@ impl Model {
     /// The API resource with this name.
     pub fn api_resource(&self, name: &str) -> Option<&ApiResource> {
         self.api_resources.iter().find(|r| r.name == name)
+    }
+
+    /// The API scope that a scope value names: the scope of that exact name (`read`, or
+    /// `invoices:read` when a scope is called so), else the parameterized scope it is a value
+    /// of (`transaction:42` is `transaction`). Only a scope declared `parameterized` is read as
+    /// `name:value`.
+    pub fn api_scope_of(&self, value: &str) -> Option<&ApiScope> {
+        if let Some(scope) = self.api_scopes.get(value) {
+            return Some(scope);
+        }
+        let (name, _) = value.split_once(':')?;
+        self.api_scopes.get(name).filter(|s| s.parameterized)
     }
 }
 

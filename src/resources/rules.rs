@@ -166,6 +166,38 @@ pub fn redeem(
     grant_within(model, client, &req, within)
 }
 
+/// What a user approves on the consent page (SPEC §6): each granted API scope paired with
+/// each API it reaches — the authorize request's resources that list it, or, without any, the
+/// enabled non-isolated resources that list it (rule 4's audience) — and each identity scope
+/// and `offline_access` paired with `""`. A remembered consent covers a request only when it
+/// holds every pair of it: consent for `read` at one API is not consent at another.
+pub fn consent_pairs(
+    model: &Model,
+    scopes: &[String],
+    resources: &[String],
+) -> BTreeSet<(String, String)> {
+    let mut pairs = BTreeSet::new();
+    for scope in scopes {
+        let Some(api_scope) = model.api_scope_of(scope) else {
+            pairs.insert((scope.clone(), String::new()));
+            continue;
+        };
+        let reached = model.api_resources.iter().filter(|r| {
+            r.enabled
+                && r.lists(&api_scope.name)
+                && if resources.is_empty() {
+                    !r.isolated
+                } else {
+                    resources.contains(&r.name)
+                }
+        });
+        for resource in reached {
+            pairs.insert((scope.clone(), resource.name.clone()));
+        }
+    }
+    pairs
+}
+
 /// [`grant`], with rule 4's audience limited to `within` when given.
 fn grant_within(
     model: &Model,

@@ -913,3 +913,85 @@ async fn cookies_are_secure_when_the_issuer_is_https() {
         .text()
         .contains("action=\"https://id.example/connect/authorize/login\""));
 }
+
+#[tokio::test]
+async fn consent_is_remembered_per_scope_and_api_and_another_api_asks_again() {
+    let isogate = start().await;
+    let (_, challenge) = pkce();
+    let request = |resource: &'static str| {
+        vec![
+            ("client_id", "spa"),
+            ("response_type", "code"),
+            ("redirect_uri", SPA_CALLBACK),
+            ("scope", "read"),
+            ("resource", resource),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ]
+    };
+    let consent_url = isogate.issuer_url("/connect/authorize/consent");
+    let mut browser = Browser::default();
+    let page = browser
+        .get(&authorize_url(&isogate, &request("urn:products")))
+        .await;
+    let consent = log_in(&isogate, &mut browser, &page, "alice", "alice").await;
+    let html = consent.text();
+    assert!(html.contains("urn:products"), "{html}");
+    let allowed = browser
+        .post(
+            &consent_url,
+            &[
+                ("request", &hidden(&html, "request")),
+                ("csrf", &hidden(&html, "csrf")),
+                ("decision", "allow"),
+                ("remember", "yes"),
+            ],
+        )
+        .await;
+    assert!(query(&allowed).contains_key("code"));
+
+    // The same scope at the isolated invoices API was never approved: prompt=none cannot
+    // get a code for it silently, and without prompt the page asks, naming that API.
+    let mut silent = request("urn:invoices");
+    silent.push(("prompt", "none"));
+    let reply = browser.get(&authorize_url(&isogate, &silent)).await;
+    assert_eq!(
+        query(&reply)["error"],
+        "consent_required",
+        "{:?}",
+        query(&reply)
+    );
+    let page = browser
+        .get(&authorize_url(&isogate, &request("urn:invoices")))
+        .await;
+    let html = page.text();
+    assert!(html.contains("Allow access?"), "{html}");
+    assert!(
+        html.contains("urn:invoices") && !html.contains("urn:products"),
+        "{html}"
+    );
+    let allowed = browser
+        .post(
+            &consent_url,
+            &[
+                ("request", &hidden(&html, "request")),
+                ("csrf", &hidden(&html, "csrf")),
+                ("decision", "allow"),
+                ("remember", "yes"),
+            ],
+        )
+        .await;
+    assert!(query(&allowed).contains_key("code"));
+
+    // Both approvals are remembered.
+    for resource in ["urn:products", "urn:invoices"] {
+        let mut silent = request(resource);
+        silent.push(("prompt", "none"));
+        let reply = browser.get(&authorize_url(&isogate, &silent)).await;
+        assert!(
+            query(&reply).contains_key("code"),
+            "{resource}: {:?}",
+            query(&reply)
+        );
+    }
+}

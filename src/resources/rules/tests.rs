@@ -466,3 +466,72 @@ fn identity_scopes_alone_give_a_token_for_the_issuer() {
     assert_eq!(strs(&g.aud), ["https://issuer/resources"]);
     assert_eq!(strs(&g.scopes), ["openid"]);
 }
+
+fn strings(values: &[&str]) -> Vec<String> {
+    values.iter().map(|s| s.to_string()).collect()
+}
+
+fn pairs(values: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    values
+        .iter()
+        .map(|(s, r)| (s.to_string(), r.to_string()))
+        .collect()
+}
+
+#[test]
+fn consent_pairs_each_scope_with_the_apis_it_reaches() {
+    let m = model(true);
+    // With resources: the named APIs that list each scope.
+    assert_eq!(
+        consent_pairs(
+            &m,
+            &strings(&["openid", "read", "manage", "offline_access"]),
+            &strings(&["urn:invoices", "urn:products"])
+        ),
+        pairs(&[
+            ("manage", "urn:invoices"),
+            ("offline_access", ""),
+            ("openid", ""),
+            ("read", "urn:invoices"),
+            ("read", "urn:products"),
+        ])
+    );
+    // Without: the non-isolated APIs that list it (rule 4); isolated invoices is not among them.
+    assert_eq!(
+        consent_pairs(&m, &strings(&["read", "manage"]), &[]),
+        pairs(&[("manage", "urn:customers"), ("read", "urn:products")])
+    );
+    // A parameterized scope keeps its value and reaches its API by its name.
+    assert_eq!(
+        consent_pairs(&m, &strings(&["transaction:42"]), &[]),
+        pairs(&[("transaction:42", "urn:payments")])
+    );
+    // Consent at products does not cover invoices.
+    let given = consent_pairs(&m, &strings(&["read"]), &strings(&["urn:products"]));
+    let asked = consent_pairs(&m, &strings(&["read"]), &strings(&["urn:invoices"]));
+    assert!(!asked.is_subset(&given));
+}
+
+#[test]
+fn a_scope_named_with_a_colon_is_a_scope_of_its_own_unless_its_base_is_parameterized() {
+    let mut m = model(false);
+    m.api_scopes
+        .insert("invoices:read".into(), scope("invoices:read"));
+    m.api_resources[0].scopes.push("invoices:read".into());
+    assert_eq!(
+        m.api_scope_of("invoices:read").unwrap().name,
+        "invoices:read"
+    );
+    assert_eq!(
+        m.api_scope_of("transaction:42").unwrap().name,
+        "transaction"
+    );
+    assert_eq!(m.api_scope_of("read").unwrap().name, "read");
+    // `read` is not parameterized: `read:x` names nothing.
+    assert!(m.api_scope_of("read:x").is_none());
+    assert!(m.api_scope_of("invoices").is_none());
+    assert_eq!(
+        consent_pairs(&m, &strings(&["invoices:read"]), &[]),
+        pairs(&[("invoices:read", "urn:invoices")])
+    );
+}
