@@ -244,6 +244,8 @@ pub struct Route {
     pub scopes: BTreeMap<String, Vec<String>>,
     /// Remove `Authorization` before forwarding.
     pub strip_authorization: bool,
+    /// Headers of `crate::proxy::forward::REWRITING` this route forwards (`keep_headers`).
+    pub keep_headers: Vec<http::HeaderName>,
 }
 
 /// A route's upstream origin, parsed once when the file is loaded.

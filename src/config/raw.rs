@@ -252,6 +252,9 @@ pub struct Route {
     /// Default `false`.
     #[serde(default)]
     pub strip_authorization: bool,
+    /// Request headers that change a request's meaning upstream, forwarded anyway.
+    #[serde(default)]
+    pub keep_headers: Vec<S<String>>,
 }
 
 /// `[admin]`.

@@ -480,3 +480,28 @@ fn connection_limits_have_defaults_and_bad_values_are_located_problems() {
     has(&p, "admin.request_header_timeout", 29, "longer than zero");
     assert_eq!(p.len(), 4, "{p:?}");
 }
+
+#[test]
+fn a_route_keeps_only_rewriting_headers_and_never_isogates_own() {
+    let gateway = |keep: &str| {
+        format!(
+            "{VALID}\n[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\npath_prefix = \"/a\"\nupstream = \"http://127.0.0.1:1\"\nresource = \"urn:invoices\"\nkeep_headers = {keep}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse(
+        &gateway("[\"X-HTTP-Method-Override\", \"x-original-url\"]"),
+        dir.path(),
+        MissingKeys::Generate,
+    )
+    .unwrap();
+    assert_eq!(
+        config.routes[0].keep_headers,
+        ["x-http-method-override", "x-original-url"]
+    );
+    let p = problems(&gateway("[\"x-isogate-sub\", \"X-Forwarded-For\", \"forwarded\", \"x-other\"]"));
+    for i in 0..4 {
+        has(&p, &format!("routes[0].keep_headers[{i}]"), 32, "can be kept");
+    }
+    assert_eq!(p.len(), 4, "{p:?}");
+}

@@ -11,9 +11,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::upstream::Upstreams;
-use crate::config::Upstream;
+use crate::config::{Route, Upstream};
 use crate::http::{json, Body};
 use crate::jwt::verify::Claims;
+use crate::resources::{ApiResource, Model};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the proxy
 /// credentials and `Expect`, which isogate answers itself. Names, not strings: a `&str` name is
@@ -38,8 +39,18 @@ const X_ISOGATE_SUB: HeaderName = HeaderName::from_static("x-isogate-sub");
 const X_ISOGATE_CLIENT_ID: HeaderName = HeaderName::from_static("x-isogate-client-id");
 const X_ISOGATE_SCOPE: HeaderName = HeaderName::from_static("x-isogate-scope");
 
-/// The prefix of identity headers: only isogate may set them.
-const IDENTITY_PREFIX: &str = "x-isogate-";
+/// Prefixes of the headers isogate owns: a client may never send them upstream.
+const OWNED_PREFIXES: [&[u8]; 2] = [b"x-isogate-", b"x-forwarded-"];
+
+/// Headers that make upstream frameworks read another path or method than the request's
+/// (IIS and Symfony rewrites, method overrides); dropped unless the route keeps them.
+pub const REWRITING: [&str; 5] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -95,11 +106,12 @@ pub async fn forward(
     req: Request<Incoming>,
     upstream: &Upstream,
     path: String,
-    identity: &Result<Identity, &'static str>,
-    strip_authorization: bool,
+    identity: Result<Identity, &'static str>,
+    route: &Route,
     origin: Origin<'_>,
     timeout: Duration,
 ) -> Result<Response<Body>, ForwardError> {
+    let keep = &route.keep_headers;
     let (mut parts, body) = req.into_parts();
     let client_version = parts.version;
     // Origin-form, as HTTP/1.1 sends it to an origin server.
@@ -118,20 +130,8 @@ pub async fn forward(
     };
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
-    if headers
-        .keys()
-        .any(|name| name.as_str().starts_with(IDENTITY_PREFIX))
-    {
-        let spoofed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| name.as_str().starts_with(IDENTITY_PREFIX))
-            .cloned()
-            .collect();
-        for name in spoofed {
-            headers.remove(name);
-        }
-    }
-    if strip_authorization {
+    drop_owned(headers, keep);
+    if route.strip_authorization {
         headers.remove(header::AUTHORIZATION);
     }
     // The upstream's own; the client's host travels in X-Forwarded-Host.
@@ -204,21 +204,53 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn set_forwarded(headers: &mut HeaderMap, origin: &Origin<'_>) {
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(before) if !before.trim().is_empty() => {
-            HeaderValue::try_from(format!("{before}, {}", origin.peer.ip()))
+/// Removes every header isogate owns — `x-isogate-*`, `x-forwarded-*`, `forwarded` — and the
+/// [`REWRITING`] ones that `keep` does not name. Names are compared with `_` read as `-`:
+/// CGI, WSGI and Rack servers merge `X_Isogate_Sub` into `x-isogate-sub`, the spoofed value
+/// first. (Names are lower-case already.) A kept header passes only under its own name.
+fn drop_owned(headers: &mut HeaderMap, keep: &[HeaderName]) {
+    let refused = |name: &HeaderName| {
+        let bytes = name.as_str().as_bytes();
+        match bytes.first() {
+            Some(b'x') => {
+                OWNED_PREFIXES
+                    .iter()
+                    .any(|p| bytes.len() >= p.len() && same_name(&bytes[..p.len()], p))
+                    || (REWRITING.iter().any(|r| same_name(bytes, r.as_bytes()))
+                        && !keep.contains(name))
+            }
+            Some(b'f') => same_name(bytes, b"forwarded"),
+            _ => false,
         }
-        _ => ip_value(origin.peer.ip()),
     };
-    if let Ok(value) = forwarded_for {
+    if !headers.keys().any(refused) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| refused(n)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// Whether header name `name` is `ours` when `_` is read as `-`.
+fn same_name(name: &[u8], ours: &[u8]) -> bool {
+    name.len() == ours.len()
+        && name
+            .iter()
+            .zip(ours)
+            .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+}
+
+/// `X-Forwarded-For` (the client's address: a client-sent one was dropped), `-Proto` and
+/// `-Host`.
+fn set_forwarded(headers: &mut HeaderMap, origin: &Origin<'_>) {
+    if let Ok(value) = ip_value(origin.peer.ip()) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(origin.scheme));
-    match origin.host {
-        Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
+    if let Some(host) = origin.host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    }
 }
 
 /// `ip` as a header value; IPv4 without the formatting machinery, as it is on every request.
@@ -250,18 +282,34 @@ fn ip_value(ip: IpAddr) -> Result<HeaderValue, http::header::InvalidHeaderValue>
 }
 
 /// The identity headers of a token's claims: `X-Isogate-Sub`, `X-Isogate-Client-Id` (each when
-/// the token has the claim) and `X-Isogate-Scope` (space-delimited).
+/// the token has the claim) and `X-Isogate-Scope` (space-delimited). A value is forwarded only
+/// when it is visible ASCII without `,` (an upstream that reads a header as a list would split
+/// it, and one that trims would turn `" admin "` into `admin`): anything else refuses the
+/// request rather than reach the upstream altered.
 #[derive(Debug, Clone)]
 pub struct Identity {
     sub: Option<HeaderValue>,
     client_id: Option<HeaderValue>,
-    scope: HeaderValue,
+    /// Every scope of the token, when each is forwardable: sent as is to a resource that lists
+    /// them all (the usual case, a token cut down to one resource).
+    scope: Option<HeaderValue>,
 }
 
 impl Identity {
-    /// The headers of `claims`, or the name of the claim that cannot be a header value.
+    /// The headers of `claims`, or the name of the claim that cannot be forwarded faithfully.
     pub fn of(claims: &Claims) -> Result<Identity, &'static str> {
-        let value = |v: &str, what| HeaderValue::from_str(v).map_err(|_| what);
+        let value = |v: &str, what| {
+            if v.is_empty() || !v.bytes().all(forwardable) {
+                return Err(what);
+            }
+            HeaderValue::from_str(v).map_err(|_| what)
+        };
+        let scope = claims
+            .scope
+            .iter()
+            .all(|s| s.bytes().all(forwardable))
+            .then(|| HeaderValue::from_str(&claims.scope.join(" ")).ok())
+            .flatten();
         Ok(Identity {
             sub: claims.sub.as_deref().map(|s| value(s, "sub")).transpose()?,
             client_id: claims
@@ -269,25 +317,61 @@ impl Identity {
                 .as_deref()
                 .map(|c| value(c, "client_id"))
                 .transpose()?,
-            scope: value(&claims.scope.join(" "), "scope")?,
+            scope,
+        })
+    }
+
+    /// The headers for a request to `resource`: `X-Isogate-Scope` holds the token's `scopes`
+    /// that the resource lists (a parameterized one by its name), in the token's order; one
+    /// of them that cannot be forwarded faithfully refuses the request.
+    pub fn for_resource(
+        &self,
+        scopes: &[String],
+        resource: &ApiResource,
+        model: &Model,
+    ) -> Result<Identity, &'static str> {
+        let listed = |s: &&String| {
+            model
+                .api_scope_of(s)
+                .is_some_and(|scope| resource.lists(&scope.name))
+        };
+        let scope = match &self.scope {
+            Some(all) if scopes.iter().all(|s| listed(&s)) => all.clone(),
+            _ => {
+                let kept: Vec<&str> = scopes.iter().filter(listed).map(String::as_str).collect();
+                if !kept.iter().all(|s| s.bytes().all(forwardable)) {
+                    return Err("scope");
+                }
+                HeaderValue::from_str(&kept.join(" ")).map_err(|_| "scope")?
+            }
+        };
+        Ok(Identity {
+            sub: self.sub.clone(),
+            client_id: self.client_id.clone(),
+            scope: Some(scope),
         })
     }
 }
 
+/// A byte an identity header carries as is: visible ASCII other than `,`.
+fn forwardable(byte: u8) -> bool {
+    matches!(byte, 0x21..=0x7E) && byte != b','
+}
+
 fn set_identity(
     headers: &mut HeaderMap,
-    identity: &Result<Identity, &'static str>,
+    identity: Result<Identity, &'static str>,
 ) -> Result<(), ForwardError> {
-    let identity = identity
-        .as_ref()
-        .map_err(|&what| ForwardError::Claim(what))?;
-    if let Some(sub) = &identity.sub {
-        headers.insert(X_ISOGATE_SUB, sub.clone());
+    let identity = identity.map_err(ForwardError::Claim)?;
+    if let Some(sub) = identity.sub {
+        headers.insert(X_ISOGATE_SUB, sub);
     }
-    if let Some(client_id) = &identity.client_id {
-        headers.insert(X_ISOGATE_CLIENT_ID, client_id.clone());
+    if let Some(client_id) = identity.client_id {
+        headers.insert(X_ISOGATE_CLIENT_ID, client_id);
     }
-    headers.insert(X_ISOGATE_SCOPE, identity.scope.clone());
+    if let Some(scope) = identity.scope {
+        headers.insert(X_ISOGATE_SCOPE, scope);
+    }
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use crate::config::Route;
 use crate::http::{json, method_not_allowed, Body};
 use crate::metrics::Metrics;
+use crate::resources::ApiResource;
 use crate::state::{Shared, Snapshot};
 use enforce::Denial;
 use forward::{ForwardError, Origin};
@@ -213,7 +214,19 @@ async fn decide<'s>(
         reason: "",
         claims: None,
     };
-    let claims = match authorize(snapshot, gateway, &req, route, proxy.clock_skew).await {
+    let model = &config.model;
+    // Validation guarantees a route's resource exists.
+    let Some(resource) = model.api_resource(&route.resource) else {
+        outcome.reason = "not_configured";
+        return (
+            json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": "the route's resource is not configured"}),
+            ),
+            outcome,
+        );
+    };
+    let claims = match authorize(snapshot, gateway, &req, route, resource, proxy.clock_skew).await {
         Ok(claims) => claims,
         Err(denial) => {
             tracing::debug!(reason = %denial, "request denied");
@@ -232,20 +245,23 @@ async fn decide<'s>(
             return (denial.response(&metadata_url), outcome);
         }
     };
+    let identity = match &claims.identity {
+        Ok(identity) => identity.for_resource(&claims.scope, resource, model),
+        Err(what) => Err(*what),
+    };
     let origin = Origin {
         peer,
         host: host_value.as_ref(),
         scheme: gateway.scheme,
     };
     let upstream = &route.upstream;
-    let strip = route.strip_authorization;
     match forward::forward(
         &gateway.upstreams,
         req,
         upstream,
         path,
-        &claims.identity,
-        strip,
+        identity,
+        route,
         origin,
         proxy.upstream_timeout,
     )
@@ -275,6 +291,7 @@ async fn authorize(
     gateway: &Gateway,
     req: &Request<Incoming>,
     route: &Route,
+    resource: &ApiResource,
     skew: Duration,
 ) -> Result<Arc<keys::Verified>, Denial> {
     let credential = enforce::credential(req.headers())?;
@@ -291,13 +308,14 @@ async fn authorize(
     };
     crate::jwt::verify::check_time(&claims, keys::unix_now(), skew)
         .map_err(|e| Denial::InvalidToken(e.to_string()))?;
-    let model = &snapshot.config.model;
-    // Validation guarantees a route's resource exists.
-    let resource = model
-        .api_resource(&route.resource)
-        .ok_or_else(|| Denial::InvalidToken("the route's resource is not configured".into()))?;
     enforce::audience(&claims, resource)?;
-    enforce::scope(&claims, route, resource, model, req.method())?;
+    enforce::scope(
+        &claims,
+        route,
+        resource,
+        &snapshot.config.model,
+        req.method(),
+    )?;
     Ok(claims)
 }
 

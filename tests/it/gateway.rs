@@ -509,7 +509,8 @@ async fn forwarding_sets_identity_and_forwarded_headers_and_drops_hop_by_hop() {
     assert_eq!(h("x-kept").as_deref(), Some("yes"));
     assert_eq!(
         h("x-forwarded-for").as_deref(),
-        Some("203.0.113.7, 127.0.0.1")
+        Some("127.0.0.1"),
+        "a client-sent X-Forwarded-For is dropped, not appended to"
     );
     assert_eq!(h("x-forwarded-proto").as_deref(), Some("http"));
     assert_eq!(h("x-forwarded-host").as_deref(), Some("api.example.com"));
@@ -536,6 +537,95 @@ async fn forwarding_sets_identity_and_forwarded_headers_and_drops_hop_by_hop() {
     assert!(http10.starts_with("HTTP/1.0 200"), "{http10}");
 }
 
+/// Headers isogate owns, and headers that make an upstream read another path or method, never
+/// reach the upstream from a client, under any spelling: CGI, WSGI and Rack servers read `_` as
+/// `-` and merge the two, the spoofed value first. A route may keep a rewriting header by name.
+#[tokio::test]
+async fn owned_and_rewriting_headers_are_dropped_under_any_spelling() {
+    let upstream = Upstream::start().await;
+    let toml = issuer_section("http://isogate.test")
+        + SEED
+        + "\n[proxy]\nlisten = \"127.0.0.1:0\"\n"
+        + &routes(&upstream.url())
+        + &format!(
+            "\n[[routes]]\npath_prefix = \"/legacy\"\nupstream = \"{}\"\nresource = \"urn:products\"\nkeep_headers = [\"X-HTTP-Method-Override\"]\n",
+            upstream.url()
+        );
+    let gate = Gate {
+        isogate: Isogate::start(&toml).await,
+        upstream,
+    };
+    let token = gate.token("read write", Some("urn:products")).await;
+    let spoofed = [
+        "X_Isogate_Sub",
+        "x_isogate_client-id",
+        "X-ISOGATE-SCOPE",
+        "X_Forwarded_For",
+        "x-forwarded-port",
+        "X_Forwarded-Host",
+        "Forwarded",
+        "forwarded",
+        "X-Original-URL",
+        "x_original_url",
+        "X-Rewrite-URL",
+        "X-HTTP-Method-Override",
+        "X_HTTP_Method_Override",
+        "X-HTTP-Method",
+        "X-Method-Override",
+    ];
+    for path in ["/products/1", "/legacy/1"] {
+        let mut req =
+            Request::get(gate.url(path)).header("authorization", format!("Bearer {token}"));
+        for name in spoofed {
+            req = req.header(name, "spoofed");
+        }
+        let reply = send(req.header("x-kept", "yes").body(Full::default()).unwrap()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let seen = gate.upstream.last();
+        let spoofs: Vec<String> = seen
+            .headers
+            .iter()
+            .filter(|(_, v)| v.as_bytes() == b"spoofed")
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let kept: &[&str] = if path == "/legacy/1" {
+            &["x-http-method-override"]
+        } else {
+            &[]
+        };
+        assert_eq!(spoofs, kept, "{path}");
+        let h = |name: &str| {
+            seen.headers
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(h("x-isogate-sub").as_deref(), Some("client"));
+        assert_eq!(h("x-isogate-scope").as_deref(), Some("read write"));
+        assert_eq!(h("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+        assert_eq!(h("x-kept").as_deref(), Some("yes"));
+    }
+}
+
+/// `x-isogate-scope` lists the token's scopes that the route's resource lists: a token that
+/// reaches two APIs does not tell one of them the other's scopes.
+#[tokio::test]
+async fn the_scope_header_lists_only_the_routes_resource_scopes() {
+    let gate = Gate::start().await;
+    // No indicator: the audience is products and payments.
+    let token = gate.token("read transaction:7", None).await;
+    assert_eq!(gate.get("/products", &token).await.status, StatusCode::OK);
+    let scope = |gate: &Gate| {
+        gate.upstream
+            .last()
+            .headers
+            .get("x-isogate-scope")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(scope(&gate).as_deref(), Some("read"));
+    assert_eq!(gate.get("/payments", &token).await.status, StatusCode::OK);
+    assert_eq!(scope(&gate).as_deref(), Some("transaction:7"));
+}
+
 /// hyper frames HTTP/1.1 per RFC 9112 §6.3: with both Content-Length and Transfer-Encoding the
 /// chunked encoding wins, Content-Length is dropped and the connection is closed after the
 /// response, so nothing after the body can be smuggled in as a second request; differing
@@ -546,15 +636,40 @@ async fn forwarding_sets_identity_and_forwarded_headers_and_drops_hop_by_hop() {
 #[tokio::test]
 async fn a_claim_that_cannot_be_a_header_is_502_unforwardable_claim() {
     let gate = Gate::start().await;
-    let mut bad = claims(json!("urn:products"));
-    bad["sub"] = json!("line\nbreak");
-    let token = isogate::jwt::encode(&gate.key(), "at+jwt", &bad).unwrap();
-    for _ in 0..2 {
-        let reply = gate.get("/products", &token).await;
-        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
-        assert_eq!(reply.json()["error"], "unforwardable_claim");
+    // Identity headers carry visible ASCII only, and no `,`: an upstream that trims or splits
+    // a header value would see another identity than the token's.
+    for (claim, value) in [
+        ("sub", json!("line\nbreak")),
+        ("sub", json!("  admin  ")),
+        ("sub", json!("admin, root")),
+        ("sub", json!("\u{e4}dmin")),
+        ("sub", json!("")),
+        ("client_id", json!("a client")),
+    ] {
+        let mut bad = claims(json!("urn:products"));
+        bad[claim] = value.clone();
+        let token = isogate::jwt::encode(&gate.key(), "at+jwt", &bad).unwrap();
+        for _ in 0..2 {
+            let reply = gate.get("/products", &token).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::BAD_GATEWAY,
+                "{claim} = {value}: {}",
+                reply.text()
+            );
+            assert_eq!(reply.json()["error"], "unforwardable_claim");
+        }
     }
     assert_eq!(gate.upstream.count(), 0);
+    // A scope the route's resource does not list is never forwarded, so it refuses nothing.
+    let mut odd = claims(json!("urn:products"));
+    odd["scope"] = json!(["read", "other,admin"]);
+    let token = isogate::jwt::encode(&gate.key(), "at+jwt", &odd).unwrap();
+    assert_eq!(gate.get("/products", &token).await.status, StatusCode::OK);
+    assert_eq!(
+        gate.upstream.last().headers.get("x-isogate-scope").unwrap(),
+        "read"
+    );
     let good = isogate::jwt::encode(&gate.key(), "at+jwt", &claims(json!("urn:products"))).unwrap();
     assert_eq!(gate.get("/products", &good).await.status, StatusCode::OK);
 }

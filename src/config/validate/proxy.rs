@@ -100,6 +100,7 @@ pub(super) fn route_configs(
             resource,
             scopes,
             strip_authorization,
+            keep_headers,
         } = entry.into_inner();
         let key = format!("routes[{i}]");
         if !has_proxy {
@@ -177,6 +178,22 @@ pub(super) fn route_configs(
                 methods.insert(method, list.into_iter().map(S::into_inner).collect());
             }
         }
+        let keep_headers = keep_headers
+            .iter()
+            .enumerate()
+            .filter_map(|(j, name)| {
+                let lower = name.get_ref().to_ascii_lowercase();
+                let known = crate::proxy::forward::REWRITING.contains(&lower.as_str());
+                if !known {
+                    v.at(
+                        name,
+                        format!("{key}.keep_headers[{j}]"),
+                        "only X-Original-URL, X-Rewrite-URL, X-HTTP-Method-Override, X-HTTP-Method and X-Method-Override can be kept; isogate's own headers (x-isogate-*, x-forwarded-*, forwarded) never are",
+                    );
+                }
+                known.then(|| http::HeaderName::from_bytes(lower.as_bytes()).ok())?
+            })
+            .collect();
         // Reported above; the file is refused.
         let Some(upstream) = parsed else {
             continue;
@@ -188,6 +205,7 @@ pub(super) fn route_configs(
             resource: resource.into_inner(),
             scopes: methods,
             strip_authorization,
+            keep_headers,
         });
     }
     if has_proxy && !listed {

@@ -13,6 +13,7 @@ fn route(prefix: &str, host: Option<&str>) -> Route {
         resource: format!("urn:{prefix}"),
         scopes: BTreeMap::new(),
         strip_authorization: false,
+        keep_headers: Vec::new(),
     }
 }
 
