@@ -263,7 +263,7 @@ impl Server {
         // Bound sockets already queue connections: ready now (the `listening` lines come last).
         admin.set_ready(true);
         let (reload, triggers) = tokio::sync::mpsc::channel(1);
-        let reloader = Reloader {
+        let reloader = reload::reloader::Reloader {
             path,
             state: state.clone(),
             gateway,
@@ -272,7 +272,7 @@ impl Server {
             admin: admin.clone(),
         };
         // Armed before `start` returns, so no change made after it can be missed.
-        let (changes_tx, changes) = tokio::sync::mpsc::channel(1);
+        let (changes_tx, changes) = watch::channel(reload::Change::default());
         let mut files = vec![reloader.path.clone()];
         files.extend(named);
         let watch = if reloader.path.as_os_str().is_empty() {
@@ -338,124 +338,6 @@ impl Server {
     }
 }
 
-/// The one place a configuration is reloaded: read, validate fully, build the snapshot, swap.
-struct Reloader {
-    path: std::path::PathBuf,
-    state: Shared,
-    gateway: Option<Arc<proxy::Gateway>>,
-    status: watch::Sender<reload::Status>,
-    metrics: Arc<Metrics>,
-    admin: Arc<admin::Admin>,
-}
-
-impl Reloader {
-    /// Reloads on every trigger: file changes seen by `watch` and explicit requests.
-    async fn run(
-        self,
-        mut triggers: tokio::sync::mpsc::Receiver<bool>,
-        mut changes: tokio::sync::mpsc::Receiver<()>,
-        mut watch: Option<reload::FileWatch>,
-        mut files: Vec<std::path::PathBuf>,
-    ) {
-        if self.path.as_os_str().is_empty() {
-            // Built from text, not a file: there is nothing to reload from.
-            while triggers.recv().await.is_some() {}
-            return;
-        }
-        // The hash of the last file seen, applied or rejected: an event that changed nothing
-        // (an editor's swap file next to it, a touch) is not a reload.
-        let mut last_seen = self.status.borrow().hash.clone();
-        loop {
-            let force = tokio::select! {
-                trigger = triggers.recv() => match trigger { Some(force) => force, None => return },
-                Some(()) = changes.recv() => false,
-            };
-            let path = self.path.clone();
-            let named = files[1..].to_vec();
-            let Ok((loaded, hash)) = tokio::task::spawn_blocking(move || {
-                let loaded = config::load(&path, config::MissingKeys::Generate);
-                let hash = match &loaded {
-                    Ok(config) => reload::content_hash(&config.text_hash, &config.named_files()),
-                    Err(invalid) => reload::content_hash(&invalid.text_hash, &named),
-                };
-                (loaded, hash)
-            })
-            .await
-            else {
-                continue;
-            };
-            if !force && hash == last_seen {
-                continue;
-            }
-            last_seen = hash.clone();
-            match loaded {
-                Ok(config) => {
-                    files = vec![self.path.clone()];
-                    files.extend(config.named_files());
-                    self.apply(config, hash);
-                    if let Some(watch) = watch.as_mut() {
-                        watch.follow(&files);
-                    }
-                }
-                Err(invalid) => {
-                    invalid.log("configuration rejected; the previous configuration keeps serving");
-                    // Metrics first: whoever sees the status sees them too.
-                    self.metrics.reload_rejected();
-                    self.status.send_modify(|s| {
-                        s.rejected += 1;
-                        s.last_error = Some(invalid.to_string());
-                    });
-                }
-            }
-        }
-    }
-
-    fn apply(&self, config: Config, hash: String) {
-        let old = self.state.load_full();
-        if listen_addrs(&config) != listen_addrs(&old.config) {
-            tracing::warn!("a listen address changed; that takes effect only after a restart");
-        }
-        let limits = |c: &Config| [Role::Issuer, Role::Proxy, Role::Admin].map(|r| c.limits(r));
-        if limits(&config) != limits(&old.config) {
-            tracing::warn!("a listener's max_connections, idle_timeout or request_header_timeout changed; that takes effect only after a restart");
-        }
-        let data_dir = |c: &Config| c.issuer.as_ref().map(|i| i.data_dir.clone());
-        if data_dir(&config) != data_dir(&old.config) {
-            tracing::warn!("issuer.data_dir changed; that takes effect only after a restart");
-        }
-        for role in [Role::Issuer, Role::Proxy] {
-            let modes = tls_mode(&config, role).zip(tls_mode(&old.config, role));
-            if modes.is_some_and(|(now, was)| now != was) {
-                tracing::warn!(role = %role, "TLS was turned on or off for a listener; that takes effect only after a restart");
-            }
-        }
-        let snapshot = Arc::new(Snapshot::new(config));
-        if let Some(gateway) = &self.gateway {
-            gateway.configure(&snapshot);
-        }
-        self.state.store(snapshot);
-        // Metrics and load time first: whoever sees the status sees them too.
-        let generation = self.status.borrow().generation + 1;
-        self.metrics.reload_applied(generation);
-        self.admin.loaded(std::time::SystemTime::now());
-        self.status.send_modify(|s| {
-            s.generation = generation;
-            s.applied += 1;
-            s.last_error = None;
-            s.hash = hash;
-        });
-        tracing::info!(file = %self.path.display(), generation, "configuration reloaded");
-    }
-}
-
-fn listen_addrs(config: &Config) -> [Option<SocketAddr>; 3] {
-    [
-        config.issuer.as_ref().map(|i| i.listen),
-        config.proxy.as_ref().map(|p| p.listen),
-        config.admin.map(|a| a.listen),
-    ]
-}
-
 /// Removes expired grants every [`SWEEP_EVERY`] until `stop`.
 async fn sweep(grants: grants::Grants, mut stop: watch::Receiver<bool>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
@@ -472,15 +354,6 @@ async fn sweep(grants: grants::Grants, mut stop: watch::Receiver<bool>) {
             Ok(Err(e)) => tracing::warn!(error = %e, "sweeping expired grants failed"),
             Err(e) => tracing::warn!(error = %e, "sweeping expired grants failed"),
         }
-    }
-}
-
-/// Whether `role`'s listener speaks TLS; `None` when the role does not run.
-fn tls_mode(config: &Config, role: Role) -> Option<bool> {
-    match role {
-        Role::Issuer => config.issuer.as_ref().map(|i| i.tls.is_some()),
-        Role::Proxy => config.proxy.as_ref().map(|p| p.tls.is_some()),
-        Role::Admin => None,
     }
 }
 

@@ -20,8 +20,11 @@ use crate::resources::{Client, Model};
 pub enum MissingKeys {
     /// `isogate check`: accept it without touching the disk (no key is loaded for it).
     Accept,
-    /// `isogate serve`: create it (mode 0600).
+    /// `isogate serve` at start: create it (mode 0600).
     Generate,
+    /// A reload: a missing key file is a problem, and the last good keys keep serving
+    /// (generating one would drop the old key from JWKS and fail every token it signed).
+    Refuse,
 }
 
 /// A validated resource file.

@@ -499,9 +499,16 @@ fn a_route_keeps_only_rewriting_headers_and_never_isogates_own() {
         config.routes[0].keep_headers,
         ["x-http-method-override", "x-original-url"]
     );
-    let p = problems(&gateway("[\"x-isogate-sub\", \"X-Forwarded-For\", \"forwarded\", \"x-other\"]"));
+    let p = problems(&gateway(
+        "[\"x-isogate-sub\", \"X-Forwarded-For\", \"forwarded\", \"x-other\"]",
+    ));
     for i in 0..4 {
-        has(&p, &format!("routes[0].keep_headers[{i}]"), 32, "can be kept");
+        has(
+            &p,
+            &format!("routes[0].keep_headers[{i}]"),
+            32,
+            "can be kept",
+        );
     }
     assert_eq!(p.len(), 4, "{p:?}");
 }

@@ -236,6 +236,9 @@ async fn key_rotation_end_to_end() {
     assert_eq!(gate(old.clone()).await, StatusCode::OK);
 
     // 1. A new key first in the list: published at once and signing; old tokens still pass.
+    // A reload never generates a key: it is made first (as `isogate keygen` does).
+    isogate::jwt::generate_key_file(&isogate.path("keys/new.pem"), isogate::jwt::Alg::ES256)
+        .unwrap();
     let new_key = "[[issuer.signing_keys]]\nfile = \"keys/new.pem\"\nalg = \"ES256\"\nkid = \"new\"\ngenerate_if_missing = true\n\n[[issuer.signing_keys]]\nfile = \"keys/es256.pem\"";
     let added = base.replacen(
         "[[issuer.signing_keys]]\nfile = \"keys/es256.pem\"",
@@ -357,4 +360,145 @@ async fn a_deleted_and_recreated_file_is_applied_and_the_deletion_changes_nothin
     std::fs::write(&path, config(&upstream.url(), "[\"read\"]", "")).unwrap();
     isogate.reloaded(|s| s.applied == 1).await;
     assert_eq!(scope_granted(&isogate).await, "read");
+}
+
+/// A file rewritten in place with a pause mid-write: its first half is valid TOML without the
+/// invoices route's `[routes.scopes]`, which would let a read-only token write. It is never
+/// applied; the whole file is, once written and closed.
+#[tokio::test]
+async fn a_file_still_being_written_in_place_is_not_applied_torn() {
+    use std::io::Write;
+    let upstream = Upstream::start().await;
+    let scopes = "[routes.scopes]\nGET = [\"read\"]\n\"*\" = [\"write\"]\n";
+    let base = config(&upstream.url(), "[\"read\", \"write\"]", "")
+        + &format!(
+            "\n[[routes]]\npath_prefix = \"/invoices\"\nupstream = \"{}\"\nresource = \"urn:invoices\"\n",
+            upstream.url()
+        );
+    let isogate = Isogate::start(&(base.clone() + scopes)).await;
+    let read_only = isogate
+        .token_ok(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "read"),
+            ("resource", "urn:invoices"),
+        ])
+        .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("http://{}/invoices/1", isogate.addr(Role::Proxy));
+    let post = |url: String, token: String| async move {
+        send(
+            http::Request::post(url)
+                .header("authorization", format!("Bearer {token}"))
+                .body(http_body_util::Full::default())
+                .unwrap(),
+        )
+        .await
+        .status
+    };
+    assert_eq!(
+        post(url.clone(), read_only.clone()).await,
+        StatusCode::FORBIDDEN
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (stop, url, token) = (stop.clone(), url.clone(), read_only.clone());
+        tokio::spawn(async move {
+            let mut allowed = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if post(url.clone(), token.clone()).await == StatusCode::OK {
+                    allowed += 1;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            allowed
+        })
+    };
+    // The new file: the same routes, one more comment, written in two halves 600 ms apart.
+    let path = isogate.path("isogate.toml");
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(base.as_bytes()).unwrap();
+        file.flush().unwrap();
+        // Longer than the watch's debounce and the reload's quiet period together.
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        file.write_all(format!("{scopes}# rewritten\n").as_bytes())
+            .unwrap();
+    });
+    writer.await.unwrap();
+    let status = isogate.reloaded(|s| s.applied == 1).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(traffic.await.unwrap(), 0, "a read-only token could write");
+    assert_eq!(status.rejected, 0, "{status:?}");
+    assert_eq!(status.generation, 2, "the half file was never applied");
+    assert_eq!(post(url, read_only).await, StatusCode::FORBIDDEN);
+}
+
+/// `generate_if_missing` acts at first start only: a signing key file deleted while serving
+/// makes the reload fail, and the key keeps signing, stays in JWKS and its tokens keep passing.
+#[tokio::test]
+async fn a_deleted_signing_key_is_never_regenerated_by_a_reload() {
+    let upstream = Upstream::start().await;
+    let isogate = Isogate::start(&config(&upstream.url(), "[\"read\", \"write\"]", "")).await;
+    let token = isogate
+        .token_ok(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "urn:products"),
+        ])
+        .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = isogate.path("keys/es256.pem");
+    let pem = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let status = isogate.reloaded(|s| s.rejected == 1).await;
+    let error = status.last_error.unwrap();
+    assert!(
+        error.contains("issuer.signing_keys[0].file") && error.contains("first start only"),
+        "{error}"
+    );
+    assert!(!key.exists(), "the key file was generated again");
+    let jwks = get(&isogate.issuer_url("/.well-known/jwks")).await.json();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, ["es", "rs"]);
+    let fresh = isogate
+        .token_ok(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "urn:products"),
+        ])
+        .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        decode_parts(&fresh).0["kid"],
+        "es",
+        "the last good key signs"
+    );
+    for token in [token, fresh] {
+        let reply = send(
+            http::Request::get(format!("http://{}/products", isogate.addr(Role::Proxy)))
+                .header("authorization", format!("Bearer {token}"))
+                .body(http_body_util::Full::default())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    // Restored: the file is valid again and applies.
+    std::fs::write(&key, pem).unwrap();
+    let status = isogate.reloaded(|s| s.applied == 1).await;
+    assert_eq!((status.rejected, status.last_error), (1, None));
 }

@@ -93,9 +93,23 @@ pub(super) fn issuer_config(
         key_files.push(path.clone());
         let file_key = format!("issuer.signing_keys[{i}].file");
         if generate_if_missing && !path.exists() {
-            if missing_keys == MissingKeys::Accept {
-                keys_to_generate += 1;
-                continue;
+            match missing_keys {
+                MissingKeys::Accept => {
+                    keys_to_generate += 1;
+                    continue;
+                }
+                MissingKeys::Refuse => {
+                    v.at(
+                        &file,
+                        file_key,
+                        format!(
+                            "the key file {} is missing; generate_if_missing creates keys at first start only, so restore it (or remove the key from the file, or restart to generate a new one)",
+                            path.display()
+                        ),
+                    );
+                    continue;
+                }
+                MissingKeys::Generate => {}
             }
             if let Err(e) = crate::jwt::generate_file(&path, alg_value) {
                 v.at(&file, file_key, e.to_string());

@@ -1,7 +1,10 @@
 //! Hot reload (SPEC §5): the file and every file it names are watched (editors' atomic rename,
 //! in-place writes, delete-and-recreate, Kubernetes ConfigMap `..data` symlink swaps); SIGHUP
-//! takes the same path. Watching only signals; loading happens in one place,
-//! [`crate::Server::reload`], which validates fully and swaps the snapshot atomically.
+//! takes the same path. Watching only signals; loading happens in one place, the
+//! [`reloader`], which waits for a file being written to settle, validates fully and swaps the
+//! snapshot atomically.
+
+pub(crate) mod reloader;
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
@@ -9,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
 use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
 /// Events closer together than this are one change (editors write a file in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -33,7 +36,17 @@ pub struct Status {
     pub hash: String,
 }
 
-/// Watches the folders of a set of files and sends `()` on `changes` when one of the files
+/// What the file watch last saw, published on a `watch` channel so that no change is lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Change {
+    /// Bumped on every change of a watched file.
+    pub seq: u64,
+    /// A watched file is being written in place: modified or created, and not closed since.
+    /// Reading it now could read half of it.
+    pub writing: bool,
+}
+
+/// Watches the folders of a set of files and publishes a [`Change`] when one of the files
 /// changes. Folders, not files, are watched: an atomic rename or a symlink swap replaces the
 /// file, and a watch on the old inode would never fire again. Other files in those folders
 /// (an editor's swap file, a grant store kept next to the resource file) are ignored.
@@ -46,34 +59,50 @@ pub struct FileWatch {
 
 impl FileWatch {
     /// Starts watching the folders of `files`.
-    pub fn new(files: &[PathBuf], changes: mpsc::Sender<()>) -> notify::Result<Self> {
+    pub fn new(files: &[PathBuf], changes: watch::Sender<Change>) -> notify::Result<Self> {
         let names = Arc::new(RwLock::new(BTreeSet::new()));
         let watched = names.clone();
-        let debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
-            match result {
-                Ok(events) if !events.is_empty() => {
-                    let names = watched.read().unwrap_or_else(PoisonError::into_inner);
-                    let relevant = events.iter().any(|e| {
-                        e.need_rescan()
-                            || (may_change(&e.kind)
-                                && (e.paths.is_empty()
-                                    || e.paths.iter().any(|p| concerns(&names, p))))
-                    });
-                    if relevant {
-                        // A full channel already holds a pending reload; that one will see this
-                        // change.
-                        let _ = changes.try_send(());
+        // Watched files written in place and not closed yet.
+        let mut open = BTreeSet::<PathBuf>::new();
+        let debouncer =
+            new_debouncer(
+                DEBOUNCE,
+                None,
+                move |result: DebounceEventResult| match result {
+                    Ok(events) if !events.is_empty() => {
+                        let names = watched.read().unwrap_or_else(PoisonError::into_inner);
+                        let mut relevant = false;
+                        for e in &events {
+                            let ours: Vec<&PathBuf> =
+                                e.paths.iter().filter(|p| concerns(&names, p)).collect();
+                            relevant |= e.need_rescan()
+                                || (may_change(&e.kind)
+                                    && (e.paths.is_empty() || !ours.is_empty()));
+                            for path in ours {
+                                track_writers(&mut open, &names, path, &e.kind);
+                            }
+                        }
+                        if relevant {
+                            let writing = !open.is_empty();
+                            changes.send_modify(|c| {
+                                c.seq += 1;
+                                c.writing = writing;
+                            });
+                        }
                     }
-                }
-                Ok(_) => {}
-                Err(errors) => {
-                    for e in errors {
-                        tracing::warn!(error = %e, "file watch error");
+                    Ok(_) => {}
+                    Err(errors) => {
+                        for e in errors {
+                            tracing::warn!(error = %e, "file watch error");
+                        }
+                        open.clear();
+                        changes.send_modify(|c| {
+                            c.seq += 1;
+                            c.writing = false;
+                        });
                     }
-                    let _ = changes.try_send(());
-                }
-            }
-        })?;
+                },
+            )?;
         let mut watch = FileWatch {
             debouncer,
             folders: BTreeSet::new(),
@@ -108,6 +137,32 @@ impl FileWatch {
 fn concerns(names: &BTreeSet<OsString>, path: &Path) -> bool {
     path.file_name()
         .is_some_and(|n| names.contains(n) || n.as_encoded_bytes().starts_with(b".."))
+}
+
+/// Keeps `open`, the watched files written in place and not closed since, up to date with an
+/// event on `path`. Entries Kubernetes swaps (`..data`) are replaced atomically and never
+/// tracked.
+fn track_writers(
+    open: &mut BTreeSet<PathBuf>,
+    names: &BTreeSet<OsString>,
+    path: &Path,
+    kind: &EventKind,
+) {
+    if !path.file_name().is_some_and(|n| names.contains(n)) {
+        return;
+    }
+    match kind {
+        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Other)
+        | EventKind::Create(CreateKind::File | CreateKind::Any) => {
+            open.insert(path.to_owned());
+        }
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+        | EventKind::Remove(_)
+        | EventKind::Modify(ModifyKind::Name(_)) => {
+            open.remove(path);
+        }
+        _ => {}
+    }
 }
 
 /// Whether an event of this kind may change a file. Opening, reading and closing a file
@@ -175,22 +230,52 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_watched_file_modified_or_created_is_open_until_closed_removed_or_renamed() {
+        use notify::event::{DataChange, RemoveKind, RenameMode};
+        let names: BTreeSet<OsString> = [OsString::from("isogate.toml")].into();
+        let file = Path::new("/cfg/isogate.toml");
+        let mut open = BTreeSet::new();
+        let modify = EventKind::Modify(ModifyKind::Data(DataChange::Content));
+        track_writers(&mut open, &names, file, &modify);
+        assert!(open.contains(file), "written, not closed");
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        track_writers(&mut open, &names, file, &close);
+        assert!(open.is_empty());
+        for (start, end) in [
+            (EventKind::Create(CreateKind::File), close),
+            (modify, EventKind::Remove(RemoveKind::File)),
+            (modify, EventKind::Modify(ModifyKind::Name(RenameMode::To))),
+        ] {
+            track_writers(&mut open, &names, file, &start);
+            assert!(!open.is_empty());
+            track_writers(&mut open, &names, file, &end);
+            assert!(open.is_empty(), "{end:?}");
+        }
+        // Kubernetes' entries are swapped atomically; other files are not ours.
+        for other in ["/cfg/..data", "/cfg/isogate.toml.tmp"] {
+            track_writers(&mut open, &names, Path::new(other), &modify);
+        }
+        assert!(open.is_empty());
+    }
+
     /// Reading the watched files (as every reload does) is not a change; writing one is.
     #[tokio::test]
     async fn reading_a_watched_file_is_not_a_change_writing_it_is() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("isogate.toml");
         std::fs::write(&file, "a = 1\n").unwrap();
-        let (tx, mut changes) = mpsc::channel(1);
+        let (tx, mut changes) = watch::channel(Change::default());
         let _watch = FileWatch::new(std::slice::from_ref(&file), tx).unwrap();
         for _ in 0..5 {
             assert_eq!(std::fs::read_to_string(&file).unwrap(), "a = 1\n");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let quiet = tokio::time::timeout(DEBOUNCE * 4, changes.recv()).await;
+        let quiet = tokio::time::timeout(DEBOUNCE * 4, changes.changed()).await;
         assert!(quiet.is_err(), "reads were reported as a change");
         std::fs::write(&file, "a = 2\n").unwrap();
-        let changed = tokio::time::timeout(Duration::from_secs(5), changes.recv()).await;
-        assert_eq!(changed, Ok(Some(())), "a write was not reported");
+        let changed = tokio::time::timeout(Duration::from_secs(5), changes.changed()).await;
+        assert!(matches!(changed, Ok(Ok(()))), "a write was not reported");
+        assert!(!changes.borrow().writing, "closed after writing");
     }
 }

@@ -1,0 +1,235 @@
+//! The one place a configuration is reloaded: wait until the file has settled, read it,
+//! validate fully, build the snapshot, swap.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::{content_hash, Change, FileWatch, Status};
+use crate::admin::Admin;
+use crate::config::{self, Config, MissingKeys};
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::state::{Shared, Snapshot};
+use crate::Role;
+
+/// A file must read the same twice this far apart before it is applied: a writer that pauses
+/// mid-write without the watch seeing it (an mmap, a network file system) is not applied torn.
+const QUIET: Duration = Duration::from_millis(100);
+
+/// How long a file being written in place (modified, not yet closed) is waited for before it
+/// is read anyway (then [`QUIET`] still applies): a writer that keeps the file open, or a
+/// file system that reports no close.
+const STALL: Duration = Duration::from_secs(2);
+
+/// Reads, validates and swaps in the resource file when it changes or when asked to.
+pub(crate) struct Reloader {
+    pub(crate) path: PathBuf,
+    pub(crate) state: Shared,
+    pub(crate) gateway: Option<Arc<Gateway>>,
+    pub(crate) status: watch::Sender<Status>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) admin: Arc<Admin>,
+}
+
+impl Reloader {
+    /// Reloads on every trigger: file changes seen by `watch` (published on `changes`) and
+    /// explicit requests (`true` forces a swap even when nothing changed: SIGHUP).
+    pub(crate) async fn run(
+        self,
+        mut triggers: mpsc::Receiver<bool>,
+        mut changes: watch::Receiver<Change>,
+        mut watch: Option<FileWatch>,
+        mut files: Vec<PathBuf>,
+    ) {
+        if self.path.as_os_str().is_empty() {
+            // Built from text, not a file: there is nothing to reload from.
+            while triggers.recv().await.is_some() {}
+            return;
+        }
+        // The hash of the last file seen, applied or rejected: an event that changed nothing
+        // (an editor's swap file next to it, a touch) is not a reload.
+        let mut last_seen = self.status.borrow().hash.clone();
+        loop {
+            let force = tokio::select! {
+                trigger = triggers.recv() => match trigger { Some(force) => force, None => return },
+                Ok(()) = changes.changed() => false,
+            };
+            settled(&mut changes).await;
+            let Some((loaded, hash)) = self.load_settled(&files).await else {
+                continue;
+            };
+            if !force && hash == last_seen {
+                continue;
+            }
+            last_seen = hash.clone();
+            match loaded {
+                Ok(config) => {
+                    files = vec![self.path.clone()];
+                    files.extend(config.named_files());
+                    self.apply(config, hash);
+                    if let Some(watch) = watch.as_mut() {
+                        watch.follow(&files);
+                    }
+                }
+                Err(invalid) => {
+                    invalid.log("configuration rejected; the previous configuration keeps serving");
+                    // Metrics first: whoever sees the status sees them too.
+                    self.metrics.reload_rejected();
+                    self.status.send_modify(|s| {
+                        s.rejected += 1;
+                        s.last_error = Some(invalid.to_string());
+                    });
+                }
+            }
+        }
+    }
+
+    /// Loads the file (a signing key file gone missing is a problem: keys are generated at
+    /// first start only), and again until the file and the files it names read the same
+    /// [`QUIET`] after the load as the load read. `files` are the named files of the last
+    /// good configuration, hashed when the new one is invalid.
+    async fn load_settled(
+        &self,
+        files: &[PathBuf],
+    ) -> Option<(Result<Config, config::Invalid>, String)> {
+        loop {
+            let path = self.path.clone();
+            let named = files[1..].to_vec();
+            let (loaded, hash, named) = tokio::task::spawn_blocking(move || {
+                let loaded = config::load(&path, MissingKeys::Refuse);
+                let (hash, named) = match &loaded {
+                    Ok(config) => {
+                        let named = config.named_files();
+                        (content_hash(&config.text_hash, &named), named)
+                    }
+                    Err(invalid) => (content_hash(&invalid.text_hash, &named), named),
+                };
+                (loaded, hash, named)
+            })
+            .await
+            .ok()?;
+            tokio::time::sleep(QUIET).await;
+            let path = self.path.clone();
+            let again = tokio::task::spawn_blocking(move || {
+                // As the load hashes it: zero when the file cannot be read.
+                let mut text_hash = [0; 32];
+                if let Ok(bytes) = std::fs::read(&path) {
+                    text_hash.copy_from_slice(
+                        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref(),
+                    );
+                }
+                content_hash(&text_hash, &named)
+            })
+            .await
+            .ok()?;
+            if again == hash {
+                return Some((loaded, hash));
+            }
+            tracing::debug!(file = %self.path.display(), "the file is still changing; reading it again");
+        }
+    }
+
+    fn apply(&self, config: Config, hash: String) {
+        let old = self.state.load_full();
+        if listen_addrs(&config) != listen_addrs(&old.config) {
+            tracing::warn!("a listen address changed; that takes effect only after a restart");
+        }
+        let limits = |c: &Config| [Role::Issuer, Role::Proxy, Role::Admin].map(|r| c.limits(r));
+        if limits(&config) != limits(&old.config) {
+            tracing::warn!("a listener's max_connections, idle_timeout or request_header_timeout changed; that takes effect only after a restart");
+        }
+        let data_dir = |c: &Config| c.issuer.as_ref().map(|i| i.data_dir.clone());
+        if data_dir(&config) != data_dir(&old.config) {
+            tracing::warn!("issuer.data_dir changed; that takes effect only after a restart");
+        }
+        for role in [Role::Issuer, Role::Proxy] {
+            let modes = tls_mode(&config, role).zip(tls_mode(&old.config, role));
+            if modes.is_some_and(|(now, was)| now != was) {
+                tracing::warn!(role = %role, "TLS was turned on or off for a listener; that takes effect only after a restart");
+            }
+        }
+        let snapshot = Arc::new(Snapshot::new(config));
+        if let Some(gateway) = &self.gateway {
+            gateway.configure(&snapshot);
+        }
+        self.state.store(snapshot);
+        // Metrics and load time first: whoever sees the status sees them too.
+        let generation = self.status.borrow().generation + 1;
+        self.metrics.reload_applied(generation);
+        self.admin.loaded(std::time::SystemTime::now());
+        self.status.send_modify(|s| {
+            s.generation = generation;
+            s.applied += 1;
+            s.last_error = None;
+            s.hash = hash;
+        });
+        tracing::info!(file = %self.path.display(), generation, "configuration reloaded");
+    }
+}
+
+/// Waits while the watch says a file is being written in place, for at most [`STALL`] without
+/// news.
+async fn settled(changes: &mut watch::Receiver<Change>) {
+    while changes.borrow_and_update().writing {
+        match tokio::time::timeout(STALL, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            // Stalled, or the watch is gone: read what is there.
+            _ => return,
+        }
+    }
+}
+
+fn listen_addrs(config: &Config) -> [Option<SocketAddr>; 3] {
+    [
+        config.issuer.as_ref().map(|i| i.listen),
+        config.proxy.as_ref().map(|p| p.listen),
+        config.admin.map(|a| a.listen),
+    ]
+}
+
+/// Whether `role`'s listener speaks TLS; `None` when the role does not run.
+fn tls_mode(config: &Config, role: Role) -> Option<bool> {
+    match role {
+        Role::Issuer => config.issuer.as_ref().map(|i| i.tls.is_some()),
+        Role::Proxy => config.proxy.as_ref().map(|p| p.tls.is_some()),
+        Role::Admin => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_file_being_written_is_waited_for_until_closed_or_stalled() {
+        let (tx, mut rx) = watch::channel(Change {
+            seq: 1,
+            writing: true,
+        });
+        let started = tokio::time::Instant::now();
+        let closer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            tx.send_modify(|c| {
+                c.seq += 1;
+                c.writing = false;
+            });
+            tx
+        });
+        settled(&mut rx).await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(500),
+            "until closed"
+        );
+        let tx = closer.await.unwrap();
+        // Never closed: read after STALL without news.
+        tx.send_modify(|c| c.writing = true);
+        let started = tokio::time::Instant::now();
+        settled(&mut rx).await;
+        assert_eq!(started.elapsed(), STALL);
+    }
+}
