@@ -106,6 +106,9 @@ pub async fn handle(
     req: Request<Incoming>,
     _peer: SocketAddr,
 ) -> Response<Body> {
+    if crate::http::host_problem(&req).is_some() {
+        return text(StatusCode::BAD_REQUEST, "bad Host header\n");
+    }
     answer(&admin, req.method(), req.uri().path())
 }
 

@@ -55,6 +55,37 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
+/// Why a request's `Host` is not acceptable (RFC 9112 §3.2), or `None` when it is: an
+/// HTTP/1.1 request carries exactly one `Host`, any request at most one, and it must be a
+/// valid `host[:port]`; an HTTP/2 request's `Host`, when sent, must name what `:authority`
+/// names (RFC 9113 §8.3.1). Two readers of one request must never disagree on its host.
+pub fn host_problem<B>(req: &http::Request<B>) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Some("the request has more than one Host header"),
+        (None, None) if req.version() == http::Version::HTTP_11 => {
+            return Some("the request has no Host header")
+        }
+        (None, None) => return None,
+        (Some(host), None) => host,
+    };
+    let valid = http::uri::Authority::try_from(host.as_bytes())
+        .is_ok_and(|a| !a.as_str().contains('@') && !a.host().is_empty());
+    if !valid {
+        return Some("the Host header is not a valid host");
+    }
+    match req.uri().authority() {
+        Some(authority)
+            if !authority
+                .as_str()
+                .eq_ignore_ascii_case(host.to_str().unwrap_or("")) =>
+        {
+            Some("the Host header differs from the request's authority")
+        }
+        _ => None,
+    }
+}
+
 /// 405 with the `Allow` header.
 pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");

@@ -55,6 +55,9 @@ pub async fn handle(
             "the token service is not configured\n",
         );
     };
+    if let Some(problem) = crate::http::host_problem(&req) {
+        return OAuthError::InvalidRequest(problem.into()).response();
+    }
     let path = req.uri().path();
     // An issuer URL with a path (https://id.example.com/tenant) serves below that path.
     let path = path.strip_prefix(issuer.base_path.as_str()).unwrap_or(path);

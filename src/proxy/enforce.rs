@@ -198,13 +198,18 @@ pub fn scope(
     let wanted: &[String] = if route.scopes.is_empty() {
         &resource.scopes
     } else {
-        route
-            .scopes
-            .get(method.as_str())
-            .or_else(|| route.scopes.get("*"))
+        let rule = |m: &str| route.scopes.get(m);
+        // HEAD reads what GET reads: it needs what GET needs unless the route names it.
+        rule(method.as_str())
+            .or_else(|| (method == Method::HEAD).then(|| rule("GET")).flatten())
+            .or_else(|| rule("*"))
             .map_or(&[], Vec::as_slice)
     };
-    let held = claims.scope.iter().map(|s| scope_name(s, model));
+    let held = claims.scope.iter().map(|s| {
+        model
+            .api_scope_of(s)
+            .map_or(s.as_str(), |a| a.name.as_str())
+    });
     let mut held = held.filter(|name| resource.lists(name));
     if held.any(|name| wanted.iter().any(|w| w == name)) {
         Ok(())
@@ -212,19 +217,6 @@ pub fn scope(
         Err(Denial::InsufficientScope {
             scope: wanted.join(" "),
         })
-    }
-}
-
-/// The scope's name: `transaction` for `transaction:42` when `transaction` is parameterized.
-fn scope_name<'a>(scope: &'a str, model: &Model) -> &'a str {
-    match scope.split_once(':') {
-        Some((name, _))
-            if !model.api_scopes.contains_key(scope)
-                && model.api_scopes.get(name).is_some_and(|s| s.parameterized) =>
-        {
-            name
-        }
-        _ => scope,
     }
 }
 

@@ -64,6 +64,10 @@ pub enum ForwardError {
     /// A verified claim cannot be carried in a header (e.g. a control character).
     #[error("the token's {0} cannot be forwarded in a header")]
     Claim(&'static str),
+    /// The client's request body broke off or was malformed (a bad chunk), so the request
+    /// could not be sent: the client's fault (400), not the upstream's.
+    #[error("the request body could not be read: {0}")]
+    ClientBody(String),
 }
 
 impl ForwardError {
@@ -73,6 +77,15 @@ impl ForwardError {
             ForwardError::Connect(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
             ForwardError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             ForwardError::Claim(_) => (StatusCode::BAD_GATEWAY, "unforwardable_claim"),
+            ForwardError::ClientBody(_) => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({
+                        "error": "invalid_request",
+                        "error_description": "the request body is malformed or incomplete"
+                    }),
+                )
+            }
         };
         json(status, &serde_json::json!({ "error": code }))
     }
@@ -83,6 +96,7 @@ impl ForwardError {
             ForwardError::Connect(_) => "upstream_unreachable",
             ForwardError::Timeout => "upstream_timeout",
             ForwardError::Claim(_) => "unforwardable_claim",
+            ForwardError::ClientBody(_) => "bad_request_body",
         }
     }
 }
@@ -148,6 +162,9 @@ pub async fn forward(
     let mut response =
         match tokio::time::timeout(timeout, upstreams.send(upstream, upstream_req)).await {
             Err(_) => return Err(ForwardError::Timeout),
+            Ok(Err(e)) if from_client_body(&*e) => {
+                return Err(ForwardError::ClientBody(error_chain(&*e)))
+            }
             Ok(Err(e)) => return Err(ForwardError::Connect(error_chain(&*e))),
             Ok(Ok(response)) => response,
         };
@@ -373,6 +390,17 @@ fn set_identity(
         headers.insert(X_ISOGATE_SCOPE, scope);
     }
     Ok(())
+}
+
+/// Whether a failed upstream request failed because the body it was streaming, the client's,
+/// failed: hyper reports that as a user error caused by the incoming body's own error.
+fn from_client_body(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<hyper::Error>().is_some_and(|e| {
+        use std::error::Error;
+        e.is_user()
+            && e.source()
+                .is_some_and(|cause| cause.downcast_ref::<hyper::Error>().is_some())
+    })
 }
 
 /// The error and its causes, for the log.

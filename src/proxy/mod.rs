@@ -151,6 +151,21 @@ async fn decide<'s>(
             Outcome::refused("not_configured"),
         );
     };
+    // A tunnel or a loop-back of the request's own headers is never what an API is for.
+    if matches!(*req.method(), Method::CONNECT | Method::TRACE) {
+        let mut response = json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &serde_json::json!({"error": "method_not_allowed"}),
+        );
+        response.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return (response, Outcome::refused("method_not_allowed"));
+    }
+    if let Some(problem) = crate::http::host_problem(&req) {
+        return bad("bad_host", problem);
+    }
     // HTTP/1 requests must use origin-form (`/path`); HTTP/2 carries the authority apart.
     if req.version() < Version::HTTP_2 && req.uri().authority().is_some() {
         return bad(

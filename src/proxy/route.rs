@@ -38,6 +38,10 @@ pub enum PathError {
     /// escape (possibly `%2E` or `%2F`) that the gateway never normalised.
     #[error("double percent-encoding in path")]
     DoubleEncoded,
+    /// Escapes that decode to bytes that are not UTF-8 (`%C0%AE`, an overlong `.`): an
+    /// upstream with a lenient decoder could read them as characters the gateway never saw.
+    #[error("percent-escapes in path that are not UTF-8")]
+    NotUtf8,
 }
 
 /// Normalises the path of an origin-form request target (`uri.path()`, without the query).
@@ -55,16 +59,27 @@ pub fn normalize(path: &str) -> Result<String, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    let decoded = decode(path)?;
+    let (decoded, high) = decode(path)?;
     if has_double_escape(&decoded) {
         return Err(PathError::DoubleEncoded);
+    }
+    // Only escapes of bytes past ASCII can make invalid UTF-8 (literal characters come from a
+    // `str`): checked only when there are some.
+    if high
+        && percent_encoding::percent_decode_str(&decoded)
+            .decode_utf8()
+            .is_err()
+    {
+        return Err(PathError::NotUtf8);
     }
     Ok(remove_dot_segments(&decoded))
 }
 
-/// Checks every character, decodes escapes of unreserved characters and canonicalises the rest.
-fn decode(path: &str) -> Result<String, PathError> {
+/// Checks every character, decodes escapes of unreserved characters and canonicalises the rest;
+/// also says whether an escape of a byte past ASCII was seen.
+fn decode(path: &str) -> Result<(String, bool), PathError> {
     let mut out = String::with_capacity(path.len());
+    let mut high = false;
     let mut chars = path.chars();
     while let Some(c) = chars.next() {
         match c {
@@ -82,7 +97,10 @@ fn decode(path: &str) -> Result<String, PathError> {
                     0 => return Err(PathError::Nul),
                     b';' => return Err(PathError::PathParameter),
                     b if is_unreserved(b) => out.push(char::from(b)),
-                    b => push_escape(&mut out, b),
+                    b => {
+                        high |= b >= 0x80;
+                        push_escape(&mut out, b)
+                    }
                 }
             }
             '\\' => return Err(PathError::Backslash),
@@ -98,7 +116,7 @@ fn decode(path: &str) -> Result<String, PathError> {
             }
         }
     }
-    Ok(out)
+    Ok((out, high))
 }
 
 /// Whether `s` (already canonical: every `%` starts an escape) holds `%25` followed by two hex

@@ -57,7 +57,8 @@ impl Gate {
         let toml = issuer_section("http://isogate.test")
             + SEED
             + &format!("\n[proxy]\nlisten = \"127.0.0.1:0\"\nupstream_timeout = \"1s\"\n{extra}\n")
-            + &routes(&upstream.url());
+            + &routes(&upstream.url())
+            + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
         Gate {
             isogate: Isogate::start(&toml).await,
             upstream,
@@ -252,6 +253,12 @@ async fn a_scope_the_method_needs_is_required() {
     let tx = gate.token("transaction:42", Some("urn:payments")).await;
     assert_eq!(gate.get("/payments/42", &tx).await.status, StatusCode::OK);
     assert_eq!(gate.upstream.count(), 3);
+    // HEAD needs what GET needs (the route names no HEAD), not the "*" rule's `write`.
+    let reply = gate
+        .call(Method::HEAD, "/invoices", Some(&format!("Bearer {read}")))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(gate.upstream.last().method, Method::HEAD);
 }
 
 #[tokio::test]
@@ -791,6 +798,106 @@ async fn ambiguous_framing_cannot_smuggle_and_bad_heads_are_refused() {
         );
     }
     assert_eq!(gate.upstream.count(), 1);
+}
+
+/// SPEC §4, "Requests and connections": `Host` as RFC 9112 §3.2 wants it, `CONNECT` and
+/// `TRACE` refused, a malformed body blamed on the client, and escapes that are not UTF-8
+/// refused. None of these reach the upstream.
+#[tokio::test]
+async fn bad_hosts_methods_bodies_and_escapes_are_the_clients_fault() {
+    let gate = Gate::start().await;
+    let token = gate.token("read write", Some("urn:products")).await;
+    let addr = gate.isogate.addr(Role::Proxy);
+    let auth = format!("Authorization: Bearer {token}\r\nConnection: close\r\n");
+    let cases = [
+        (
+            "no Host",
+            format!("GET /products HTTP/1.1\r\n{auth}\r\n"),
+            "400",
+            "bad_host",
+        ),
+        (
+            "two Hosts",
+            format!("GET /products HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n{auth}\r\n"),
+            "400",
+            "bad_host",
+        ),
+        (
+            "an invalid Host",
+            format!("GET /products HTTP/1.1\r\nHost: a b\r\n{auth}\r\n"),
+            "400",
+            "bad_host",
+        ),
+        (
+            "a Host with userinfo",
+            format!("GET /products HTTP/1.1\r\nHost: user@a.example\r\n{auth}\r\n"),
+            "400",
+            "bad_host",
+        ),
+        (
+            "CONNECT",
+            format!("CONNECT /products HTTP/1.1\r\nHost: x\r\n{auth}\r\n"),
+            "405",
+            "method_not_allowed",
+        ),
+        (
+            "TRACE",
+            format!("TRACE /products HTTP/1.1\r\nHost: x\r\n{auth}\r\n"),
+            "405",
+            "method_not_allowed",
+        ),
+        (
+            "an overlong '.'",
+            format!("GET /products/%c0%ae%c0%ae/x HTTP/1.1\r\nHost: x\r\n{auth}\r\n"),
+            "400",
+            "bad_path",
+        ),
+        (
+            "a lone continuation byte",
+            format!("GET /products/%80 HTTP/1.1\r\nHost: x\r\n{auth}\r\n"),
+            "400",
+            "bad_path",
+        ),
+    ];
+    for (what, request, status, _) in &cases {
+        let response = raw(addr, request.as_bytes()).await;
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {response}"
+        );
+    }
+    // UTF-8 escapes pass, and HTTP/1.0 needs no Host.
+    let fine = [
+        format!("GET /products/caf%C3%A9 HTTP/1.1\r\nHost: x\r\n{auth}\r\n"),
+        format!("GET /products HTTP/1.0\r\n{auth}\r\n"),
+    ];
+    for request in &fine {
+        let response = raw(addr, request.as_bytes()).await;
+        assert!(response.contains(" 200 "), "{request}: {response}");
+    }
+    assert_eq!(gate.upstream.count(), 2);
+
+    // A chunked body that breaks off with a bad chunk: the client's fault, not the upstream's.
+    let broken = format!(
+        "POST /products HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"
+    );
+    let response = raw(addr, broken.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains("invalid_request"), "{response}");
+
+    let scrape = Scrape::of(&gate.isogate).await;
+    let count = |reason: &str| -> f64 {
+        scrape
+            .series("isogate_requests_total")
+            .iter()
+            .filter(|s| s.labels.get("reason").map(String::as_str) == Some(reason))
+            .map(|s| s.value)
+            .sum()
+    };
+    assert_eq!(count("bad_host"), 4.0);
+    assert_eq!(count("method_not_allowed"), 2.0);
+    assert_eq!(count("bad_request_body"), 1.0);
+    assert_eq!(count("upstream_unreachable"), 0.0);
 }
 
 #[tokio::test]

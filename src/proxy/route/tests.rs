@@ -129,9 +129,23 @@ fn tricks_are_refused() {
         ("/products/%252e%252e/invoices", DoubleEncoded),
         ("/%2569nvoices", DoubleEncoded),
         ("/%25%32%65", DoubleEncoded),
+        ("/invoices/%c0%ae%c0%ae/x", NotUtf8),
+        ("/%C0%AF", NotUtf8),
+        ("/%80", NotUtf8),
+        ("/%E2%82", NotUtf8),
+        ("/%ED%A0%80", NotUtf8),
+        ("/caf%C3", NotUtf8),
+        ("/é%A9", NotUtf8),
     ] {
         assert_eq!(normalize(input), Err(want), "{input:?}");
     }
+}
+
+#[test]
+fn escapes_of_utf8_are_kept_as_escapes() {
+    assert_eq!(normalize("/caf%c3%a9").unwrap(), "/caf%C3%A9");
+    assert_eq!(normalize("/café").unwrap(), "/caf%C3%A9");
+    assert_eq!(normalize("/%F0%9F%A6%80/x").unwrap(), "/%F0%9F%A6%80/x");
 }
 
 #[test]
