@@ -300,6 +300,9 @@ fn bit_len(big_endian: &[u8]) -> usize {
     }
 }
 
+/// The most keys of one type under one `kid` a token is checked against.
+const MAX_KEYS_PER_KID: usize = 4;
+
 /// The keys of one trusted issuer, by `kid`.
 #[derive(Debug)]
 pub struct IssuerKeys {
@@ -360,14 +363,22 @@ impl IssuerKeys {
         self.keys.values().flatten()
     }
 
-    /// The parsed key that verifies `alg` under `kid`.
-    fn verifier(&self, kid: &str, alg: Alg) -> Result<&ParsedPublicKey, TokenError> {
-        self.keys
-            .get(kid)
-            .ok_or(TokenError::UnknownKid)?
+    /// The parsed keys that verify `alg` under `kid`: usually one, several when an issuer
+    /// publishes two keys of one type under one `kid` (a rotation that reused it), at most
+    /// [`MAX_KEYS_PER_KID`] so that a forged token costs a bounded number of checks.
+    fn verifiers(
+        &self,
+        kid: &str,
+        alg: Alg,
+    ) -> Result<impl Iterator<Item = &ParsedPublicKey>, TokenError> {
+        let keys = self.keys.get(kid).ok_or(TokenError::UnknownKid)?;
+        if !keys.iter().any(|key| key.verifier(alg).is_some()) {
+            return Err(TokenError::AlgMismatch);
+        }
+        Ok(keys
             .iter()
-            .find_map(|key| key.verifier(alg))
-            .ok_or(TokenError::AlgMismatch)
+            .filter_map(move |key| key.verifier(alg))
+            .take(MAX_KEYS_PER_KID))
     }
 }
 
@@ -496,11 +507,12 @@ pub fn verify(token: &str, keys: &TrustedKeys) -> Result<Claims, TokenError> {
         return Err(TokenError::Malformed("iss is missing or not a string"));
     };
     let issuer = keys.issuer(&iss).ok_or(TokenError::UntrustedIssuer)?;
-    let key = issuer.verifier(&kid.0, alg)?;
+    let mut keys = issuer.verifiers(&kid.0, alg)?;
 
     let (signature, _) = decode(signature_b64, rest, "signature is not base64url")?;
-    key.verify_sig(signing_input.as_bytes(), signature)
-        .map_err(|_| TokenError::BadSignature)?;
+    if !keys.any(|key| key.verify_sig(signing_input.as_bytes(), signature).is_ok()) {
+        return Err(TokenError::BadSignature);
+    }
 
     if issuer.require_typ && !header.typ.is_some_and(|typ| is_at_jwt(&typ.0)) {
         return Err(TokenError::BadTyp);

@@ -878,6 +878,35 @@ fn every_key_set_gets_a_new_generation_and_with_issuer_replaces_one() {
     assert!(verify(&t, &c).is_ok());
 }
 
+/// Two keys of one type under one `kid` (a rotation that reused the kid): a token signed by
+/// either verifies, and a third key's signature still fails.
+#[test]
+fn two_keys_of_one_type_under_one_kid_are_both_tried() {
+    for alg in [Alg::ES256, Alg::RS256, Alg::EdDSA] {
+        // The impostor fixture has the same kid as the trusted key: here both are published.
+        let keys = TrustedKeys::new(vec![IssuerKeys::new(
+            ISS,
+            true,
+            [key(alg), impostor(alg)]
+                .into_iter()
+                .map(VerifyingKey::from_signing_key),
+        )]);
+        for signer in [key(alg), impostor(alg)] {
+            let token = encode(signer, "at+jwt", &claims()).unwrap();
+            assert!(verify(&token, &keys).is_ok(), "{alg}");
+        }
+        let only_impostor = TrustedKeys::new(vec![IssuerKeys::new(
+            ISS,
+            true,
+            [VerifyingKey::from_signing_key(impostor(alg))],
+        )]);
+        assert_eq!(
+            verify(&token(alg, &claims()), &only_impostor).map(|_| ()),
+            Err(TokenError::BadSignature)
+        );
+    }
+}
+
 #[test]
 fn the_first_of_two_entries_for_an_issuer_wins() {
     let keys = TrustedKeys::new(vec![
