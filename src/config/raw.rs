@@ -187,6 +187,8 @@ pub struct Client {
     pub refresh_token_lifetime: Option<S<String>>,
     /// Default `"15d"`.
     pub refresh_token_sliding_lifetime: Option<S<String>>,
+    /// Default `"0s"` (none).
+    pub refresh_token_reuse_grace: Option<S<String>>,
 }
 
 /// `[[users]]`.

@@ -512,3 +512,42 @@ fn a_route_keeps_only_rewriting_headers_and_never_isogates_own() {
     }
     assert_eq!(p.len(), 4, "{p:?}");
 }
+
+#[test]
+fn refresh_grace_is_bounded_and_needs_rotation_and_sliding_may_be_off() {
+    let web = |extra: &str| {
+        VALID.to_owned()
+            + &format!(
+                r#"
+[[clients]]
+client_id = "web"
+secrets = ["sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="]
+allowed_grant_types = ["authorization_code", "refresh_token"]
+redirect_uris = ["https://app.example/cb"]
+allow_offline_access = true
+{extra}
+"#
+            )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse(
+        &web("refresh_token_reuse_grace = \"30s\"\nrefresh_token_sliding_lifetime = \"0s\""),
+        dir.path(),
+        MissingKeys::Generate,
+    )
+    .unwrap();
+    let client = &config.clients["web"];
+    assert_eq!(client.refresh_token_reuse_grace, Duration::from_secs(30));
+    assert_eq!(client.refresh_token_sliding_lifetime, Duration::ZERO);
+    assert_eq!(
+        parse(&web(""), dir.path(), MissingKeys::Generate).unwrap().clients["web"]
+            .refresh_token_reuse_grace,
+        Duration::ZERO
+    );
+    let p = problems(&web("refresh_token_reuse_grace = \"6m\""));
+    has(&p, "clients[1].refresh_token_reuse_grace", 31, "at most 5m");
+    let p = problems(&web(
+        "refresh_token_usage = \"reuse\"\nrefresh_token_reuse_grace = \"10s\"",
+    ));
+    has(&p, "clients[1].refresh_token_reuse_grace", 32, "one_time");
+}

@@ -85,6 +85,9 @@ pub struct RefreshGrant {
     pub sliding_expiry: u64,
     /// Rotated away (one-time use): using it again revokes the family.
     pub consumed: bool,
+    /// When it was rotated away (seconds since the epoch), for the reuse grace.
+    #[serde(default)]
+    pub consumed_at: Option<u64>,
 }
 
 /// How refresh tokens of a client behave.
@@ -96,6 +99,9 @@ pub struct RefreshPolicy {
     pub absolute: Duration,
     /// `refresh_token_sliding_lifetime`; zero for none.
     pub sliding: Duration,
+    /// `refresh_token_reuse_grace`: a rotated token used again this soon after its rotation
+    /// gets new tokens too, instead of revoking the family; zero for never.
+    pub reuse_grace: Duration,
 }
 
 /// Why a refresh token is refused (each is `invalid_grant`).
@@ -233,6 +239,7 @@ impl Grants {
             absolute_expiry,
             sliding_expiry: sliding(policy, now, absolute_expiry),
             consumed: false,
+            consumed_at: None,
         };
         self.store_refresh(&grant)
     }
@@ -249,7 +256,9 @@ impl Grants {
     }
 
     /// Uses `token` for `client_id`: checks it, then rotates it (one-time use) or slides its
-    /// expiry (reuse). Using a rotated-away token revokes its whole family.
+    /// expiry (reuse). Using a rotated-away token revokes its whole family, unless it was
+    /// rotated within `policy.reuse_grace`: then it gets a new successor of its own (several
+    /// tabs or workers refreshing at once each get a working token).
     pub fn use_refresh(
         &self,
         token: &str,
@@ -267,16 +276,31 @@ impl Grants {
         if self.family_revoked(&grant.family)? {
             return Ok(Err(RefreshRefusal::Revoked));
         }
-        if grant.consumed {
+        let in_grace = grant.consumed_at.is_some_and(|at| {
+            !policy.reuse_grace.is_zero() && now <= at.saturating_add(policy.reuse_grace.as_secs())
+        });
+        if grant.consumed && !in_grace {
             self.revoke_family(&grant.family, now)?;
             return Ok(Err(RefreshRefusal::Reused));
         }
         if now > grant.absolute_expiry.min(grant.sliding_expiry) {
             return Ok(Err(RefreshRefusal::Expired));
         }
+        if grant.consumed {
+            // Within the grace: a successor of its own; the token stays consumed.
+            let next = RefreshGrant {
+                consumed: false,
+                consumed_at: None,
+                sliding_expiry: sliding(policy, now, grant.absolute_expiry),
+                ..grant
+            };
+            let token = self.store_refresh(&next)?;
+            return Ok(Ok(Refreshed { grant: next, token }));
+        }
         let updated = if policy.one_time {
             RefreshGrant {
                 consumed: true,
+                consumed_at: Some(now),
                 ..grant.clone()
             }
         } else {
@@ -301,6 +325,7 @@ impl Grants {
         }
         let next = RefreshGrant {
             consumed: false,
+            consumed_at: None,
             sliding_expiry: sliding(policy, now, grant.absolute_expiry),
             ..grant
         };

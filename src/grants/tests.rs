@@ -31,6 +31,7 @@ const ONE_TIME: RefreshPolicy = RefreshPolicy {
     one_time: true,
     absolute: Duration::from_secs(1000),
     sliding: Duration::from_secs(100),
+    reuse_grace: Duration::ZERO,
 };
 
 #[test]
@@ -202,4 +203,49 @@ fn an_access_token_recorded_in_a_revoked_family_is_revoked_at_once() {
     grants.revoke_family("fam", NOW).unwrap();
     grants.record_access_token("fam", "late", NOW + 60).unwrap();
     assert!(grants.access_token_revoked("late").unwrap());
+}
+
+#[test]
+fn within_the_reuse_grace_a_rotated_token_gets_a_successor_of_its_own() {
+    let (_dir, grants) = grants();
+    let graced = RefreshPolicy {
+        reuse_grace: Duration::from_secs(30),
+        ..ONE_TIME
+    };
+    let first = grants
+        .issue_refresh(authorization(), "fam", graced, NOW)
+        .unwrap();
+    let a = grants
+        .use_refresh(&first, "web", graced, NOW)
+        .unwrap()
+        .unwrap();
+    // Another tab refreshes with the same token 30 s later: a token of its own, nothing revoked.
+    let b = grants
+        .use_refresh(&first, "web", graced, NOW + 30)
+        .unwrap()
+        .unwrap();
+    assert_ne!(a.token, b.token);
+    for token in [&a.token, &b.token] {
+        assert!(grants.refresh_grant(token, NOW + 30).unwrap().is_some());
+    }
+    // Past the grace it is a reuse: the family is revoked, both successors with it.
+    assert!(matches!(
+        grants.use_refresh(&first, "web", graced, NOW + 31).unwrap(),
+        Err(RefreshRefusal::Reused)
+    ));
+    for token in [&a.token, &b.token] {
+        assert!(grants.refresh_grant(token, NOW + 31).unwrap().is_none());
+    }
+    // Without a grace, the second use is a reuse at once.
+    let second = grants
+        .issue_refresh(authorization(), "fam2", ONE_TIME, NOW)
+        .unwrap();
+    grants
+        .use_refresh(&second, "web", ONE_TIME, NOW)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        grants.use_refresh(&second, "web", ONE_TIME, NOW).unwrap(),
+        Err(RefreshRefusal::Reused)
+    ));
 }

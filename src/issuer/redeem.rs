@@ -296,6 +296,7 @@ fn policy(client: &Client) -> RefreshPolicy {
         one_time: client.refresh_token_usage == RefreshTokenUsage::OneTime,
         absolute: client.refresh_token_lifetime,
         sliding: client.refresh_token_sliding_lifetime,
+        reuse_grace: client.refresh_token_reuse_grace,
     }
 }
 

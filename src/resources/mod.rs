@@ -174,6 +174,8 @@ pub struct Client {
     pub refresh_token_usage: RefreshTokenUsage,
     /// Absolute refresh token lifetime.
     pub refresh_token_lifetime: Duration,
-    /// Sliding refresh token lifetime.
+    /// Sliding refresh token lifetime; zero for none.
     pub refresh_token_sliding_lifetime: Duration,
+    /// How long a rotated refresh token may still be used (zero: never).
+    pub refresh_token_reuse_grace: Duration,
 }

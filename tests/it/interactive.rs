@@ -995,3 +995,56 @@ async fn consent_is_remembered_per_scope_and_api_and_another_api_asks_again() {
         );
     }
 }
+
+/// Concurrent refreshes with one one-time refresh token (RFC 9700 §4.14.2): exactly one wins
+/// and the rest are reuses that revoke the family, the winner's new token included. With
+/// `refresh_token_reuse_grace`, each gets a working token of its own.
+#[tokio::test]
+async fn concurrent_refreshes_have_one_winner_unless_the_client_allows_a_reuse_grace() {
+    for grace in [None, Some("30s")] {
+        let users = match grace {
+            None => USERS.to_owned(),
+            Some(g) => USERS.replacen(
+                "allow_offline_access = true\n",
+                &format!("allow_offline_access = true\nrefresh_token_reuse_grace = \"{g}\"\n"),
+                1,
+            ),
+        };
+        let isogate =
+            Isogate::start(&(issuer_section("http://isogate.test") + SEED + &users)).await;
+        let tokens = tokens_for(&isogate, "urn:products").await;
+        let token = tokens["refresh_token"].as_str().unwrap().to_owned();
+        let isogate = std::sync::Arc::new(isogate);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..10 {
+            let (isogate, token) = (isogate.clone(), token.clone());
+            set.spawn(async move { refresh(&isogate, &token, &[]).await });
+        }
+        let replies = set.join_all().await;
+        let won: Vec<String> = replies
+            .iter()
+            .filter(|r| r.status == StatusCode::OK)
+            .map(|r| r.json()["refresh_token"].as_str().unwrap().to_owned())
+            .collect();
+        match grace {
+            None => {
+                assert_eq!(won.len(), 1, "one winner");
+                for reply in replies.iter().filter(|r| r.status != StatusCode::OK) {
+                    assert_eq!(error_of(reply), "invalid_grant");
+                }
+                // The losers' reuse revoked the family: the winner's new token is dead too.
+                assert_eq!(
+                    error_of(&refresh(&isogate, &won[0], &[]).await),
+                    "invalid_grant"
+                );
+            }
+            Some(_) => {
+                assert_eq!(won.len(), 10, "every tab gets a token");
+                for new in &won {
+                    let reply = refresh(&isogate, new, &[]).await;
+                    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+                }
+            }
+        }
+    }
+}

@@ -24,6 +24,7 @@ pub(super) fn client_configs(
             refresh_token_usage,
             refresh_token_lifetime,
             refresh_token_sliding_lifetime,
+            refresh_token_reuse_grace,
         } = entry.into_inner();
         let key = format!("clients[{i}]");
         if client_id.get_ref().is_empty() {
@@ -119,6 +120,21 @@ pub(super) fn client_configs(
                 RefreshTokenUsage::OneTime
             }
         };
+        let reuse_grace = v.duration_up_to(
+            &refresh_token_reuse_grace,
+            &format!("{key}.refresh_token_reuse_grace"),
+            Duration::ZERO,
+            MAX_REFRESH_REUSE_GRACE,
+        );
+        if let Some(grace) = &refresh_token_reuse_grace {
+            if usage == RefreshTokenUsage::Reuse && !reuse_grace.is_zero() {
+                v.at(
+                    grace,
+                    format!("{key}.refresh_token_reuse_grace"),
+                    "applies to rotated refresh tokens: it needs refresh_token_usage = \"one_time\"",
+                );
+            }
+        }
         let client = Client {
             client_id: client_id.get_ref().clone(),
             secrets: hashes,
@@ -142,11 +158,13 @@ pub(super) fn client_configs(
                 &format!("{key}.refresh_token_lifetime"),
                 DEFAULT_REFRESH_LIFETIME,
             ),
-            refresh_token_sliding_lifetime: v.duration(
+            refresh_token_sliding_lifetime: v.duration_up_to(
                 &refresh_token_sliding_lifetime,
                 &format!("{key}.refresh_token_sliding_lifetime"),
                 DEFAULT_REFRESH_SLIDING_LIFETIME,
+                Duration::MAX,
             ),
+            refresh_token_reuse_grace: reuse_grace,
         };
         clients.entry(client_id.into_inner()).or_insert(client);
     }

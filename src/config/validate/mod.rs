@@ -37,6 +37,9 @@ const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
 const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 const DEFAULT_REFRESH_SLIDING_LIFETIME: Duration = Duration::from_secs(15 * 86_400);
+/// The longest `refresh_token_reuse_grace`: enough for tabs and workers that refresh at once,
+/// short enough that a stolen rotated token is of little use.
+const MAX_REFRESH_REUSE_GRACE: Duration = Duration::from_secs(300);
 const MAX_RESOURCE_LEN: usize = 512;
 /// `max_connections` of the issuer and proxy listeners.
 const DEFAULT_MAX_CONNECTIONS: usize = 4096;
@@ -132,6 +135,36 @@ impl V<'_> {
                 &format!("{section}.request_header_timeout"),
                 DEFAULT_REQUEST_HEADER_TIMEOUT,
             ),
+        }
+    }
+
+    /// A duration that may be zero (which turns something off), at most `max`.
+    fn duration_up_to(
+        &mut self,
+        value: &Option<S<String>>,
+        key: &str,
+        default: Duration,
+        max: Duration,
+    ) -> Duration {
+        let Some(value) = value else { return default };
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(d) if d <= max => d,
+            Ok(_) => {
+                self.at(
+                    value,
+                    key,
+                    format!("must be at most {}", humantime::format_duration(max)),
+                );
+                default
+            }
+            Err(e) => {
+                self.at(
+                    value,
+                    key,
+                    format!("not a duration ({e}); write e.g. \"0s\", \"30s\", \"5m\", \"15d\""),
+                );
+                default
+            }
         }
     }
 

@@ -80,6 +80,7 @@ fn client(scopes: &[&str]) -> Client {
         refresh_token_usage: RefreshTokenUsage::OneTime,
         refresh_token_lifetime: Duration::from_secs(1),
         refresh_token_sliding_lifetime: Duration::from_secs(1),
+        refresh_token_reuse_grace: Duration::ZERO,
     }
 }
 
