@@ -540,7 +540,9 @@ allow_offline_access = true
     assert_eq!(client.refresh_token_reuse_grace, Duration::from_secs(30));
     assert_eq!(client.refresh_token_sliding_lifetime, Duration::ZERO);
     assert_eq!(
-        parse(&web(""), dir.path(), MissingKeys::Generate).unwrap().clients["web"]
+        parse(&web(""), dir.path(), MissingKeys::Generate)
+            .unwrap()
+            .clients["web"]
             .refresh_token_reuse_grace,
         Duration::ZERO
     );

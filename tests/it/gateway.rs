@@ -1111,3 +1111,27 @@ async fn chunked_requests_with_trailers_arrive_intact() {
     assert_eq!(seen.body.as_ref(), b"hello world");
     assert_eq!(seen.headers.get("trailer"), None);
 }
+
+/// A trusted issuer whose JWKS holds two keys of one type under one `kid` (a rotation that
+/// reused it): tokens signed by either pass.
+#[tokio::test]
+async fn two_remote_keys_under_one_kid_both_verify() {
+    let (old, new) = (Remote::new("same"), Remote::new("same"));
+    let idp = JwksServer::start(jwks(&[&old, &new])).await;
+    let issuer = idp.issuer();
+    let gate = Gate::with_proxy(&format!(
+        "[[proxy.trusted_issuers]]\nissuer = \"{issuer}\"\n"
+    ))
+    .await;
+    for remote in [&old, &new] {
+        assert_eq!(
+            gate.get("/products", &remote.token(&issuer)).await.status,
+            StatusCode::OK
+        );
+    }
+    let stranger = Remote::new("same");
+    assert_eq!(
+        gate.get("/products", &stranger.token(&issuer)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
