@@ -5,12 +5,14 @@
 //! through only with a token minted for the API it targets.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod grants;
 pub mod http;
 pub mod issuer;
 pub mod jwt;
 pub mod metrics;
+pub mod protocol;
 pub mod proxy;
 pub mod resources;
 pub mod secret;

@@ -1,8 +1,11 @@
 //! The resource file: parse (raw serde shapes with spans), validate (every problem, each with
 //! its key path and line:column) and build the typed, immutable [`Config`].
 
+pub mod host;
 mod raw;
 mod validate;
+
+pub use host::Host;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -237,8 +240,8 @@ pub struct TrustedIssuer {
 pub struct Route {
     /// Normalised prefix without trailing slash (`/` for the root).
     pub path_prefix: String,
-    /// Lower-case host without port.
-    pub host: Option<String>,
+    /// The host it is pinned to.
+    pub host: Option<Host>,
     /// The upstream origin, e.g. `http://127.0.0.1:9001`.
     pub upstream: Upstream,
     /// The API resource this route protects.
@@ -247,7 +250,7 @@ pub struct Route {
     pub scopes: BTreeMap<String, Vec<String>>,
     /// Remove `Authorization` before forwarding.
     pub strip_authorization: bool,
-    /// Headers of `crate::proxy::forward::REWRITING` this route forwards (`keep_headers`).
+    /// Headers of [`crate::protocol::REWRITING`] this route forwards (`keep_headers`).
     pub keep_headers: Vec<http::HeaderName>,
 }
 

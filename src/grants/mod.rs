@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::protocol::random_token;
 
 pub use store::{GrantStore, Record, RedbStore, StoreError, Table};
 
@@ -545,14 +545,6 @@ fn hash(token: &str) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
         .as_ref()
         .to_vec()
-}
-
-/// 256 random bits, base64url: a code, a refresh token or a family id.
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    // The system RNG failing is not recoverable; aws-lc aborts rather than return weak bytes.
-    aws_lc_rs::rand::fill(&mut bytes).unwrap_or_else(|_| panic!("the system RNG failed"));
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]

@@ -310,7 +310,7 @@ impl<'a> Ctx<'a> {
     ) -> Self {
         let (browser, set_browser) = match cookie(headers, BROWSER_COOKIE) {
             Some(b) if b.len() == 43 => (b.to_owned(), false),
-            _ => (crate::grants::random_token(), true),
+            _ => (crate::protocol::random_token(), true),
         };
         Ctx {
             config,

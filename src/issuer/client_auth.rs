@@ -4,12 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use http::{header, HeaderMap};
+use http::HeaderMap;
 
 use super::form::Form;
 use super::OAuthError;
+use crate::protocol::authorization::{authorization, basic, Credentials, Malformed};
 use crate::resources::Client;
 use crate::secret::matches_any;
 
@@ -56,49 +55,37 @@ pub fn authenticate<'a>(
 
 /// The credentials of a request, from HTTP Basic or the body.
 pub fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> {
-    let mut authorization = headers.get_all(header::AUTHORIZATION).iter();
-    let first = authorization.next();
-    if authorization.next().is_some() {
-        return Err(OAuthError::InvalidRequest(
-            "more than one Authorization header".into(),
-        ));
-    }
-    let Some(value) = first else {
-        let client_id = form.get("client_id").ok_or_else(|| OAuthError::InvalidClient {
-            basic: false,
-            description: "no client authentication: use HTTP Basic or client_id and client_secret in the body".into(),
-        })?;
-        return Ok(Presented {
-            client_id: client_id.to_owned(),
-            secret: form.get("client_secret").map(str::to_owned),
-            basic: false,
-        });
-    };
-    let malformed = || OAuthError::InvalidClient {
+    let malformed = |_| OAuthError::InvalidClient {
         basic: true,
         description: "malformed Basic credentials".into(),
     };
-    let value = value.to_str().map_err(|_| malformed())?;
-    let (scheme, credentials) = value.split_once(' ').ok_or_else(malformed)?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(OAuthError::InvalidClient {
+    let credential = match authorization(headers) {
+        Ok(None) => {
+            let client_id = form.get("client_id").ok_or_else(|| OAuthError::InvalidClient {
+                basic: false,
+                description: "no client authentication: use HTTP Basic or client_id and client_secret in the body".into(),
+            })?;
+            return Ok(Presented {
+                client_id: client_id.to_owned(),
+                secret: form.get("client_secret").map(str::to_owned),
+                basic: false,
+            });
+        }
+        Ok(Some(Credentials::Basic(credential))) => credential,
+        Ok(Some(_)) => return Err(OAuthError::InvalidClient {
             basic: true,
             description:
                 "the token endpoint accepts only Basic authentication in the Authorization header"
                     .into(),
-        });
-    }
-    let decoded = STANDARD
-        .decode(credentials.trim())
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(malformed)?;
-    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
-    // RFC 6749 §2.3.1: both halves are form-urlencoded before Base64.
-    let (id, secret) = (
-        form_decode(id).ok_or_else(malformed)?,
-        form_decode(secret).ok_or_else(malformed)?,
-    );
+        }),
+        Err(Malformed::Repeated) => {
+            return Err(OAuthError::InvalidRequest(
+                Malformed::Repeated.message().into(),
+            ))
+        }
+        Err(e) => return Err(malformed(e)),
+    };
+    let (id, secret) = basic(credential).map_err(malformed)?;
     if form.get("client_secret").is_some() {
         return Err(OAuthError::InvalidRequest(
             "use one client authentication method, not Basic and client_secret together".into(),
@@ -114,11 +101,4 @@ pub fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthErr
         secret: Some(secret),
         basic: true,
     })
-}
-
-fn form_decode(s: &str) -> Option<String> {
-    percent_encoding::percent_decode_str(&s.replace('+', " "))
-        .decode_utf8()
-        .ok()
-        .map(|s| s.into_owned())
 }

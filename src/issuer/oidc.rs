@@ -16,6 +16,8 @@ use crate::grants::Grants;
 use crate::http::{json, Body};
 use crate::jwt::verify::{check_time, verify, Claims, TrustedKeys};
 use crate::jwt::{self, Alg};
+use crate::protocol::authorization::{authorization, bearer_token, Credentials};
+use crate::protocol::Challenge;
 use crate::resources::{Client, Model};
 use crate::state::Snapshot;
 
@@ -153,20 +155,32 @@ pub async fn userinfo(
     let Some(keys) = snapshot.issuer_docs.as_ref().map(|d| &d.local_keys) else {
         return challenge(StatusCode::UNAUTHORIZED, "invalid_token", "no keys");
     };
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
-    let Some(token) = token else {
-        let mut response =
-            crate::http::text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
+    let token = match authorization(req.headers()) {
+        Ok(Some(Credentials::Bearer(credential))) => match bearer_token(credential) {
+            Ok(token) => token.to_owned(),
+            Err(malformed) => {
+                return challenge(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    malformed.message(),
+                )
+            }
+        },
+        Err(malformed) => {
+            return challenge(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                malformed.message(),
+            )
+        }
+        Ok(Some(_) | None) => {
+            let mut response =
+                crate::http::text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, Challenge::default().header());
+            return response;
+        }
     };
     let now = crate::proxy::keys::unix_now();
     let grants = grants.clone();
@@ -209,12 +223,14 @@ fn challenge(status: StatusCode, error: &str, description: &str) -> Response<Bod
         status,
         &serde_json::json!({"error": error, "error_description": description}),
     );
-    let value = format!("Bearer error=\"{error}\", error_description=\"{description}\"");
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
-    }
+    let challenge = Challenge {
+        error: Some(error),
+        description: Some(description),
+        ..Challenge::default()
+    };
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, challenge.header());
     response
 }
 

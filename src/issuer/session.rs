@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::authorize::AuthorizeRequest;
-use crate::grants::random_token;
+use crate::protocol::random_token;
 
 /// How long a sign-in lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);

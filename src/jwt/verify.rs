@@ -174,11 +174,6 @@ impl VerifyingKey {
         self.verifiers.iter().map(|(alg, _)| *alg)
     }
 
-    /// Whether this key verifies `alg`.
-    pub fn verifies(&self, alg: Alg) -> bool {
-        self.verifier(alg).is_some()
-    }
-
     fn verifier(&self, alg: Alg) -> Option<&ParsedPublicKey> {
         self.verifiers
             .iter()
@@ -353,11 +348,6 @@ impl IssuerKeys {
         (Self::new(issuer, require_typ, keys), skipped)
     }
 
-    /// Whether some key has this `kid`.
-    pub fn has_kid(&self, kid: &str) -> bool {
-        self.keys.contains_key(kid)
-    }
-
     /// Every key.
     pub fn keys(&self) -> impl Iterator<Item = &VerifyingKey> {
         self.keys.values().flatten()
@@ -409,22 +399,10 @@ impl TrustedKeys {
                 .entry(keys.issuer.clone())
                 .or_insert_with(|| Arc::new(keys));
         }
-        Self::from_map(by_iss)
-    }
-
-    fn from_map(issuers: HashMap<String, Arc<IssuerKeys>>) -> Self {
         TrustedKeys {
-            issuers,
-            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed) + 1,
+            issuers: by_iss,
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
         }
-    }
-
-    /// A new set (with a new generation) in which `keys` replaces or adds one issuer, e.g. after
-    /// its JWKS was refetched; the other issuers' keys are shared, not copied.
-    pub fn with_issuer(&self, keys: IssuerKeys) -> Self {
-        let mut issuers = self.issuers.clone();
-        issuers.insert(keys.issuer.clone(), Arc::new(keys));
-        Self::from_map(issuers)
     }
 
     /// The keys of issuer `iss`, compared exactly.

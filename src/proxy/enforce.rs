@@ -1,11 +1,13 @@
 //! SPEC §4 enforcement: the bearer token in the request, then what the route asks of it.
 //! Every refusal becomes a response with an RFC 6750 challenge in one place, [`Denial::response`].
 
-use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{header, HeaderMap, Method, Response, StatusCode};
 
 use crate::config::Route;
 use crate::http::{json, Body};
 use crate::jwt::verify::Claims;
+use crate::protocol::authorization::{authorization, bearer_token, Credentials};
+use crate::protocol::Challenge;
 use crate::resources::{ApiResource, Model};
 
 /// Why a request is not forwarded.
@@ -58,18 +60,17 @@ impl Denial {
             Denial::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Denial::InsufficientScope { .. } => StatusCode::FORBIDDEN,
         };
-        let mut challenge = String::from("Bearer realm=\"isogate\"");
         let description = self.description();
-        if !matches!(self, Denial::NoToken) {
-            challenge.push_str(&format!(", error=\"{}\"", self.code()));
-        }
-        if let Some(d) = &description {
-            challenge.push_str(&format!(", error_description=\"{}\"", quotable(d)));
-        }
-        if let Denial::InsufficientScope { scope } = self {
-            challenge.push_str(&format!(", scope=\"{}\"", quotable(scope)));
-        }
-        challenge.push_str(&format!(", resource_metadata=\"{}\"", quotable(metadata)));
+        let challenge = Challenge {
+            realm: Some("isogate"),
+            error: (!matches!(self, Denial::NoToken)).then(|| self.code()),
+            description: description.as_deref(),
+            scope: match self {
+                Denial::InsufficientScope { scope } => Some(scope),
+                _ => None,
+            },
+            resource_metadata: Some(metadata),
+        };
         let mut response = match &description {
             Some(d) => json(
                 status,
@@ -77,24 +78,11 @@ impl Denial {
             ),
             None => json(status, &serde_json::json!({"error": "unauthorized"})),
         };
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge.header());
         response
     }
-}
-
-/// A quoted-string body: printable ASCII without `"` and `\`.
-fn quotable(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '"' | '\\' => '\'',
-            c if c.is_ascii_graphic() || c == ' ' => c,
-            _ => '?',
-        })
-        .collect()
 }
 
 /// SPEC §4 step 1: exactly one `Authorization: Bearer <token>` header, and its token.
@@ -106,69 +94,17 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, Denial> {
 /// not yet checked. The gateway looks these up in its verified-token cache before checking them
 /// with [`token`]: a cached token passed that check when it was verified.
 pub fn credential(headers: &HeaderMap) -> Result<&[u8], Denial> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Err(Denial::NoToken);
-    };
-    if values.next().is_some() {
-        return Err(Denial::InvalidRequest("more than one Authorization header"));
-    }
-    let bytes = value.as_bytes();
-    let (scheme, credential) = match bytes.iter().position(|&b| b == b' ') {
-        Some(space) => (&bytes[..space], &bytes[space + 1..]),
-        None => (bytes, &[][..]),
-    };
-    if scheme.eq_ignore_ascii_case(b"bearer") {
-        Ok(credential)
-    } else if value.to_str().is_err() {
-        Err(Denial::InvalidRequest("malformed Authorization header"))
-    } else {
+    match authorization(headers) {
+        Ok(Some(Credentials::Bearer(credential))) => Ok(credential),
         // Another scheme (e.g. Basic) carries no bearer token (RFC 6750 §3.1).
-        Err(Denial::NoToken)
+        Ok(Some(_) | None) => Err(Denial::NoToken),
+        Err(malformed) => Err(Denial::InvalidRequest(malformed.message())),
     }
 }
 
 /// The second half of [`bearer`]: `credential` as a token when it is a `b64token`.
 pub fn token(credential: &[u8]) -> Result<&str, Denial> {
-    // A b64token holds only ASCII, so it is also valid UTF-8.
-    if is_b64token(credential) {
-        return std::str::from_utf8(credential)
-            .map_err(|_| Denial::InvalidRequest("malformed bearer token"));
-    }
-    // What `HeaderValue::to_str` accepts: the rest of the header is `Bearer `.
-    let visible = credential
-        .iter()
-        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
-    Err(Denial::InvalidRequest(if visible {
-        "malformed bearer token"
-    } else {
-        "malformed Authorization header"
-    }))
-}
-
-/// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(token: &[u8]) -> bool {
-    let padding = token.iter().rev().take_while(|&&b| b == b'=').count();
-    let body = &token[..token.len() - padding];
-    // Without a branch per byte, so that the compiler checks a chunk's bytes side by side.
-    !body.is_empty()
-        && body
-            .chunks(32)
-            .all(|chunk| chunk.iter().fold(true, |ok, &b| ok & is_b64token_char(b)))
-}
-
-/// Whether `b` may appear in a `b64token` before its padding.
-#[inline]
-fn is_b64token_char(b: u8) -> bool {
-    // `| 0x20` lower-cases ASCII letters and maps nothing else into `a..=z`.
-    ((b | 0x20).wrapping_sub(b'a') < 26)
-        | (b.wrapping_sub(b'0') < 10)
-        | (b == b'-')
-        | (b == b'.')
-        | (b == b'_')
-        | (b == b'~')
-        | (b == b'+')
-        | (b == b'/')
+    bearer_token(credential).map_err(|malformed| Denial::InvalidRequest(malformed.message()))
 }
 
 /// SPEC §4 step 5: `aud` names the route's resource; an isolated resource must be the only one.
@@ -223,21 +159,207 @@ pub fn scope(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::ApiScope;
+    use http::HeaderValue;
+    use std::collections::BTreeMap;
 
-    /// Every byte value, in every position of a chunk and past it: exactly RFC 6750's set.
-    #[test]
-    fn b64token_characters_are_exactly_rfc_6750s() {
-        for b in 0..=u8::MAX {
-            let allowed =
-                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-            assert_eq!(is_b64token_char(b), allowed, "byte {b:#04x}");
-            for at in [0, 17, 31, 32, 63, 99] {
-                let mut token = vec![b'a'; 100];
-                token[at] = b;
-                let expected = allowed || (b == b'=' && at == 99);
-                assert_eq!(is_b64token(&token), expected, "byte {b:#04x} at {at}");
-            }
+    fn resource(name: &str, scopes: &[&str], isolated: bool) -> ApiResource {
+        ApiResource {
+            name: name.into(),
+            display_name: None,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            isolated,
+            enabled: true,
+            user_claims: vec![],
+            allowed_signing_algs: vec![],
+            secrets: vec![],
         }
+    }
+
+    fn claims(aud: &[&str], scope: &[&str]) -> Claims {
+        Claims {
+            iss: "https://issuer.test".into(),
+            sub: Some("alice".into()),
+            client_id: Some("app".into()),
+            aud: aud.iter().map(|s| s.to_string()).collect(),
+            scope: scope.iter().map(|s| s.to_string()).collect(),
+            exp: 2_000_000_000,
+            nbf: None,
+        }
+    }
+
+    /// `read`, `write`, the parameterized `transaction`, and `invoices:read`, a scope whose
+    /// name holds a `:` without being parameterized.
+    fn model() -> Model {
+        let mut m = Model::default();
+        for (name, parameterized) in [
+            ("read", false),
+            ("write", false),
+            ("transaction", true),
+            ("invoices:read", false),
+        ] {
+            m.api_scopes.insert(
+                name.into(),
+                ApiScope {
+                    name: name.into(),
+                    display_name: None,
+                    user_claims: vec![],
+                    parameterized,
+                    parameter_claim: None,
+                },
+            );
+        }
+        m
+    }
+
+    fn route(rules: &[(&str, &[&str])]) -> Route {
+        Route {
+            path_prefix: "/invoices".into(),
+            host: None,
+            upstream: crate::config::Upstream::parse("http://127.0.0.1:1").unwrap(),
+            resource: "urn:invoices".into(),
+            scopes: rules
+                .iter()
+                .map(|(m, s)| (m.to_string(), s.iter().map(|s| s.to_string()).collect()))
+                .collect::<BTreeMap<_, _>>(),
+            strip_authorization: false,
+            keep_headers: vec![],
+        }
+    }
+
+    /// SPEC §4 step 5, for a shared and an isolated resource, `aud` of one value and of several.
+    #[test]
+    fn the_audience_must_name_the_resource_and_an_isolated_one_alone() {
+        let shared = resource("urn:products", &["read"], false);
+        let isolated = resource("urn:invoices", &["read"], true);
+        let not_meant = Err(Denial::InvalidToken(
+            "the token is not meant for this resource".into(),
+        ));
+        let not_alone = Err(Denial::InvalidToken(
+            "this resource accepts only tokens minted for it alone".into(),
+        ));
+        for (aud, at_shared, at_isolated) in [
+            (&["urn:products"][..], Ok(()), not_meant.clone()),
+            (&["urn:invoices"][..], not_meant.clone(), Ok(())),
+            (
+                &["urn:products", "urn:other"][..],
+                Ok(()),
+                not_meant.clone(),
+            ),
+            (
+                &["urn:invoices", "urn:products"][..],
+                Ok(()),
+                not_alone.clone(),
+            ),
+            (
+                &["urn:products", "urn:invoices"][..],
+                Ok(()),
+                not_alone.clone(),
+            ),
+            (&["urn:other"][..], not_meant.clone(), not_meant.clone()),
+            (
+                &["urn:invoices", "urn:invoices"][..],
+                not_meant.clone(),
+                Ok(()),
+            ),
+        ] {
+            let c = claims(aud, &["read"]);
+            assert_eq!(audience(&c, &shared), at_shared, "{aud:?} at products");
+            assert_eq!(audience(&c, &isolated), at_isolated, "{aud:?} at invoices");
+        }
+    }
+
+    fn insufficient(scope: &str) -> Result<(), Denial> {
+        Err(Denial::InsufficientScope {
+            scope: scope.into(),
+        })
+    }
+
+    /// SPEC §4 step 6: per-method rules and `*`, HEAD as GET, only scopes the resource lists,
+    /// a parameterized scope by its name, a colon-named scope as itself.
+    #[test]
+    fn a_scope_the_route_asks_for_this_method_is_needed() {
+        let m = model();
+        let invoices = resource(
+            "urn:invoices",
+            &["read", "write", "transaction", "invoices:read"],
+            true,
+        );
+        let rules = route(&[("GET", &["read"]), ("DELETE", &[]), ("*", &["write"])]);
+        let check = |scopes: &[&str], method: Method| {
+            scope(
+                &claims(&["urn:invoices"], scopes),
+                &rules,
+                &invoices,
+                &m,
+                &method,
+            )
+        };
+        assert_eq!(check(&["read"], Method::GET), Ok(()));
+        assert_eq!(check(&["read"], Method::HEAD), Ok(()), "HEAD as GET");
+        assert_eq!(check(&["read"], Method::POST), insufficient("write"));
+        assert_eq!(check(&["read", "write"], Method::POST), Ok(()));
+        assert_eq!(check(&["write"], Method::GET), insufficient("read"));
+        assert_eq!(check(&["read", "write"], Method::DELETE), insufficient(""));
+        assert_eq!(check(&[], Method::GET), insufficient("read"));
+        // A route that names HEAD decides it itself.
+        let head = route(&[("GET", &["read"]), ("HEAD", &["write"])]);
+        let c = claims(&["urn:invoices"], &["read"]);
+        assert_eq!(
+            scope(&c, &head, &invoices, &m, &Method::HEAD),
+            insufficient("write")
+        );
+
+        // No rules: any scope of the resource.
+        let open = route(&[]);
+        let any = |scopes: &[&str]| {
+            scope(
+                &claims(&["urn:invoices"], scopes),
+                &open,
+                &invoices,
+                &m,
+                &Method::PUT,
+            )
+        };
+        assert_eq!(any(&["write"]), Ok(()));
+        assert_eq!(
+            any(&["transaction:42"]),
+            Ok(()),
+            "a value of a parameterized scope"
+        );
+        assert_eq!(
+            any(&["invoices:read"]),
+            Ok(()),
+            "a scope named with a colon"
+        );
+        assert_eq!(
+            any(&["admin"]),
+            insufficient("read write transaction invoices:read")
+        );
+        // Only a parameterized scope is read as name:value: `write:x` is not `write`, and
+        // `invoices:x` is not `invoices:read`.
+        assert_eq!(
+            any(&["write:x", "invoices:x", "invoices"]),
+            insufficient("read write transaction invoices:read")
+        );
+        // A scope the resource does not list never counts, whatever the route asks.
+        let products = resource("urn:products", &["read"], false);
+        let c = claims(&["urn:products"], &["write"]);
+        assert_eq!(
+            scope(&c, &rules, &products, &m, &Method::POST),
+            insufficient("write")
+        );
+        let parameterized = route(&[("*", &["transaction"])]);
+        let c = claims(&["urn:invoices"], &["transaction:7"]);
+        assert_eq!(
+            scope(&c, &parameterized, &invoices, &m, &Method::POST),
+            Ok(())
+        );
+        let c = claims(&["urn:invoices"], &["transaction"]);
+        assert_eq!(
+            scope(&c, &parameterized, &invoices, &m, &Method::POST),
+            Ok(())
+        );
     }
 
     #[test]

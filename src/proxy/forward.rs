@@ -14,6 +14,7 @@ use super::upstream::Upstreams;
 use crate::config::{Route, Upstream};
 use crate::http::{json, Body};
 use crate::jwt::verify::Claims;
+use crate::protocol::REWRITING;
 use crate::resources::{ApiResource, Model};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the proxy
@@ -41,16 +42,6 @@ const X_ISOGATE_SCOPE: HeaderName = HeaderName::from_static("x-isogate-scope");
 
 /// Prefixes of the headers isogate owns: a client may never send them upstream.
 const OWNED_PREFIXES: [&[u8]; 2] = [b"x-isogate-", b"x-forwarded-"];
-
-/// Headers that make upstream frameworks read another path or method than the request's
-/// (IIS and Symfony rewrites, method overrides); dropped unless the route keeps them.
-pub const REWRITING: [&str; 5] = [
-    "x-original-url",
-    "x-rewrite-url",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -339,9 +330,10 @@ impl Identity {
     }
 
     /// The headers for a request to `resource`: `X-Isogate-Scope` holds the token's `scopes`
-    /// that the resource lists (a parameterized one by its name), in the token's order; one
-    /// of them that cannot be forwarded faithfully refuses the request.
-    pub fn for_resource(
+    /// (the ones this was made `of`) that the resource lists (a parameterized one by its
+    /// name), in the token's order; one of them that cannot be forwarded faithfully refuses the
+    /// request.
+    pub(super) fn for_resource(
         &self,
         scopes: &[String],
         resource: &ApiResource,
@@ -454,6 +446,280 @@ mod tests {
         h.insert("x-kept", HeaderValue::from_static("1"));
         remove_hop_by_hop(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn each_forwarding_failure_has_its_status_and_code() {
+        for (error, status, code) in [
+            (
+                ForwardError::Connect("refused".into()),
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+            ),
+            (
+                ForwardError::Timeout,
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+            ),
+            (
+                ForwardError::Claim("sub"),
+                StatusCode::BAD_GATEWAY,
+                "unforwardable_claim",
+            ),
+            (
+                ForwardError::ClientBody("bad chunk".into()),
+                StatusCode::BAD_REQUEST,
+                "bad_request_body",
+            ),
+        ] {
+            assert_eq!(error.code(), code);
+            let response = error.response();
+            assert_eq!(response.status(), status, "{code}");
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/json",
+                "{code}"
+            );
+        }
+    }
+
+    /// Owned and rewriting headers go under every spelling; a kept one only as named; the
+    /// rest stays.
+    #[test]
+    fn owned_headers_are_dropped_with_underscores_read_as_dashes() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x-isogate-sub",
+            "x_isogate_sub",
+            "x_isogate-scope",
+            "x-forwarded-for",
+            "x_forwarded_host",
+            "forwarded",
+            "x-original-url",
+            "x_rewrite_url",
+            "x-http-method-override",
+            "x_http_method_override",
+            "x-http-method",
+            "x-method-override",
+            "x-isogatex",
+            "x-forwardedx",
+            "forwardedx",
+            "x-other",
+            "accept",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        drop_owned(&mut h, &[HeaderName::from_static("x-http-method-override")]);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "accept",
+                "forwardedx",
+                "x-forwardedx",
+                "x-http-method-override",
+                "x-isogatex",
+                "x-other"
+            ]
+        );
+        // Nothing to drop: nothing changes.
+        let mut plain = HeaderMap::new();
+        plain.insert("x-kept", HeaderValue::from_static("1"));
+        drop_owned(&mut plain, &[]);
+        assert_eq!(plain.len(), 1);
+    }
+
+    #[test]
+    fn forwarded_headers_name_the_peer_the_scheme_and_the_host() {
+        let host = HeaderValue::from_static("api.example.com");
+        let origin = Origin {
+            peer: "192.0.2.7:5555".parse().unwrap(),
+            host: Some(&host),
+            scheme: "https",
+        };
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, &origin);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        let mut h = HeaderMap::new();
+        set_forwarded(
+            &mut h,
+            &Origin {
+                host: None,
+                ..origin
+            },
+        );
+        assert!(h.get("x-forwarded-host").is_none());
+    }
+
+    fn claims(sub: Option<&str>, client_id: Option<&str>, scope: &[&str]) -> Claims {
+        Claims {
+            iss: "https://issuer.test".into(),
+            sub: sub.map(str::to_owned),
+            client_id: client_id.map(str::to_owned),
+            aud: vec!["urn:a".into()],
+            scope: scope.iter().map(|s| s.to_string()).collect(),
+            exp: 2_000_000_000,
+            nbf: None,
+        }
+    }
+
+    fn resource(scopes: &[&str]) -> ApiResource {
+        ApiResource {
+            name: "urn:a".into(),
+            display_name: None,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            isolated: false,
+            enabled: true,
+            user_claims: vec![],
+            allowed_signing_algs: vec![],
+            secrets: vec![],
+        }
+    }
+
+    fn model() -> Model {
+        let mut m = Model::default();
+        for (name, parameterized) in [("read", false), ("write", false), ("tx", true)] {
+            m.api_scopes.insert(
+                name.into(),
+                crate::resources::ApiScope {
+                    name: name.into(),
+                    display_name: None,
+                    user_claims: vec![],
+                    parameterized,
+                    parameter_claim: None,
+                },
+            );
+        }
+        m
+    }
+
+    fn headers(identity: Identity) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        set_identity(&mut h, Ok(identity)).unwrap();
+        h
+    }
+
+    #[test]
+    fn identity_headers_carry_claims_as_they_are_or_refuse() {
+        let m = model();
+        let all = resource(&["read", "write", "tx"]);
+        let identity = Identity::of(&claims(Some("alice"), Some("app"), &["read", "tx:7"]))
+            .unwrap()
+            .for_resource(&["read".into(), "tx:7".into()], &all, &m)
+            .unwrap();
+        let h = headers(identity);
+        assert_eq!(h["x-isogate-sub"], "alice");
+        assert_eq!(h["x-isogate-client-id"], "app");
+        assert_eq!(h["x-isogate-scope"], "read tx:7");
+        // Without sub or client_id the header is absent, never empty.
+        let h = headers(
+            Identity::of(&claims(None, None, &["read"]))
+                .unwrap()
+                .for_resource(&["read".into()], &all, &m)
+                .unwrap(),
+        );
+        assert!(h.get("x-isogate-sub").is_none() && h.get("x-isogate-client-id").is_none());
+        for (sub, client_id, what) in [
+            (" alice", "app", "sub"),
+            ("al,ice", "app", "sub"),
+            ("", "app", "sub"),
+            ("alice", "the app", "client_id"),
+            ("alice", "", "client_id"),
+        ] {
+            assert_eq!(
+                Identity::of(&claims(Some(sub), Some(client_id), &[])).map(|_| ()),
+                Err(what),
+                "{sub:?} {client_id:?}"
+            );
+        }
+        let refused = set_identity(&mut HeaderMap::new(), Err("sub"));
+        assert!(matches!(refused, Err(ForwardError::Claim("sub"))));
+    }
+
+    #[test]
+    fn the_scope_header_holds_only_what_the_resource_lists() {
+        let m = model();
+        let token = ["read", "write", "tx:7", "other,odd", "read:x"];
+        let scopes: Vec<String> = token.iter().map(|s| s.to_string()).collect();
+        let identity = Identity::of(&claims(Some("alice"), None, &token)).unwrap();
+        let for_scopes = |listed: &[&str], scopes: &[String]| {
+            identity
+                .for_resource(scopes, &resource(listed), &m)
+                .map(|i| headers(i)["x-isogate-scope"].to_str().unwrap().to_owned())
+        };
+        assert_eq!(for_scopes(&["read"], &scopes).as_deref(), Ok("read"));
+        assert_eq!(
+            for_scopes(&["tx", "write"], &scopes).as_deref(),
+            Ok("write tx:7")
+        );
+        assert_eq!(for_scopes(&["admin"], &scopes).as_deref(), Ok(""));
+        // All listed: the token's own header, as is.
+        let all = Identity::of(&claims(Some("alice"), None, &["read", "write"])).unwrap();
+        let h = headers(
+            all.for_resource(
+                &["read".into(), "write".into()],
+                &resource(&["read", "write"]),
+                &m,
+            )
+            .unwrap(),
+        );
+        assert_eq!(h["x-isogate-scope"], "read write");
+        // Not all listed: the listed ones only.
+        let h = headers(
+            all.for_resource(&["read".into(), "write".into()], &resource(&["write"]), &m)
+                .unwrap(),
+        );
+        assert_eq!(h["x-isogate-scope"], "write");
+        // A listed scope that cannot be forwarded faithfully refuses.
+        let mut m2 = model();
+        m2.api_scopes.insert(
+            "a,b".into(),
+            crate::resources::ApiScope {
+                name: "a,b".into(),
+                display_name: None,
+                user_claims: vec![],
+                parameterized: false,
+                parameter_claim: None,
+            },
+        );
+        let odd = Identity::of(&claims(Some("alice"), None, &["a,b", "read"])).unwrap();
+        assert_eq!(
+            odd.for_resource(&["a,b".into(), "read".into()], &resource(&["a,b"]), &m2)
+                .map(|_| ()),
+            Err("scope")
+        );
+        assert_eq!(
+            odd.for_resource(&["a,b".into(), "read".into()], &resource(&["read"]), &m2)
+                .map(|i| headers(i)["x-isogate-scope"].to_str().unwrap().to_owned())
+                .as_deref(),
+            Ok("read")
+        );
+    }
+
+    #[test]
+    fn only_visible_ascii_without_commas_is_forwarded_as_identity() {
+        for b in 0..=u8::MAX {
+            let expected = (0x21..=0x7E).contains(&b) && b != b',';
+            assert_eq!(forwardable(b), expected, "{b:#04x}");
+        }
+    }
+
+    #[test]
+    fn an_error_is_logged_with_its_causes() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("connect failed")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        ));
+        assert_eq!(error_chain(&e), "connect failed: refused");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::http::{get_json, Client};
 use crate::jwt::cache::{self, Expiring, VerifiedCache};
 use crate::jwt::verify::{self, Claims, IssuerKeys, TokenError, TrustedKeys};
 use crate::metrics::Metrics;
+use crate::resources::{ApiResource, Model};
 
 /// An unknown `kid` refetches an issuer's JWKS at most this often.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
@@ -38,13 +39,26 @@ pub const CACHE_CAPACITY: usize = 24_576;
 pub struct Verified {
     claims: Claims,
     /// The headers, or the claim that cannot be one.
-    pub identity: Result<Identity, &'static str>,
+    identity: Result<Identity, &'static str>,
 }
 
 impl Verified {
     fn new(claims: Claims) -> Self {
         let identity = Identity::of(&claims);
         Verified { claims, identity }
+    }
+
+    /// The identity headers of a request to `resource`, or the claim that cannot be forwarded.
+    pub fn identity_for(
+        &self,
+        resource: &ApiResource,
+        model: &Model,
+    ) -> Result<Identity, &'static str> {
+        self.identity.as_ref().map_err(|what| *what)?.for_resource(
+            &self.claims.scope,
+            resource,
+            model,
+        )
     }
 }
 

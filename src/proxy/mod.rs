@@ -186,9 +186,11 @@ async fn decide<'s>(
 
     if let Some(suffix) = path.strip_prefix(METADATA_PATH) {
         let suffix = if suffix.is_empty() { "/" } else { suffix };
-        let host = host_str.and_then(route::host_of);
         let route = config.routes.iter().find(|r| {
-            r.path_prefix == suffix && r.host.as_ref().is_none_or(|h| Some(h) == host.as_ref())
+            r.path_prefix == suffix
+                && r.host
+                    .as_ref()
+                    .is_none_or(|h| host_str.is_some_and(|got| h.matches(got)))
         });
         let outcome = Outcome::refused("metadata");
         return match route {
@@ -260,10 +262,7 @@ async fn decide<'s>(
             return (denial.response(&metadata_url), outcome);
         }
     };
-    let identity = match &claims.identity {
-        Ok(identity) => identity.for_resource(&claims.scope, resource, model),
-        Err(what) => Err(*what),
-    };
+    let identity = claims.identity_for(resource, model);
     let origin = Origin {
         peer,
         host: host_value.as_ref(),

@@ -193,16 +193,16 @@ fn push_escape(out: &mut String, b: u8) {
 /// length a route naming the host beats a host-less one, then file order decides.
 ///
 /// `host` is the request's authority (`Host` header or `:authority`), with or without a port;
-/// a missing or malformed one (see [`host_of`]) only matches host-less routes. `path` must come
-/// from [`normalize`]. Does not allocate.
+/// a missing or malformed one (see [`Host::of`](crate::config::Host::of)) only matches
+/// host-less routes. `path` must come from [`normalize`]. Does not allocate.
 pub fn select<'a>(routes: &'a [Route], host: Option<&str>, path: &str) -> Option<&'a Route> {
-    let host = host.and_then(split_host);
+    let host = host.and_then(crate::config::host::split);
     // (route, prefix length, names the host)
     let mut best: Option<(&Route, usize, bool)> = None;
     for route in routes {
         let names_host = match (&route.host, host) {
             (None, _) => false,
-            (Some(want), Some(got)) if want.eq_ignore_ascii_case(got) => true,
+            (Some(want), Some(got)) if want.as_str().eq_ignore_ascii_case(got) => true,
             (Some(_), _) => continue,
         };
         let Some(len) = prefix_len(&route.path_prefix, path) else {
@@ -226,38 +226,6 @@ fn prefix_len(prefix: &str, path: &str) -> Option<usize> {
     let prefix = prefix.trim_end_matches('/');
     let rest = path.strip_prefix(prefix)?;
     (rest.is_empty() || rest.starts_with('/')).then_some(prefix.len())
-}
-
-/// The lower-case host of an authority (a `Host` header value) without its port:
-/// `API.example.com:8443` → `api.example.com`, `[::1]:8080` → `[::1]`. `None` when the value is
-/// empty or malformed (userinfo, a non-numeric port, an unbracketed IPv6 address, characters
-/// outside a DNS name or IP literal).
-pub fn host_of(authority: &str) -> Option<String> {
-    split_host(authority).map(str::to_ascii_lowercase)
-}
-
-/// [`host_of`] without the allocation: the host as written.
-fn split_host(authority: &str) -> Option<&str> {
-    let (host, port) = if authority.starts_with('[') {
-        let (host, port) = authority.split_at(authority.find(']')? + 1);
-        let inside = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
-        let ok = inside.is_some_and(|inside| {
-            !inside.is_empty()
-                && inside
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        });
-        (ok.then_some(host)?, port)
-    } else {
-        let (host, port) = authority.split_at(authority.find(':').unwrap_or(authority.len()));
-        let ok = !host.is_empty() && host.bytes().all(is_unreserved);
-        (ok.then_some(host)?, port)
-    };
-    let port_ok = port.is_empty()
-        || port
-            .strip_prefix(':')
-            .is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_digit()));
-    port_ok.then_some(host)
 }
 
 #[cfg(test)]

@@ -179,3 +179,23 @@ pub struct Client {
     /// How long a rotated refresh token may still be used (zero: never).
     pub refresh_token_reuse_grace: Duration,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grant_types_read_and_write_their_rfc_names() {
+        for (grant, name) in [
+            (GrantType::ClientCredentials, "client_credentials"),
+            (GrantType::AuthorizationCode, "authorization_code"),
+            (GrantType::RefreshToken, "refresh_token"),
+        ] {
+            assert_eq!(grant.as_str(), name);
+            assert_eq!(GrantType::parse(name), Some(grant));
+        }
+        for other in ["password", "", "Client_Credentials", "implicit"] {
+            assert_eq!(GrantType::parse(other), None, "{other}");
+        }
+    }
+}

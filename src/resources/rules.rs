@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use super::{ApiResource, Client, GrantType, Model, OFFLINE_ACCESS};
 use crate::jwt::Alg;
 
-/// Longest resource indicator accepted.
-const MAX_RESOURCE_LEN: usize = 512;
+/// Longest resource indicator accepted, and longest API resource name.
+pub const MAX_RESOURCE_LEN: usize = 512;
 
 /// What the token endpoint was asked for.
 #[derive(Debug, Clone, Copy)]
@@ -354,11 +354,7 @@ fn requested_scopes<'a>(
 }
 
 fn resolve<'a>(model: &'a Model, client: &Client, raw: &'a str) -> Result<Scope<'a>, Refusal> {
-    // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-    if !raw
-        .bytes()
-        .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
-    {
+    if !crate::protocol::is_scope_token(raw) {
         return Err(Refusal::InvalidScope(
             "a scope holds a character RFC 6749 forbids".into(),
         ));

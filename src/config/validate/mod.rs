@@ -13,7 +13,7 @@ use super::{
     TrustedIssuer, Upstream, User,
 };
 use crate::jwt::{Alg, KeySet, SigningKey};
-use crate::resources::rules::is_absolute_uri_without_fragment;
+use crate::resources::rules::{is_absolute_uri_without_fragment, MAX_RESOURCE_LEN};
 use crate::resources::{
     ApiResource, ApiScope, Client, GrantType, IdentityResource, Model, RefreshTokenUsage,
     OFFLINE_ACCESS,
@@ -40,7 +40,6 @@ const DEFAULT_REFRESH_SLIDING_LIFETIME: Duration = Duration::from_secs(15 * 86_4
 /// The longest `refresh_token_reuse_grace`: enough for tabs and workers that refresh at once,
 /// short enough that a stolen rotated token is of little use.
 const MAX_REFRESH_REUSE_GRACE: Duration = Duration::from_secs(300);
-const MAX_RESOURCE_LEN: usize = 512;
 /// `max_connections` of the issuer and proxy listeners.
 const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// `max_connections` of the admin listener: health checks and scrapes.

@@ -118,7 +118,7 @@ pub(super) fn route_configs(
             p => p.to_owned(),
         };
         let host_value = host.as_ref().and_then(|h| {
-            let parsed = crate::proxy::route::host_of(h.get_ref());
+            let parsed = crate::config::Host::of(h.get_ref());
             if parsed.is_none() {
                 v.at(h, format!("{key}.host"), "not a host name or bracketed IP address (e.g. \"api.example.com\" or \"[::1]\")");
             }
@@ -183,7 +183,7 @@ pub(super) fn route_configs(
             .enumerate()
             .filter_map(|(j, name)| {
                 let lower = name.get_ref().to_ascii_lowercase();
-                let known = crate::proxy::forward::REWRITING.contains(&lower.as_str());
+                let known = crate::protocol::REWRITING.contains(&lower.as_str());
                 if !known {
                     v.at(
                         name,

@@ -2,12 +2,7 @@
 
 use super::*;
 
-/// RFC 6749 §3.3 scope-token characters, and not empty.
-pub(super) fn is_scope_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
-}
+use crate::protocol::is_scope_token;
 
 pub(super) fn identity(
     v: &mut V<'_>,
@@ -111,7 +106,7 @@ pub(super) fn apis(
         if name.get_ref().len() > MAX_RESOURCE_LEN
             || !is_absolute_uri_without_fragment(name.get_ref())
         {
-            v.at(&name, format!("{key}.name"), "must be an absolute URI without fragment, at most 512 characters (e.g. \"urn:invoices\" or \"https://api.example.com/invoices\")");
+            v.at(&name, format!("{key}.name"), format!("must be an absolute URI without fragment, at most {MAX_RESOURCE_LEN} characters (e.g. \"urn:invoices\" or \"https://api.example.com/invoices\")"));
         }
         v.unique(&mut names, &name, format!("{key}.name"), "API resource");
         for (j, scope) in scopes.iter().enumerate() {

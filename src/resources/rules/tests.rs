@@ -536,3 +536,105 @@ fn a_scope_named_with_a_colon_is_a_scope_of_its_own_unless_its_base_is_parameter
         pairs(&[("invoices:read", "urn:invoices")])
     );
 }
+
+/// SPEC §3 rule 6, the check alone: a `resource` at redemption must be one the authorize
+/// request named, even a non-isolated one that the granted scopes reach.
+#[test]
+fn a_resource_at_redemption_must_have_been_named_at_authorize() {
+    // Invoices shares `read` and is not isolated here: only the remembered list refuses it.
+    let m = model(false);
+    let scopes: Vec<String> = vec!["read".into()];
+    let resources: Vec<String> = vec!["urn:products".into()];
+    let rem = remembered(&scopes, &resources);
+    let c = client(ALL);
+    let at = |resource: &[&str]| redeem(&m, &c, GrantType::AuthorizationCode, rem, None, resource);
+    let g = at(&["urn:products"]).unwrap();
+    assert_eq!(strs(&g.aud), ["urn:products"]);
+    let e = at(&["urn:invoices"]).unwrap_err();
+    assert_eq!(
+        e,
+        Refusal::InvalidTarget(
+            "the resource \"urn:invoices\" was not requested at authorize".into()
+        )
+    );
+}
+
+/// SPEC §3 rule 6: without `resource` at redemption, the audience is rule 4's within the
+/// resources named at authorize, never wider.
+#[test]
+fn without_a_resource_the_audience_stays_within_the_authorized_ones() {
+    let m = model(false);
+    let scopes: Vec<String> = vec!["read".into(), "manage".into()];
+    let resources: Vec<String> = vec!["urn:products".into()];
+    let rem = remembered(&scopes, &resources);
+    let g = redeem(&m, &client(ALL), GrantType::RefreshToken, rem, None, &[]).unwrap();
+    // Unrestricted, `read` and `manage` would also reach invoices and customers.
+    assert_eq!(strs(&g.aud), ["urn:products"]);
+    // With none named at authorize, rule 4 applies in full.
+    let g = redeem(
+        &m,
+        &client(ALL),
+        GrantType::RefreshToken,
+        remembered(&scopes, &[]),
+        None,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        strs(&g.aud),
+        ["urn:invoices", "urn:products", "urn:customers"]
+    );
+}
+
+/// SPEC §3 rule 2 at its boundary: 512 characters are accepted, 513 are not.
+#[test]
+fn a_resource_of_512_characters_is_accepted_and_513_are_not() {
+    let mut m = model(false);
+    let at_limit = format!("urn:{}", "a".repeat(508));
+    let past_limit = format!("urn:{}", "a".repeat(509));
+    assert_eq!((at_limit.len(), past_limit.len()), (512, 513));
+    for name in [&at_limit, &past_limit] {
+        m.api_resources.push(api(name, &["read"], false));
+    }
+    let g = ok(&m, cc(Some("read"), &[&at_limit]));
+    assert_eq!(strs(&g.aud), [at_limit.as_str()]);
+    assert_eq!(
+        err(&m, cc(Some("read"), &[&past_limit])),
+        Refusal::InvalidTarget("the resource is longer than 512 characters".into())
+    );
+}
+
+/// Only a request for identity scopes alone gets a token for the issuer: API scopes beside
+/// them keep rule 4's audience.
+#[test]
+fn identity_scopes_beside_api_scopes_keep_the_apis_audience() {
+    let mut m = model(false);
+    m.identity_audience = Some("https://issuer/resources".into());
+    let req = TokenRequest {
+        grant: GrantType::AuthorizationCode,
+        scope: Some("openid read"),
+        resources: &[],
+    };
+    let g = ok(&m, req);
+    assert_eq!(strs(&g.aud), ["urn:invoices", "urn:products"]);
+}
+
+/// SPEC §3 rule 2's form check on its own: a value that is not an absolute URI, or that holds
+/// a fragment, is refused for that reason, before it is looked up.
+#[test]
+fn a_resource_must_be_an_absolute_uri_without_fragment() {
+    let mut m = model(false);
+    m.api_resources.push(api("urn:x#frag", &["read"], false));
+    m.api_resources.push(api("relative/path", &["read"], false));
+    let malformed =
+        Refusal::InvalidTarget("the resource must be an absolute URI without a fragment".into());
+    for value in ["urn:x#frag", "relative/path", "not a uri", "#"] {
+        assert_eq!(err(&m, cc(Some("read"), &[value])), malformed, "{value}");
+    }
+    assert!(is_absolute_uri_without_fragment(
+        "https://api.example.com/a?b=c"
+    ));
+    assert!(!is_absolute_uri_without_fragment(
+        "https://api.example.com/a#b"
+    ));
+}
