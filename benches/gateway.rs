@@ -230,7 +230,7 @@ impl Setup {
     }
 }
 
-/// What the gateway does for one request once its route is chosen (`proxy::authorize`, with
+/// What the gateway does for one request once its route is chosen (`enforce::enforce`, with
 /// the cache lookup of `Keys::cached` and the insert of `Keys::verify`): SPEC §4 steps 1–6, at
 /// `now` (seconds since the epoch). The token's issuer is the local one, so an unknown `kid`
 /// never triggers a JWKS fetch.
@@ -243,7 +243,7 @@ fn authorize(
     now: u64,
     skew: Duration,
 ) -> Result<Arc<Claims>, Denial> {
-    let invalid = |e: verify::TokenError| Denial::InvalidToken(e.to_string());
+    let invalid = Denial::Token;
     let credential = enforce::credential(headers)?;
     let trusted = &setup.trusted;
     let key = cache::key(credential);
@@ -260,7 +260,7 @@ fn authorize(
     let model = &setup.config.model;
     let resource = model
         .api_resource(&route.resource)
-        .ok_or_else(|| Denial::InvalidToken("the route's resource is not configured".into()))?;
+        .expect("the bench route's resource exists");
     enforce::audience(&claims, resource)?;
     enforce::scope(&claims, route, resource, model, method)?;
     Ok(claims)

@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::http::{full, json, method_not_allowed, text, Body};
 use crate::metrics::{Metrics, CONTENT_TYPE};
 use crate::reload;
@@ -38,6 +39,7 @@ impl Admin {
         state: Shared,
         status: watch::Receiver<reload::Status>,
         metrics: Arc<Metrics>,
+        clock: Clock,
     ) -> Self {
         let admin = Admin {
             ready: AtomicBool::new(false),
@@ -46,7 +48,7 @@ impl Admin {
             status,
             state,
         };
-        admin.loaded(SystemTime::now());
+        admin.loaded(clock.now());
         admin
     }
 
@@ -176,7 +178,10 @@ resource = "urn:x"
         let config = parse(CONFIG, dir.path(), MissingKeys::Generate).unwrap();
         let state = Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::new(config)));
         let (_, status) = watch::channel(reload::Status::default());
-        (dir, Admin::new(state, status, Arc::new(Metrics::new())))
+        (
+            dir,
+            Admin::new(state, status, Arc::new(Metrics::new()), Clock::system()),
+        )
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub async fn introspect(
     grants: &Grants,
     req: Request<Incoming>,
     within: std::time::Duration,
+    now: std::time::SystemTime,
 ) -> Response<Body> {
+    let now = crate::jwt::numeric_date(now);
     let (parts, body) = req.into_parts();
     let form = match form::read(&parts.headers, body, within).await {
         Ok(form) => form,
@@ -45,7 +47,6 @@ pub async fn introspect(
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
-        let now = crate::proxy::keys::unix_now();
         Ok::<_, OAuthError>(describe(&snapshot, &grants, &caller, token, now))
     })
     .await
@@ -149,7 +150,9 @@ pub async fn revocation(
     grants: &Grants,
     req: Request<Incoming>,
     within: std::time::Duration,
+    now: std::time::SystemTime,
 ) -> Response<Body> {
+    let now = crate::jwt::numeric_date(now);
     let (parts, body) = req.into_parts();
     let form = match form::read(&parts.headers, body, within).await {
         Ok(form) => form,
@@ -161,7 +164,6 @@ pub async fn revocation(
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
-        let now = crate::proxy::keys::unix_now();
         if grants.revoke_refresh(token, &client.client_id, now)? {
             tracing::info!(client_id = %client.client_id, "refresh token revoked");
         }

@@ -18,11 +18,11 @@ pub use token::{mint, token, Minted, Subject, TokenResponse};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::clock::Clock;
 use crate::grants::Grants;
 use crate::http::{json_bytes, method_not_allowed, text, Body};
 use crate::metrics::Metrics;
@@ -39,6 +39,8 @@ pub struct Service {
     pub passwords: passwords::Passwords,
     /// Where token requests are counted.
     pub metrics: Arc<Metrics>,
+    /// The clock every request reads once.
+    pub clock: Clock,
 }
 
 /// Answers one request to the issuer listener.
@@ -49,6 +51,7 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Response<Body> {
     let snapshot = state.load_full();
+    let now = service.clock.now();
     let (Some(issuer), Some(docs)) = (&snapshot.config.issuer, &snapshot.issuer_docs) else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -84,7 +87,6 @@ pub async fn handle(
             if req.method() != Method::POST {
                 return method_not_allowed("POST");
             }
-            let now = SystemTime::now();
             let snapshot = snapshot.clone();
             let within = issuer.request_body_timeout;
             token::endpoint(
@@ -101,34 +103,34 @@ pub async fn handle(
             if !matches!(*req.method(), Method::GET | Method::POST) {
                 return method_not_allowed("GET, POST");
             }
-            authorize::authorize(&snapshot, issuer, &service, req).await
+            authorize::authorize(&snapshot, issuer, &service, req, now).await
         }
         "/connect/authorize/login" => {
             if req.method() != Method::POST {
                 return method_not_allowed("POST");
             }
-            authorize::login(&snapshot, issuer, &service, req, peer).await
+            authorize::login(&snapshot, issuer, &service, req, peer, now).await
         }
         "/connect/authorize/consent" => {
             if req.method() != Method::POST {
                 return method_not_allowed("POST");
             }
-            authorize::consent(&snapshot, issuer, &service, req).await
+            authorize::consent(&snapshot, issuer, &service, req, now).await
         }
-        "/connect/userinfo" => oidc::userinfo(&snapshot, issuer, &service.grants, req).await,
+        "/connect/userinfo" => oidc::userinfo(&snapshot, issuer, &service.grants, req, now).await,
         "/connect/introspect" => {
             if req.method() != Method::POST {
                 return method_not_allowed("POST");
             }
             let within = issuer.request_body_timeout;
-            introspect::introspect(snapshot.clone(), &service.grants, req, within).await
+            introspect::introspect(snapshot.clone(), &service.grants, req, within, now).await
         }
         "/connect/revocation" => {
             if req.method() != Method::POST {
                 return method_not_allowed("POST");
             }
             let within = issuer.request_body_timeout;
-            introspect::revocation(snapshot.clone(), &service.grants, req, within).await
+            introspect::revocation(snapshot.clone(), &service.grants, req, within, now).await
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

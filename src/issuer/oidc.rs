@@ -148,6 +148,7 @@ pub async fn userinfo(
     issuer: &IssuerConfig,
     grants: &Grants,
     req: Request<Incoming>,
+    now: SystemTime,
 ) -> Response<Body> {
     if !matches!(*req.method(), Method::GET | Method::POST) {
         return crate::http::method_not_allowed("GET, POST");
@@ -182,7 +183,7 @@ pub async fn userinfo(
             return response;
         }
     };
-    let now = crate::proxy::keys::unix_now();
+    let now = jwt::numeric_date(now);
     let grants = grants.clone();
     let keys_owned = keys.clone();
     let checked =

@@ -1,28 +1,12 @@
 //! The HTML pages of `/connect/authorize`: login, consent and errors. Plain, server-rendered,
 //! accessible (labelled fields, one heading, alerts announced), no script, and framed by
-//! nobody.
-
-use std::fmt::Write;
+//! nobody. Rendered with maud, which escapes every interpolated value: no value reaches the
+//! page as markup.
 
 use http::{header, HeaderValue, Response, StatusCode};
+use maud::{html, Markup, DOCTYPE};
 
 use crate::http::{full, Body};
-
-/// Escapes text for HTML content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem;line-height:1.5;color:#1a1a1a}\
 label{display:block;margin-top:1rem;font-weight:600}\
@@ -31,13 +15,20 @@ button{margin-top:1.25rem;margin-right:.5rem;padding:.5rem 1.25rem;font-size:1re
 [role=alert]{background:#fdecea;border:1px solid #b3261e;padding:.5rem .75rem;margin-top:1rem}\
 :focus{outline:3px solid #1a5fb4;outline-offset:2px}";
 
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n{body}</main>\n</body>\n</html>\n",
-        title = escape(title)
-    )
+fn page(title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (maud::PreEscaped(STYLE)) }
+            }
+            body { main { (body) } }
+        }
+    }
+    .into_string()
 }
 
 /// The login form for pending request `pending`.
@@ -49,35 +40,29 @@ pub fn login(
     username: &str,
     error: Option<&str>,
 ) -> String {
-    let mut body = format!(
-        "<h1>Sign in</h1>\n<p>to continue to <strong>{}</strong></p>\n",
-        escape(client)
-    );
-    if let Some(error) = error {
-        let _ = writeln!(body, "<p role=\"alert\" id=\"error\">{}</p>", escape(error));
-    }
-    let described = if error.is_some() {
-        " aria-describedby=\"error\""
-    } else {
-        ""
-    };
-    let _ = write!(
-        body,
-        "<form method=\"post\" action=\"{action}\">\n\
-         <input type=\"hidden\" name=\"request\" value=\"{pending}\">\n\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\n\
-         <label for=\"username\">Username</label>\n\
-         <input type=\"text\" id=\"username\" name=\"username\" value=\"{username}\" autocomplete=\"username\" autocapitalize=\"none\" spellcheck=\"false\" required autofocus{described}>\n\
-         <label for=\"password\">Password</label>\n\
-         <input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required{described}>\n\
-         <button type=\"submit\">Sign in</button>\n\
-         </form>\n",
-        action = escape(action),
-        pending = escape(pending),
-        csrf = escape(csrf),
-        username = escape(username),
-    );
-    page("Sign in", &body)
+    let described = error.map(|_| "error");
+    page(
+        "Sign in",
+        html! {
+            h1 { "Sign in" }
+            p { "to continue to " strong { (client) } }
+            @if let Some(error) = error {
+                p role="alert" id="error" { (error) }
+            }
+            form method="post" action=(action) {
+                input type="hidden" name="request" value=(pending);
+                input type="hidden" name="csrf" value=(csrf);
+                label for="username" { "Username" }
+                input type="text" id="username" name="username" value=(username)
+                    autocomplete="username" autocapitalize="none" spellcheck="false" required autofocus
+                    aria-describedby=[described];
+                label for="password" { "Password" }
+                input type="password" id="password" name="password"
+                    autocomplete="current-password" required aria-describedby=[described];
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
 }
 
 /// One line of the consent page: a scope or API and its description.
@@ -97,55 +82,43 @@ pub fn consent(
     scopes: &[Item<'_>],
     apis: &[Item<'_>],
 ) -> String {
-    let mut body = format!(
-        "<h1>Allow access?</h1>\n<p><strong>{}</strong> asks for:</p>\n<ul>\n",
-        escape(client)
-    );
-    for item in scopes {
-        let _ = writeln!(
-            body,
-            "<li>{} <small>({})</small></li>",
-            escape(item.label),
-            escape(item.name)
-        );
-    }
-    body.push_str("</ul>\n");
-    if !apis.is_empty() {
-        body.push_str("<p>at these APIs:</p>\n<ul>\n");
-        for item in apis {
-            let _ = writeln!(
-                body,
-                "<li>{} <small>({})</small></li>",
-                escape(item.label),
-                escape(item.name)
-            );
-        }
-        body.push_str("</ul>\n");
-    }
-    let _ = write!(
-        body,
-        "<form method=\"post\" action=\"{action}\">\n\
-         <input type=\"hidden\" name=\"request\" value=\"{pending}\">\n\
-         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\n\
-         <p><input type=\"checkbox\" id=\"remember\" name=\"remember\" value=\"yes\" checked> <label for=\"remember\" style=\"display:inline\">Remember my decision</label></p>\n\
-         <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\n\
-         <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button>\n\
-         </form>\n",
-        action = escape(action),
-        pending = escape(pending),
-        csrf = escape(csrf),
-    );
-    page("Allow access?", &body)
+    page(
+        "Allow access?",
+        html! {
+            h1 { "Allow access?" }
+            p { strong { (client) } " asks for:" }
+            ul {
+                @for item in scopes { li { (item.label) " " small { "(" (item.name) ")" } } }
+            }
+            @if !apis.is_empty() {
+                p { "at these APIs:" }
+                ul {
+                    @for item in apis { li { (item.label) " " small { "(" (item.name) ")" } } }
+                }
+            }
+            form method="post" action=(action) {
+                input type="hidden" name="request" value=(pending);
+                input type="hidden" name="csrf" value=(csrf);
+                p {
+                    input type="checkbox" id="remember" name="remember" value="yes" checked;
+                    " "
+                    label for="remember" style="display:inline" { "Remember my decision" }
+                }
+                button type="submit" name="decision" value="allow" { "Allow" }
+                button type="submit" name="decision" value="deny" { "Deny" }
+            }
+        },
+    )
 }
 
 /// An error shown to the user instead of a redirect (unknown client, unregistered redirect).
 pub fn error(message: &str) -> String {
     page(
         "Sign-in error",
-        &format!(
-            "<h1>Sign-in error</h1>\n<p role=\"alert\">{}</p>\n",
-            escape(message)
-        ),
+        html! {
+            h1 { "Sign-in error" }
+            p role="alert" { (message) }
+        },
     )
 }
 
@@ -181,12 +154,69 @@ pub fn response(status: StatusCode, html: String) -> Response<Body> {
 mod tests {
     use super::*;
 
+    const HOSTILE: &str = "\"><script>alert(1)</script>&'";
+    const ESCAPED: &str = "&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&amp;'";
+
+    /// Every value a page shows, one at a time, comes out escaped.
     #[test]
-    fn user_text_is_escaped() {
-        let html = login("/a", "p", "c", "<script>", "\"><img src=x>", Some("a&b"));
-        assert!(html.contains("&lt;script&gt;"));
-        assert!(html.contains("&quot;&gt;&lt;img src=x&gt;"));
-        assert!(html.contains("a&amp;b"));
-        assert!(!html.contains("<script>"));
+    fn every_interpolated_value_is_escaped() {
+        let login_pages = [
+            login(HOSTILE, "p", "c", "client", "user", None),
+            login("/a", HOSTILE, "c", "client", "user", None),
+            login("/a", "p", HOSTILE, "client", "user", None),
+            login("/a", "p", "c", HOSTILE, "user", None),
+            login("/a", "p", "c", "client", HOSTILE, None),
+            login("/a", "p", "c", "client", "user", Some(HOSTILE)),
+        ];
+        let item = [Item {
+            label: HOSTILE,
+            name: "n",
+        }];
+        let name = [Item {
+            label: "l",
+            name: HOSTILE,
+        }];
+        let consent_pages = [
+            consent(HOSTILE, "p", "c", "client", &[], &[]),
+            consent("/a", HOSTILE, "c", "client", &[], &[]),
+            consent("/a", "p", HOSTILE, "client", &[], &[]),
+            consent("/a", "p", "c", HOSTILE, &[], &[]),
+            consent("/a", "p", "c", "client", &item, &[]),
+            consent("/a", "p", "c", "client", &name, &[]),
+            consent("/a", "p", "c", "client", &[], &item),
+            consent("/a", "p", "c", "client", &[], &name),
+        ];
+        for html in login_pages
+            .iter()
+            .chain(&consent_pages)
+            .chain([&error(HOSTILE)])
+        {
+            assert!(html.contains(ESCAPED), "{html}");
+            assert!(!html.contains("<script>"), "{html}");
+        }
+    }
+
+    #[test]
+    fn the_login_form_carries_its_hidden_fields_and_labels() {
+        let html = login(
+            "/connect/authorize/login",
+            "req-1",
+            "csrf-1",
+            "web",
+            "alice",
+            Some("Wrong."),
+        );
+        for part in [
+            "<form method=\"post\" action=\"/connect/authorize/login\">",
+            "<input type=\"hidden\" name=\"request\" value=\"req-1\">",
+            "<input type=\"hidden\" name=\"csrf\" value=\"csrf-1\">",
+            "<label for=\"username\">Username</label>",
+            "value=\"alice\"",
+            "aria-describedby=\"error\"",
+            "<p role=\"alert\" id=\"error\">Wrong.</p>",
+        ] {
+            assert!(html.contains(part), "{part} in {html}");
+        }
+        assert!(!login("/a", "p", "c", "web", "", None).contains("aria-describedby"));
     }
 }

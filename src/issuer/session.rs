@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use super::authorize::AuthorizeRequest;
 use crate::protocol::random_token;
@@ -30,7 +30,7 @@ pub struct Session {
     pub subject: String,
     /// When they signed in (seconds since the epoch).
     pub auth_time: u64,
-    expires: Instant,
+    expires: SystemTime,
 }
 
 /// An authorize request waiting for the user.
@@ -44,18 +44,19 @@ pub struct Pending {
     pub session: Option<String>,
     /// The browser cookie of the browser the page was shown in.
     pub browser: String,
-    expires: Instant,
+    expires: SystemTime,
 }
 
+/// Login attempts since the last success, for one username or address.
 #[derive(Debug)]
 struct Failures {
     count: u32,
-    last: Instant,
+    last: SystemTime,
 }
 
 impl Failures {
     /// When the next attempt may be made.
-    fn next_allowed(&self) -> Instant {
+    fn next_allowed(&self) -> SystemTime {
         if self.count < FREE_FAILURES {
             return self.last;
         }
@@ -89,9 +90,8 @@ impl Sessions {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The live session with this id.
-    pub fn session(&self, id: &str) -> Option<Session> {
-        let now = Instant::now();
+    /// The session with this id, live at `now`.
+    pub fn session(&self, id: &str, now: SystemTime) -> Option<Session> {
         self.lock()
             .sessions
             .get(id)
@@ -99,9 +99,8 @@ impl Sessions {
             .cloned()
     }
 
-    /// Signs `subject` in; returns the session id for the cookie.
-    pub fn sign_in(&self, subject: &str, auth_time: u64) -> Result<String, Full> {
-        let now = Instant::now();
+    /// Signs `subject` in at `now`; returns the session id for the cookie.
+    pub fn sign_in(&self, subject: &str, now: SystemTime) -> Result<String, Full> {
         let mut inner = self.lock();
         inner.sessions.retain(|_, s| s.expires > now);
         if inner.sessions.len() >= MAX_ENTRIES {
@@ -112,21 +111,21 @@ impl Sessions {
             id.clone(),
             Session {
                 subject: subject.to_owned(),
-                auth_time,
+                auth_time: crate::jwt::numeric_date(now),
                 expires: now + SESSION_LIFETIME,
             },
         );
         Ok(id)
     }
 
-    /// Keeps `request` for the page about to be shown; returns its id.
+    /// Keeps `request` for the page about to be shown at `now`; returns its id.
     pub fn park(
         &self,
         request: AuthorizeRequest,
         session: Option<String>,
         browser: &str,
+        now: SystemTime,
     ) -> Result<(String, Pending), Full> {
-        let now = Instant::now();
         let mut inner = self.lock();
         inner.pending.retain(|_, p| p.expires > now);
         if inner.pending.len() >= MAX_ENTRIES {
@@ -144,9 +143,8 @@ impl Sessions {
         Ok((id, pending))
     }
 
-    /// The pending request `id`, still live.
-    pub fn pending(&self, id: &str) -> Option<Pending> {
-        let now = Instant::now();
+    /// The pending request `id`, still live at `now`.
+    pub fn pending(&self, id: &str, now: SystemTime) -> Option<Pending> {
         self.lock()
             .pending
             .get(id)
@@ -163,21 +161,20 @@ impl Sessions {
     /// password is checked, so that parallel attempts cannot all pass the check on one count.
     /// Refused, uncounted, with how long to wait, while any of the keys must wait; a success
     /// clears the count with [`Sessions::succeeded`].
-    pub fn attempt(&self, keys: &[String], now: Instant) -> Result<(), Duration> {
+    pub fn attempt(&self, keys: &[String], now: SystemTime) -> Result<(), Duration> {
+        let since = |t: SystemTime| now.duration_since(t).unwrap_or_default();
         let mut inner = self.lock();
         let wait = keys
             .iter()
             .filter_map(|k| inner.failures.get(k))
-            .filter(|f| now.saturating_duration_since(f.last) < FAILURE_WINDOW)
-            .map(|f| f.next_allowed().saturating_duration_since(now))
+            .filter(|f| since(f.last) < FAILURE_WINDOW)
+            .map(|f| f.next_allowed().duration_since(now).unwrap_or_default())
             .filter(|wait| !wait.is_zero())
             .max();
         if let Some(wait) = wait {
             return Err(wait);
         }
-        inner
-            .failures
-            .retain(|_, f| now.saturating_duration_since(f.last) < FAILURE_WINDOW);
+        inner.failures.retain(|_, f| since(f.last) < FAILURE_WINDOW);
         for key in keys {
             if inner.failures.len() >= MAX_ENTRIES && !inner.failures.contains_key(key) {
                 continue;
@@ -209,7 +206,7 @@ mod tests {
     fn the_slowdown_starts_after_the_free_failures_and_doubles() {
         let sessions = Sessions::default();
         let keys = ["user:alice".to_owned()];
-        let start = Instant::now();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
         for _ in 0..FREE_FAILURES {
             assert_eq!(sessions.attempt(&keys, start), Ok(()));
         }
@@ -233,11 +230,27 @@ mod tests {
     fn failures_are_forgotten_after_the_window() {
         let sessions = Sessions::default();
         let keys = ["addr:192.0.2.1".to_owned()];
-        let start = Instant::now();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
         for _ in 0..FREE_FAILURES {
             assert_eq!(sessions.attempt(&keys, start), Ok(()));
         }
         assert!(sessions.attempt(&keys, start).is_err());
         assert_eq!(sessions.attempt(&keys, start + FAILURE_WINDOW), Ok(()));
+    }
+
+    #[test]
+    fn sessions_and_pending_requests_end_with_their_lifetimes() {
+        let sessions = Sessions::default();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+        let id = sessions.sign_in("818727", start).unwrap();
+        let session = sessions.session(&id, start).unwrap();
+        assert_eq!(
+            (session.subject.as_str(), session.auth_time),
+            ("818727", 1_750_000_000)
+        );
+        let last = start + SESSION_LIFETIME - Duration::from_secs(1);
+        assert!(sessions.session(&id, last).is_some());
+        assert!(sessions.session(&id, start + SESSION_LIFETIME).is_none());
+        assert!(sessions.session("other", start).is_none());
     }
 }

@@ -1,28 +1,45 @@
-//! SPEC §4 enforcement: the bearer token in the request, then what the route asks of it.
-//! Every refusal becomes a response with an RFC 6750 challenge in one place, [`Denial::response`].
+//! The gateway's second stage: SPEC §4's six steps, in order, in one function
+//! ([`enforce`]), into a [`Permit`] or a typed [`Denial`]. Every refusal becomes a response
+//! with an RFC 6750 challenge in one place, [`Denial::response`], and keeps its cause for the
+//! log line and the metric label ([`Denial::reason`]).
+//!
+//! Measured (BENCHMARKS.md, session 4): the verified-token cache is looked up with the raw
+//! credential before its `b64token` syntax is checked (a cached token passed that check when
+//! it was verified), so a warm request checks nothing twice.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::{header, HeaderMap, Method, Response, StatusCode};
 
+use super::keys::{Keys, Verified};
+use super::resolve::Target;
 use crate::config::Route;
 use crate::http::{json, Body};
-use crate::jwt::verify::Claims;
-use crate::protocol::authorization::{authorization, bearer_token, Credentials};
+use crate::jwt::verify::{check_time, Claims, TokenError};
+use crate::protocol::authorization::{authorization, bearer_token, Credentials, Malformed};
 use crate::protocol::Challenge;
 use crate::resources::{ApiResource, Model};
 
-/// Why a request is not forwarded.
+/// Why a request is not forwarded, by the step of SPEC §4 that refused it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denial {
-    /// No bearer token was sent (401, bare challenge).
+    /// Step 1: no bearer token was sent (401, bare challenge).
     #[error("no bearer token")]
     NoToken,
-    /// The Authorization header is malformed or repeated (400 `invalid_request`).
+    /// Step 1: the Authorization header is malformed or repeated (400 `invalid_request`).
     #[error("invalid_request: {0}")]
-    InvalidRequest(&'static str),
-    /// The token is not acceptable (401 `invalid_token`).
+    InvalidRequest(Malformed),
+    /// Steps 2 to 4: the token itself (401 `invalid_token`).
     #[error("invalid_token: {0}")]
-    InvalidToken(String),
-    /// The token lacks a scope the route asks for (403 `insufficient_scope`).
+    Token(TokenError),
+    /// Step 5: `aud` does not name the route's resource (401 `invalid_token`).
+    #[error("invalid_token: the token is not meant for this resource")]
+    Audience,
+    /// Step 5: the resource is isolated and `aud` names another one too (401 `invalid_token`).
+    #[error("invalid_token: this resource accepts only tokens minted for it alone")]
+    NotIsolated,
+    /// Step 6: the token lacks a scope the route asks for (403 `insufficient_scope`).
     #[error("insufficient_scope: needs one of {scope}")]
     InsufficientScope {
         /// The scopes any one of which would do, space-delimited.
@@ -30,22 +47,79 @@ pub enum Denial {
     },
 }
 
+/// A request allowed through: the verified token it carried.
+pub struct Permit {
+    /// The token's claims and identity headers.
+    pub verified: Arc<Verified>,
+}
+
+/// SPEC §4 steps 1 to 6 for `target`, in this order: one bearer token, its signature, `typ`,
+/// `exp`/`nbf` at `now` within `skew`, `aud` with isolation, and the scope this method needs.
+pub async fn enforce(
+    keys: &Keys,
+    headers: &HeaderMap,
+    method: &Method,
+    target: &Target<'_>,
+    model: &Model,
+    skew: Duration,
+    now: u64,
+) -> Result<Permit, Denial> {
+    let credential = credential(headers)?;
+    let verified = match keys.cached(credential, skew, now) {
+        Ok(verified) => verified,
+        Err(miss) => keys
+            .verify(token(credential)?, miss)
+            .await
+            .map_err(Denial::Token)?,
+    };
+    check_time(&verified, now, skew).map_err(Denial::Token)?;
+    audience(&verified, target.resource)?;
+    scope(&verified, target.route, target.resource, model, method)?;
+    Ok(Permit { verified })
+}
+
 impl Denial {
-    /// The reason as logged and counted: the RFC error code, or `no_token`.
+    /// The RFC 6750 error code, or `no_token`.
     pub fn code(&self) -> &'static str {
         match self {
             Denial::NoToken => "no_token",
             Denial::InvalidRequest(_) => "invalid_request",
-            Denial::InvalidToken(_) => "invalid_token",
+            Denial::Token(_) | Denial::Audience | Denial::NotIsolated => "invalid_token",
             Denial::InsufficientScope { .. } => "insufficient_scope",
+        }
+    }
+
+    /// The reason as logged and counted in `isogate_requests_total`: which step refused the
+    /// request, and for a token, why.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denial::Token(e) => match e {
+                TokenError::TooLarge => "token_too_large",
+                TokenError::Malformed(_) => "token_malformed",
+                TokenError::UnsupportedAlg => "token_alg",
+                TokenError::UntrustedIssuer => "token_issuer",
+                TokenError::UnknownKid => "token_kid",
+                TokenError::AlgMismatch => "token_key_alg",
+                TokenError::BadSignature => "token_signature",
+                TokenError::BadTyp => "token_typ",
+                TokenError::Expired => "token_expired",
+                TokenError::NotYetValid => "token_not_yet_valid",
+            },
+            Denial::Audience => "token_audience",
+            Denial::NotIsolated => "token_not_isolated",
+            other => other.code(),
         }
     }
 
     fn description(&self) -> Option<String> {
         match self {
             Denial::NoToken => None,
-            Denial::InvalidRequest(d) => Some((*d).to_owned()),
-            Denial::InvalidToken(d) => Some(d.clone()),
+            Denial::InvalidRequest(malformed) => Some(malformed.message().to_owned()),
+            Denial::Token(e) => Some(e.to_string()),
+            Denial::Audience => Some("the token is not meant for this resource".to_owned()),
+            Denial::NotIsolated => {
+                Some("this resource accepts only tokens minted for it alone".to_owned())
+            }
             Denial::InsufficientScope { .. } => {
                 Some("the token has none of the scopes this request needs".to_owned())
             }
@@ -56,9 +130,9 @@ impl Denial {
     /// document URL.
     pub fn response(&self, metadata: &str) -> Response<Body> {
         let status = match self {
-            Denial::NoToken | Denial::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Denial::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Denial::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
         };
         let description = self.description();
         let challenge = Challenge {
@@ -91,33 +165,29 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, Denial> {
 }
 
 /// The first half of [`bearer`]: the bytes after `Bearer ` in the one `Authorization` header,
-/// not yet checked. The gateway looks these up in its verified-token cache before checking them
-/// with [`token`]: a cached token passed that check when it was verified.
+/// not yet checked: [`enforce`] looks them up in the verified-token cache before checking them
+/// with [`token`].
 pub fn credential(headers: &HeaderMap) -> Result<&[u8], Denial> {
     match authorization(headers) {
         Ok(Some(Credentials::Bearer(credential))) => Ok(credential),
         // Another scheme (e.g. Basic) carries no bearer token (RFC 6750 §3.1).
         Ok(Some(_) | None) => Err(Denial::NoToken),
-        Err(malformed) => Err(Denial::InvalidRequest(malformed.message())),
+        Err(malformed) => Err(Denial::InvalidRequest(malformed)),
     }
 }
 
 /// The second half of [`bearer`]: `credential` as a token when it is a `b64token`.
 pub fn token(credential: &[u8]) -> Result<&str, Denial> {
-    bearer_token(credential).map_err(|malformed| Denial::InvalidRequest(malformed.message()))
+    bearer_token(credential).map_err(Denial::InvalidRequest)
 }
 
 /// SPEC §4 step 5: `aud` names the route's resource; an isolated resource must be the only one.
 pub fn audience(claims: &Claims, resource: &ApiResource) -> Result<(), Denial> {
     if !claims.aud.contains(&resource.name) {
-        return Err(Denial::InvalidToken(
-            "the token is not meant for this resource".into(),
-        ));
+        return Err(Denial::Audience);
     }
     if resource.isolated && claims.aud.iter().any(|a| *a != resource.name) {
-        return Err(Denial::InvalidToken(
-            "this resource accepts only tokens minted for it alone".into(),
-        ));
+        return Err(Denial::NotIsolated);
     }
     Ok(())
 }
@@ -232,12 +302,8 @@ mod tests {
     fn the_audience_must_name_the_resource_and_an_isolated_one_alone() {
         let shared = resource("urn:products", &["read"], false);
         let isolated = resource("urn:invoices", &["read"], true);
-        let not_meant = Err(Denial::InvalidToken(
-            "the token is not meant for this resource".into(),
-        ));
-        let not_alone = Err(Denial::InvalidToken(
-            "this resource accepts only tokens minted for it alone".into(),
-        ));
+        let not_meant = Err(Denial::Audience);
+        let not_alone = Err(Denial::NotIsolated);
         for (aud, at_shared, at_isolated) in [
             (&["urn:products"][..], Ok(()), not_meant.clone()),
             (&["urn:invoices"][..], not_meant.clone(), Ok(())),
@@ -401,26 +467,47 @@ mod tests {
                 header::AUTHORIZATION,
                 HeaderValue::from_bytes(bad).expect("obs-text is a header value"),
             );
-            assert_eq!(
-                bearer(&h),
-                Err(Denial::InvalidRequest("malformed Authorization header"))
-            );
+            assert_eq!(bearer(&h), Err(Denial::InvalidRequest(Malformed::Header)));
         }
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer a b"),
         );
-        assert_eq!(
-            bearer(&h),
-            Err(Denial::InvalidRequest("malformed bearer token"))
-        );
+        assert_eq!(bearer(&h), Err(Denial::InvalidRequest(Malformed::Bearer)));
     }
 
     #[test]
-    fn challenges_quote_safely() {
-        let r = Denial::InvalidToken("bad \"quote\"\n".into())
-            .response("http://h/.well-known/oauth-protected-resource/x");
-        let c = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
-        assert_eq!(c, "Bearer realm=\"isogate\", error=\"invalid_token\", error_description=\"bad 'quote'?\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\"");
+    fn each_denial_has_its_status_challenge_and_reason() {
+        let metadata = "http://h/.well-known/oauth-protected-resource/x";
+        for (denial, status, reason, challenge) in [
+            (Denial::NoToken, 401, "no_token", "Bearer realm=\"isogate\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""),
+            (Denial::InvalidRequest(Malformed::Repeated), 400, "invalid_request", "Bearer realm=\"isogate\", error=\"invalid_request\", error_description=\"more than one Authorization header\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""),
+            (Denial::Token(TokenError::Expired), 401, "token_expired", "Bearer realm=\"isogate\", error=\"invalid_token\", error_description=\"token expired\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""),
+            (Denial::Audience, 401, "token_audience", "Bearer realm=\"isogate\", error=\"invalid_token\", error_description=\"the token is not meant for this resource\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""),
+            (Denial::NotIsolated, 401, "token_not_isolated", "Bearer realm=\"isogate\", error=\"invalid_token\", error_description=\"this resource accepts only tokens minted for it alone\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""),
+            (Denial::InsufficientScope { scope: "write".into() }, 403, "insufficient_scope", "Bearer realm=\"isogate\", error=\"insufficient_scope\", error_description=\"the token has none of the scopes this request needs\", scope=\"write\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""),
+        ] {
+            let response = denial.response(metadata);
+            assert_eq!(response.status().as_u16(), status, "{denial}");
+            assert_eq!(denial.reason(), reason);
+            assert_eq!(response.headers()[header::WWW_AUTHENTICATE], challenge);
+        }
+        // Every token error has a reason of its own.
+        let errors = [
+            TokenError::TooLarge,
+            TokenError::Malformed("x"),
+            TokenError::UnsupportedAlg,
+            TokenError::UntrustedIssuer,
+            TokenError::UnknownKid,
+            TokenError::AlgMismatch,
+            TokenError::BadSignature,
+            TokenError::BadTyp,
+            TokenError::Expired,
+            TokenError::NotYetValid,
+        ];
+        let reasons: std::collections::BTreeSet<&str> =
+            errors.iter().map(|e| Denial::Token(*e).reason()).collect();
+        assert_eq!(reasons.len(), errors.len());
+        assert!(reasons.iter().all(|r| r.starts_with("token_")));
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -198,11 +198,11 @@ impl Keys {
     /// verified before under the current keys; otherwise what [`Keys::verify`] needs.
     ///
     /// The caller accepts a token until `exp + skew`, so cache entries live that long too: the
-    /// cache's clock runs `skew` behind. The caller's time check still runs on every hit.
-    pub fn cached(&self, token: &[u8], skew: Duration) -> Result<Arc<Verified>, Miss> {
+    /// cache's clock runs `skew` behind `now`. The caller's time check still runs on every hit.
+    pub fn cached(&self, token: &[u8], skew: Duration, now: u64) -> Result<Arc<Verified>, Miss> {
         let trusted = self.trusted.load_full();
         let key = cache::key(token);
-        let cache_now = unix_now().saturating_sub(skew.as_secs());
+        let cache_now = now.saturating_sub(skew.as_secs());
         let cached = self.cache.get_key(&key, cache_now, trusted.generation());
         self.metrics.verified_cache(cached.is_some());
         cached.ok_or(Miss { key, trusted })
@@ -376,11 +376,6 @@ fn unverified_issuer(token: &str) -> Option<String> {
     let payload = token.split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
     serde_json::from_slice::<Iss>(&bytes).ok().map(|p| p.iss)
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    crate::jwt::numeric_date(SystemTime::now())
 }
 
 /// Locks a std mutex, recovering from poisoning (state here is always consistent between

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{content_hash, Change, FileWatch, Status};
 use crate::admin::Admin;
+use crate::clock::Clock;
 use crate::config::{self, Config, MissingKeys};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
@@ -33,6 +34,7 @@ pub(crate) struct Reloader {
     pub(crate) status: watch::Sender<Status>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) admin: Arc<Admin>,
+    pub(crate) clock: Clock,
 }
 
 impl Reloader {
@@ -154,13 +156,13 @@ impl Reloader {
         }
         let snapshot = Arc::new(Snapshot::new(config));
         if let Some(gateway) = &self.gateway {
-            gateway.configure(&snapshot);
+            gateway.configure(&snapshot.config);
         }
         self.state.store(snapshot);
         // Metrics and load time first: whoever sees the status sees them too.
         let generation = self.status.borrow().generation + 1;
         self.metrics.reload_applied(generation);
-        self.admin.loaded(std::time::SystemTime::now());
+        self.admin.loaded(self.clock.now());
         self.status.send_modify(|s| {
             s.generation = generation;
             s.applied += 1;

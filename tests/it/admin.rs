@@ -159,7 +159,7 @@ async fn a_scrape_counts_tokens_gateway_decisions_and_cache_lookups() {
     };
     assert_eq!(requests("/invoices", "200", "ok"), 2.0);
     assert_eq!(requests("/invoices", "401", "no_token"), 1.0);
-    assert_eq!(requests("/products", "401", "invalid_token"), 1.0);
+    assert_eq!(requests("/products", "401", "token_audience"), 1.0);
     assert_eq!(requests("/products", "400", "invalid_request"), 1.0);
     assert_eq!(requests("-", "404", "no_route"), 1.0);
     assert_eq!(
@@ -383,7 +383,7 @@ async fn shutdown_turns_not_ready_stops_accepting_and_drains_in_flight_requests(
     let readyz = format!("http://{admin}/readyz");
     assert_eq!(get(&readyz).await.status, StatusCode::OK);
 
-    // The upstream answers `/slow` after 3 s.
+    // The upstream answers `/slow` when the test opens its gate.
     let slow = tokio::spawn(async move {
         call(&format!("http://{proxy}/products/slow"), Some(&products)).await
     });
@@ -393,7 +393,7 @@ async fn shutdown_turns_not_ready_stops_accepting_and_drains_in_flight_requests(
     })
     .await;
 
-    let Isogate { server, dir } = isogate;
+    let Isogate { server, dir, .. } = isogate;
     let shutdown = tokio::spawn(server.shutdown());
     let readyz = &readyz;
     eventually("/readyz says 503", || async move {
@@ -413,7 +413,9 @@ async fn shutdown_turns_not_ready_stops_accepting_and_drains_in_flight_requests(
         refuses_connections(proxy).await.then_some(())
     })
     .await;
+    assert!(!slow.is_finished(), "the drain waits for the request");
 
+    upstream.open_slow();
     let reply = slow.await.unwrap();
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.text(), "upstream /products/slow 0");

@@ -315,49 +315,48 @@ async fn forged_and_foreign_tokens_never_reach_the_upstream() {
     float_exp["exp"] = json!(1e30);
     let mut big = claims(aud.clone());
     big["pad"] = json!("x".repeat(9000));
-    let cases: Vec<(&str, String)> = vec![
+    // What each refusal is counted and logged as: the step of SPEC §4 and its cause.
+    let signed = |c: &Value| isogate::jwt::encode(&key, "at+jwt", c).unwrap();
+    let cases: Vec<(&str, String, &str)> = vec![
         (
             "alg none",
             format!(
                 "{}.{payload}.",
                 b64(&json!({"alg": "none", "typ": "at+jwt", "kid": "es"}))
             ),
+            "token_alg",
         ),
-        ("HS256 keyed with the public key", hs256),
+        ("HS256 keyed with the public key", hs256, "token_alg"),
         (
             "another key under a trusted kid",
             isogate::jwt::encode(&other_key, "at+jwt", &claims(aud.clone())).unwrap(),
+            "token_signature",
         ),
         (
             "unknown kid",
             isogate::jwt::encode(&unknown_kid, "at+jwt", &claims(aud.clone())).unwrap(),
+            "token_kid",
         ),
-        (
-            "untrusted iss",
-            isogate::jwt::encode(&key, "at+jwt", &untrusted).unwrap(),
-        ),
+        ("untrusted iss", signed(&untrusted), "token_issuer"),
         (
             "typ JWT",
             isogate::jwt::encode(&key, "JWT", &claims(aud.clone())).unwrap(),
+            "token_typ",
         ),
-        (
-            "expired beyond skew",
-            isogate::jwt::encode(&key, "at+jwt", &expired).unwrap(),
-        ),
+        ("expired beyond skew", signed(&expired), "token_expired"),
         (
             "not yet valid beyond skew",
-            isogate::jwt::encode(&key, "at+jwt", &early).unwrap(),
+            signed(&early),
+            "token_not_yet_valid",
         ),
+        ("non-integer exp", signed(&float_exp), "token_malformed"),
+        ("over 8 KiB", signed(&big), "token_too_large"),
+        ("garbage", "not.a.jwt".into(), "token_malformed"),
         (
-            "non-integer exp",
-            isogate::jwt::encode(&key, "at+jwt", &float_exp).unwrap(),
+            "two parts",
+            format!("{header}.{payload}"),
+            "token_malformed",
         ),
-        (
-            "over 8 KiB",
-            isogate::jwt::encode(&key, "at+jwt", &big).unwrap(),
-        ),
-        ("garbage", "not.a.jwt".into()),
-        ("two parts", format!("{header}.{payload}")),
         (
             "tampered payload",
             format!(
@@ -365,9 +364,11 @@ async fn forged_and_foreign_tokens_never_reach_the_upstream() {
                 b64(&claims(json!("urn:invoices"))),
                 good.split('.').nth(2).unwrap()
             ),
+            "token_signature",
         ),
     ];
-    for (what, token) in cases {
+    let mut expected = std::collections::BTreeMap::<&str, f64>::new();
+    for (what, token, reason) in cases {
         let reply = gate.get("/products", &token).await;
         assert_eq!(
             reply.status,
@@ -378,6 +379,21 @@ async fn forged_and_foreign_tokens_never_reach_the_upstream() {
         assert_refused(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
         let challenge = reply.header("www-authenticate").unwrap();
         assert!(!challenge.contains(payload), "{what}: the token is echoed");
+        *expected.entry(reason).or_default() += 1.0;
+    }
+    let scrape = Scrape::of(&gate.isogate).await;
+    for (reason, count) in expected {
+        let labels = [
+            ("role", "proxy"),
+            ("route", "/products"),
+            ("status", "401"),
+            ("reason", reason),
+        ];
+        assert_eq!(
+            scrape.get("isogate_requests_total", &labels),
+            count,
+            "{reason}"
+        );
     }
     assert_eq!(
         gate.upstream.count(),

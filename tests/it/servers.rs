@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -53,10 +52,11 @@ where
 }
 
 /// An upstream API that records every request and answers `200 upstream <path>`.
-/// A path ending in `/slow` answers after 3 s.
+/// A path ending in `/slow` answers once the test opens the gate ([`Upstream::open_slow`]).
 pub struct Upstream {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    gate: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -64,8 +64,11 @@ impl Upstream {
     pub async fn start() -> Self {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let log = requests.clone();
+        let gate = tokio::sync::watch::Sender::new(false);
+        let opened = gate.subscribe();
         let (addr, task) = spawn(move |req: Request<Incoming>| {
             let log = log.clone();
+            let mut opened = opened.clone();
             async move {
                 let (parts, body) = req.into_parts();
                 let body = body
@@ -85,7 +88,7 @@ impl Upstream {
                     body: body.clone(),
                 });
                 if target.ends_with("/slow") {
-                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    let _ = opened.wait_for(|open| *open).await;
                 }
                 let mut response = Response::new(Full::new(Bytes::from(format!(
                     "upstream {target} {}",
@@ -107,8 +110,14 @@ impl Upstream {
         Upstream {
             addr,
             requests,
+            gate,
             task,
         }
+    }
+
+    /// Lets every `/slow` request, waiting or to come, be answered.
+    pub fn open_slow(&self) {
+        self.gate.send_replace(true);
     }
 
     pub fn url(&self) -> String {

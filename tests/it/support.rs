@@ -52,6 +52,8 @@ pub struct Isogate {
     pub server: Server,
     /// The config folder; removed when the test ends.
     pub dir: tempfile::TempDir,
+    /// The server's clock: tests move it instead of sleeping.
+    pub clock: isogate::clock::Clock,
 }
 
 impl Isogate {
@@ -77,8 +79,11 @@ impl Isogate {
     pub async fn start_existing(dir: tempfile::TempDir, _toml: &str) -> Self {
         let path = dir.path().join("isogate.toml");
         let config = config::load(&path, MissingKeys::Generate).unwrap_or_else(|e| panic!("{e}"));
-        let server = Server::start(config).await.expect("start");
-        Isogate { server, dir }
+        let clock = isogate::clock::Clock::adjustable();
+        let server = Server::start_with(config, clock.clone())
+            .await
+            .expect("start");
+        Isogate { server, dir, clock }
     }
 
     pub fn addr(&self, role: Role) -> SocketAddr {
