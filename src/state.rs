@@ -23,8 +23,12 @@ pub struct Snapshot {
 /// Documents that change only with the configuration, serialised once.
 #[derive(Debug)]
 pub struct IssuerDocs {
-    /// `/.well-known/openid-configuration` and `/.well-known/oauth-authorization-server`.
+    /// `/.well-known/oauth-authorization-server`, and `/.well-known/openid-configuration` when
+    /// [`IssuerDocs::openid`].
     pub discovery: Bytes,
+    /// Whether the document passes OpenID Connect Discovery validation (an RS256 key signs):
+    /// only then is it published as `/.well-known/openid-configuration`.
+    pub openid: bool,
     /// `/.well-known/jwks`.
     pub jwks: Bytes,
     /// The issuer's own keys, to verify its access tokens at userinfo and introspection.
@@ -36,6 +40,7 @@ impl Snapshot {
     pub fn new(config: Config) -> Self {
         let issuer_docs = config.issuer.as_ref().map(|issuer| IssuerDocs {
             discovery: issuer::discovery::document(issuer, &config),
+            openid: issuer::discovery::is_openid_provider(issuer),
             jwks: Bytes::from(serde_json::to_vec(&issuer.keys.jwks()).unwrap_or_default()),
             local_keys: Arc::new(TrustedKeys::new(vec![IssuerKeys::new(
                 issuer.issuer.clone(),

@@ -553,3 +553,30 @@ allow_offline_access = true
     ));
     has(&p, "clients[1].refresh_token_reuse_grace", 32, "one_time");
 }
+
+#[test]
+fn the_openid_scope_needs_an_rs256_key_that_signs() {
+    let openid = "[[identity_resources]]\nname = \"openid\"\nuser_claims = [\"sub\"]\n";
+    // VALID has only an ES256 key.
+    let p = problems(&format!("{VALID}{openid}"));
+    has(&p, "issuer.signing_keys", 2, "RS256");
+    let rs256 = "[[issuer.signing_keys]]\nfile = \"keys/rs256.pem\"\nalg = \"RS256\"\ngenerate_if_missing = true\n";
+    let with_rs256 = VALID.replace("[[api_scopes]]", &format!("{rs256}\n[[api_scopes]]"));
+    let dir = tempfile::tempdir().unwrap();
+    // `check` accepts a key still to be generated.
+    parse(
+        &format!("{with_rs256}{openid}"),
+        dir.path(),
+        MissingKeys::Accept,
+    )
+    .unwrap();
+    // A retired RS256 key signs nothing.
+    let retired = with_rs256.replace(
+        "alg = \"RS256\"\ngenerate_if_missing = true\n",
+        "alg = \"RS256\"\ngenerate_if_missing = true\nretired = true\n",
+    );
+    let p = problems(&format!("{retired}{openid}"));
+    has(&p, "issuer.signing_keys", 2, "RS256");
+    // Without the openid scope, an ES256 key alone is fine.
+    parse(VALID, dir.path(), MissingKeys::Accept).unwrap();
+}

@@ -8,6 +8,16 @@ use crate::config::{Config, IssuerConfig};
 use crate::jwt::Alg;
 use crate::resources::OFFLINE_ACCESS;
 
+/// Whether `issuer` can be an OpenID Connect provider: a key that is not retired signs RS256,
+/// the algorithm OpenID Connect Discovery requires among the ID token algorithms.
+pub fn is_openid_provider(issuer: &IssuerConfig) -> bool {
+    issuer
+        .keys
+        .all()
+        .iter()
+        .any(|k| !k.retired && k.alg == Alg::RS256)
+}
+
 /// Serialises the discovery document of `issuer`.
 pub fn document(issuer: &IssuerConfig, config: &Config) -> Bytes {
     let model = &config.model;

@@ -70,6 +70,13 @@ pub async fn handle(
             if !get {
                 return method_not_allowed("GET, HEAD");
             }
+            if path == "/.well-known/openid-configuration" && !docs.openid {
+                // A document strict OpenID clients reject is never published.
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "no OpenID Connect discovery document: this issuer has no RS256 signing key\n",
+                );
+            }
             cacheable(json_bytes(StatusCode::OK, docs.discovery.clone()))
         }
         "/.well-known/jwks" => {

@@ -1,12 +1,17 @@
 """Interop check: Authlib validates isogate's discovery documents.
 
     tests/interop/.venv/bin/python tests/interop/authlib_metadata.py --issuer http://127.0.0.1:5000
+    tests/interop/.venv/bin/python tests/interop/authlib_metadata.py --issuer ... --no-openid
 
 Fetches both well-known documents and validates them with Authlib's own validators:
 RFC 8414 (authlib.oauth2.rfc8414.AuthorizationServerMetadata, with the RFC 9207 extension)
 and OpenID Connect Discovery 1.0 (authlib.oidc.discovery.OpenIDProviderMetadata). The JWKS
 that the documents name must load in joserfc (Authlib's JOSE library), every key of it.
 Exits 0 when everything holds, 1 with a message on stderr otherwise.
+
+With --no-openid (an issuer without an RS256 key), the OpenID document must not be published
+(404), and Authlib's OpenID validator must reject the RFC 8414 document: publishing it as
+/.well-known/openid-configuration would hand strict OpenID clients a document they refuse.
 
 Authlib requires https for every URL in the metadata but, following RFC 8252, treats http on a
 loopback address as secure, so a 127.0.0.1 issuer needs no relaxation: this script removes
@@ -70,6 +75,8 @@ def validate(label, metadata, issuer):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--issuer", required=True, help="issuer URL, e.g. http://127.0.0.1:5000")
+    parser.add_argument("--no-openid", action="store_true",
+                        help="the issuer is no OpenID provider: expect no OpenID document")
     args = parser.parse_args()
     issuer = args.issuer
 
@@ -82,13 +89,29 @@ def main():
     validate("RFC 8414 /.well-known/oauth-authorization-server",
              rfc8414.AuthorizationServerMetadata(oauth_doc), issuer)
 
-    oidc_doc = fetch_json(f"{base}/.well-known/openid-configuration")
-    validate("OIDC Discovery /.well-known/openid-configuration",
-             discovery.OpenIDProviderMetadata(oidc_doc), issuer)
-
-    jwks_uri = oidc_doc["jwks_uri"]
-    if oauth_doc.get("jwks_uri") != jwks_uri:
-        raise CheckFailed(f"the two documents name different jwks_uri: {oauth_doc.get('jwks_uri')!r} and {jwks_uri!r}")
+    if args.no_openid:
+        try:
+            fetch_json(f"{base}/.well-known/openid-configuration")
+        except CheckFailed as e:
+            if "HTTP 404" not in str(e):
+                raise
+            print("ok /.well-known/openid-configuration: not published (404)")
+        else:
+            raise CheckFailed("/.well-known/openid-configuration is published by an issuer without RS256")
+        try:
+            discovery.OpenIDProviderMetadata(oauth_doc).validate()
+        except ValueError as e:
+            print(f"ok authlib.oidc.discovery.OpenIDProviderMetadata rejects it as an OpenID document: {e}")
+        else:
+            raise CheckFailed("Authlib accepts the document as OpenID: the test proves nothing")
+        jwks_uri = oauth_doc["jwks_uri"]
+    else:
+        oidc_doc = fetch_json(f"{base}/.well-known/openid-configuration")
+        validate("OIDC Discovery /.well-known/openid-configuration",
+                 discovery.OpenIDProviderMetadata(oidc_doc), issuer)
+        jwks_uri = oidc_doc["jwks_uri"]
+        if oauth_doc.get("jwks_uri") != jwks_uri:
+            raise CheckFailed(f"the two documents name different jwks_uri: {oauth_doc.get('jwks_uri')!r} and {jwks_uri!r}")
     jwks = fetch_json(jwks_uri, content_type="application/jwk-set+json")
     published = jwks.get("keys")
     if not isinstance(published, list) or not published:

@@ -139,3 +139,20 @@ async fn unknown_paths_and_methods() {
     assert_eq!(reply.header("allow"), Some("GET, HEAD"));
     let _: Value = get(&isogate.issuer_url("/.well-known/jwks")).await.json();
 }
+
+/// An issuer without an RS256 key is no OpenID provider: its RFC 8414 document is served, the
+/// OpenID one, which strict clients would reject, is not.
+#[tokio::test]
+async fn without_an_rs256_key_no_openid_document_is_published() {
+    let es256_only = issuer_section("http://isogate.test").replace(
+        "\n[[issuer.signing_keys]]\nfile = \"keys/rs256.pem\"\nalg = \"RS256\"\nkid = \"rs\"\ngenerate_if_missing = true\n",
+        "",
+    );
+    let isogate = Isogate::start(&(es256_only + SEED)).await;
+    let oidc = get(&isogate.issuer_url("/.well-known/openid-configuration")).await;
+    assert_eq!(oidc.status, StatusCode::NOT_FOUND);
+    assert!(oidc.text().contains("RS256"), "{}", oidc.text());
+    let oauth = get(&isogate.issuer_url("/.well-known/oauth-authorization-server")).await;
+    assert_eq!(oauth.status, StatusCode::OK);
+    assert_eq!(oauth.json()["issuer"], "http://isogate.test");
+}

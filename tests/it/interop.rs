@@ -95,6 +95,11 @@ impl Server {
 
     /// Like [`Server::start`], with the `web` client redirecting to `redirect_uri`.
     fn start_with_redirect_uri(redirect_uri: Option<&str>) -> Self {
+        Self::start_with_config(|port| config(port, redirect_uri))
+    }
+
+    /// `isogate serve` on the file `config(port)` makes for the port it will listen on.
+    fn start_with_config(config: impl Fn(u16) -> String) -> Self {
         // The OS picks a free port; it is released for isogate to bind right after.
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -102,7 +107,7 @@ impl Server {
             .port();
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("isogate.toml");
-        std::fs::write(&path, config(port, redirect_uri)).expect("write config");
+        std::fs::write(&path, config(port)).expect("write config");
         let path = path.to_str().expect("UTF-8 temp path");
         let mut running =
             Running::spawn(env!("CARGO_BIN_EXE_isogate"), &["serve", "--config", path]);
@@ -379,6 +384,32 @@ async fn authlib_validates_both_discovery_documents() {
             outcome.report()
         );
     }
+
+    // An issuer with no RS256 key is no OpenID provider: its RFC 8414 document validates,
+    // Authlib's OpenID validator rejects that document, and isogate does not publish it as
+    // /.well-known/openid-configuration.
+    let es256_only = Server::start_with_config(|port| {
+        crate::support::issuer_section(&format!("http://127.0.0.1:{port}"))
+            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
+            .replace(
+                "\n[[issuer.signing_keys]]\nfile = \"keys/rs256.pem\"\nalg = \"RS256\"\nkid = \"rs\"\ngenerate_if_missing = true\n",
+                "",
+            )
+            + crate::support::SEED
+    });
+    let outcome = run(
+        &python,
+        &[script, "--issuer", &es256_only.issuer, "--no-openid"],
+    );
+    let es256_only = outcome.assert_success(es256_only);
+    print!("{}", outcome.stdout);
+    assert!(
+        outcome.stdout.contains("OpenIDProviderMetadata rejects it")
+            && outcome.stdout.contains("RS256"),
+        "{}",
+        outcome.report()
+    );
+    drop(es256_only);
 
     // The same script must notice a document whose issuer is not the one asked for.
     let port = server.issuer.rsplit(':').next().expect("port");

@@ -70,6 +70,8 @@ pub(super) fn issuer_config(
     let mut kids = BTreeSet::new();
     let mut signers = 0;
     let mut keys_to_generate = 0;
+    // A key that will sign RS256: what OpenID Connect requires of ID tokens.
+    let mut rs256_signer = false;
     let mut key_files = Vec::new();
     for (i, key) in signing_keys.into_iter().enumerate() {
         let raw::SigningKey {
@@ -88,6 +90,7 @@ pub(super) fn issuer_config(
         };
         if !retired {
             signers += 1;
+            rs256_signer |= alg_value == Alg::RS256;
         }
         let path = v.path(file.get_ref());
         key_files.push(path.clone());
@@ -140,9 +143,18 @@ pub(super) fn issuer_config(
     }
     if signers == 0 {
         v.report(
-            span,
+            span.clone(),
             "issuer.signing_keys",
             "the token service needs at least one signing key that is not retired",
+        );
+    }
+    if model.identity_resources.contains_key("openid") && !rs256_signer {
+        v.report(
+            span,
+            "issuer.signing_keys",
+            "the openid scope makes this an OpenID Connect provider, whose ID tokens must be \
+             RS256 (OpenID Connect Discovery requires it): add a [[issuer.signing_keys]] entry \
+             with alg = \"RS256\" that is not retired",
         );
     }
     IssuerConfig {
