@@ -5,7 +5,7 @@ use isogate::jwt::Alg;
 /// A cut-down copy of the example resource file (invoices isolated, products shared, client
 /// `client` with secret `secret`) with one signing key of `alg`, created in the bench's folder on
 /// first parse.
-pub fn resource_file(alg: Alg) -> String {
+pub(crate) fn resource_file(alg: Alg) -> String {
     format!(
         r#"
 [issuer]

@@ -9,11 +9,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 /// A value and where it stands in the file.
-pub type S<T> = Spanned<T>;
+pub(super) type S<T> = Spanned<T>;
 
 /// The whole resource file.
 #[derive(Debug, Deserialize)]
-pub struct File {
+pub(super) struct File {
     /// `[issuer]`: the token service.
     pub issuer: Option<S<Issuer>>,
     /// `[[identity_resources]]`.
@@ -44,7 +44,7 @@ pub struct File {
 
 /// `[issuer]`.
 #[derive(Debug, Deserialize)]
-pub struct Issuer {
+pub(super) struct Issuer {
     /// Socket address to listen on, e.g. `"127.0.0.1:5000"`.
     pub listen: S<String>,
     /// The `iss` value and base URL of every endpoint.
@@ -73,7 +73,7 @@ pub struct Issuer {
 
 /// `tls = { cert, key }` on a listener.
 #[derive(Debug, Deserialize)]
-pub struct Tls {
+pub(super) struct Tls {
     /// PEM certificate chain, the server's certificate first.
     pub cert: S<String>,
     /// PEM private key (PKCS#8, SEC1 or PKCS#1).
@@ -82,7 +82,7 @@ pub struct Tls {
 
 /// `[[issuer.signing_keys]]`.
 #[derive(Debug, Deserialize)]
-pub struct SigningKey {
+pub(super) struct SigningKey {
     /// PKCS#8 PEM private key file.
     pub file: S<String>,
     /// ES256 | ES384 | RS256 | PS256 | EdDSA.
@@ -99,7 +99,7 @@ pub struct SigningKey {
 
 /// `[[identity_resources]]`.
 #[derive(Debug, Deserialize)]
-pub struct IdentityResource {
+pub(super) struct IdentityResource {
     /// The scope name.
     pub name: S<String>,
     /// Shown on consent.
@@ -111,7 +111,7 @@ pub struct IdentityResource {
 
 /// `[[api_scopes]]`.
 #[derive(Debug, Deserialize)]
-pub struct ApiScope {
+pub(super) struct ApiScope {
     /// The scope name.
     pub name: S<String>,
     /// Shown on consent.
@@ -128,7 +128,7 @@ pub struct ApiScope {
 
 /// `[[api_resources]]`.
 #[derive(Debug, Deserialize)]
-pub struct ApiResource {
+pub(super) struct ApiResource {
     /// Absolute URI: the audience value.
     pub name: S<String>,
     /// Human name.
@@ -154,7 +154,7 @@ pub struct ApiResource {
 
 /// `[[clients]]`.
 #[derive(Debug, Deserialize)]
-pub struct Client {
+pub(super) struct Client {
     /// The `client_id`.
     pub client_id: S<String>,
     /// Stored secrets.
@@ -193,7 +193,7 @@ pub struct Client {
 
 /// `[[users]]`.
 #[derive(Debug, Deserialize)]
-pub struct User {
+pub(super) struct User {
     /// The `sub` value.
     pub subject: S<String>,
     /// Login name.
@@ -207,7 +207,7 @@ pub struct User {
 
 /// `[proxy]`.
 #[derive(Debug, Deserialize)]
-pub struct Proxy {
+pub(super) struct Proxy {
     /// Socket address to listen on.
     pub listen: S<String>,
     /// Default `"30s"`.
@@ -229,7 +229,7 @@ pub struct Proxy {
 
 /// `[[proxy.trusted_issuers]]`.
 #[derive(Debug, Deserialize)]
-pub struct TrustedIssuer {
+pub(super) struct TrustedIssuer {
     /// The `iss` value.
     pub issuer: S<String>,
     /// Default: discovered from the issuer.
@@ -240,7 +240,7 @@ pub struct TrustedIssuer {
 
 /// `[[routes]]`.
 #[derive(Debug, Deserialize)]
-pub struct Route {
+pub(super) struct Route {
     /// Matches the prefix and everything below it on a segment boundary.
     pub path_prefix: S<String>,
     /// Optional host, case-insensitive, port ignored.
@@ -261,7 +261,7 @@ pub struct Route {
 
 /// `[admin]`.
 #[derive(Debug, Deserialize)]
-pub struct Admin {
+pub(super) struct Admin {
     /// Socket address to listen on.
     pub listen: S<String>,
     /// Default 64.

@@ -13,7 +13,7 @@ use crate::resources::Client;
 use crate::secret::matches_any;
 
 /// Credentials as presented, before they are checked.
-pub struct Presented {
+pub(super) struct Presented {
     /// The `client_id` (or API resource name).
     pub client_id: String,
     /// The secret, when one was sent.
@@ -23,7 +23,7 @@ pub struct Presented {
 }
 
 /// Finds the client the request authenticates as.
-pub fn authenticate<'a>(
+pub(super) fn authenticate<'a>(
     headers: &HeaderMap,
     form: &Form,
     clients: &'a BTreeMap<String, Client>,
@@ -54,7 +54,7 @@ pub fn authenticate<'a>(
 }
 
 /// The credentials of a request, from HTTP Basic or the body.
-pub fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> {
+pub(super) fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> {
     let malformed = |_| OAuthError::InvalidClient {
         basic: true,
         description: "malformed Basic credentials".into(),

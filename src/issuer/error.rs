@@ -128,7 +128,7 @@ impl OAuthError {
 }
 
 /// Adds `Cache-Control: no-store` and `Pragma: no-cache`, as every token response carries.
-pub fn no_store(mut response: Response<Body>) -> Response<Body> {
+pub(super) fn no_store(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));

@@ -28,7 +28,7 @@ enum Caller<'a> {
 }
 
 /// `POST /connect/introspect`.
-pub async fn introspect(
+pub(super) async fn introspect(
     snapshot: Arc<Snapshot>,
     grants: &Grants,
     req: Request<Incoming>,
@@ -145,7 +145,7 @@ fn describe(
 
 /// `POST /connect/revocation`: revokes a refresh token (and its family) of the calling client.
 /// Access tokens and unknown tokens are answered 200 too, as RFC 7009 §2.2 says.
-pub async fn revocation(
+pub(super) async fn revocation(
     snapshot: Arc<Snapshot>,
     grants: &Grants,
     req: Request<Incoming>,

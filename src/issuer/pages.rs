@@ -32,7 +32,7 @@ fn page(title: &str, body: Markup) -> String {
 }
 
 /// The login form for pending request `pending`.
-pub fn login(
+pub(super) fn login(
     action: &str,
     pending: &str,
     csrf: &str,
@@ -66,7 +66,7 @@ pub fn login(
 }
 
 /// One line of the consent page: a scope or API and its description.
-pub struct Item<'a> {
+pub(super) struct Item<'a> {
     /// Shown to the user.
     pub label: &'a str,
     /// The technical name, shown small.
@@ -74,7 +74,7 @@ pub struct Item<'a> {
 }
 
 /// The consent form for pending request `pending`.
-pub fn consent(
+pub(super) fn consent(
     action: &str,
     pending: &str,
     csrf: &str,
@@ -112,7 +112,7 @@ pub fn consent(
 }
 
 /// An error shown to the user instead of a redirect (unknown client, unregistered redirect).
-pub fn error(message: &str) -> String {
+pub(super) fn error(message: &str) -> String {
     page(
         "Sign-in error",
         html! {
@@ -123,7 +123,7 @@ pub fn error(message: &str) -> String {
 }
 
 /// An HTML response: never cached, never framed, no script, no referrer.
-pub fn response(status: StatusCode, html: String) -> Response<Body> {
+pub(super) fn response(status: StatusCode, html: String) -> Response<Body> {
     let mut response = Response::new(full(html));
     *response.status_mut() = status;
     let headers = response.headers_mut();

@@ -38,7 +38,7 @@ const RESERVED: &[&str] = &[
 ];
 
 /// `grant_type=authorization_code`.
-pub fn authorization_code(
+pub(super) fn authorization_code(
     config: &Config,
     issuer: &IssuerConfig,
     grants: &Grants,
@@ -105,7 +105,7 @@ pub fn authorization_code(
 }
 
 /// `grant_type=refresh_token`.
-pub fn refresh_token(
+pub(super) fn refresh_token(
     config: &Config,
     issuer: &IssuerConfig,
     grants: &Grants,

@@ -305,7 +305,7 @@ pub fn generate_pem(alg: Alg) -> Result<String, String> {
             .as_ref()
             .to_vec(),
         Alg::RS256 | Alg::PS256 => aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048)
-            .and_then(|k| AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&k))
+            .and_then(|k| AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'_>>::as_der(&k))
             .map_err(failed)?
             .as_ref()
             .to_vec(),

@@ -458,7 +458,7 @@ pub fn verify(token: &str, keys: &TrustedKeys) -> Result<Claims, TokenError> {
     // Sized to the token: zeroing room for the longest token costs more than allocating.
     let mut buf = vec![0u8; decode_buf_len(token.len())];
     let (header_json, rest) = decode(header_b64, &mut buf, "header is not base64url")?;
-    let Object::<Header>(header) = serde_json::from_slice(header_json)
+    let Object::<Header<'_>>(header) = serde_json::from_slice(header_json)
         .map_err(|_| TokenError::Malformed("header is not a JSON object"))?;
     if header.crit.0 {
         return Err(TokenError::Malformed(

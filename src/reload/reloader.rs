@@ -178,7 +178,7 @@ impl Reloader {
 async fn settled(changes: &mut watch::Receiver<Change>) {
     while changes.borrow_and_update().writing {
         match tokio::time::timeout(STALL, changes.changed()).await {
-            Ok(Ok(())) => continue,
+            Ok(Ok(())) => {}
             // Stalled, or the watch is gone: read what is there.
             _ => return,
         }

@@ -7,7 +7,7 @@ use super::{ApiResource, Client, GrantType, Model, OFFLINE_ACCESS};
 use crate::jwt::Alg;
 
 /// Longest resource indicator accepted, and longest API resource name.
-pub const MAX_RESOURCE_LEN: usize = 512;
+pub(crate) const MAX_RESOURCE_LEN: usize = 512;
 
 /// What the token endpoint was asked for.
 #[derive(Debug, Clone, Copy)]
@@ -209,7 +209,7 @@ fn grant_within(
     let indicator = indicator(model, &scopes, req.resources)?;
     let granted: Vec<String> = scopes.iter().map(|s| s.raw.to_owned()).collect();
 
-    let (aud, kept): (Vec<&ApiResource>, Vec<&Scope>) = match indicator {
+    let (aud, kept): (Vec<&ApiResource>, Vec<&Scope<'_>>) = match indicator {
         // Rule 5: R alone; only the scopes R lists, plus offline_access.
         Some(resource) => {
             let kept = scopes
@@ -297,7 +297,7 @@ fn requested_scopes<'a>(
     req: &TokenRequest<'a>,
 ) -> Result<Vec<Scope<'a>>, Refusal> {
     let Some(raw) = req.scope else {
-        let scopes: Vec<Scope> = client
+        let scopes: Vec<Scope<'_>> = client
             .allowed_scopes
             .iter()
             .filter_map(|name| model.api_scopes.get(name))
@@ -319,7 +319,7 @@ fn requested_scopes<'a>(
         return Ok(scopes);
     };
 
-    let mut scopes: Vec<Scope> = Vec::new();
+    let mut scopes: Vec<Scope<'_>> = Vec::new();
     let mut seen_params = BTreeSet::new();
     for raw in raw.split(' ').filter(|s| !s.is_empty()) {
         if scopes.iter().any(|s| s.raw == raw) {
@@ -466,7 +466,7 @@ fn indicator<'a>(
 }
 
 /// Whether `value` is an absolute URI (RFC 3986 §4.3) without a fragment.
-pub fn is_absolute_uri_without_fragment(value: &str) -> bool {
+pub(crate) fn is_absolute_uri_without_fragment(value: &str) -> bool {
     !value.contains('#') && url::Url::parse(value).is_ok()
 }
 

@@ -23,12 +23,16 @@ impl Ctx<'_> {
             .session
             .as_deref()
             .and_then(|id| self.service.sessions.session(id, self.now))
-            .ok_or_else(|| self.expired())?;
+            .ok_or_else(Failure::expired)?;
         self.service.sessions.finish(&pending_id);
         let request = pending.request;
         if form.get("decision") != Some("allow") {
             tracing::info!(client_id = %request.client_id, subject = %session.subject, "consent denied");
-            return Err(self.back(&request, "access_denied", "the user denied access"));
+            return Err(Failure::back(
+                &request,
+                "access_denied",
+                "the user denied access",
+            ));
         }
         if form.get("remember") == Some("yes") {
             let grants = self.service.grants.clone();
@@ -81,7 +85,7 @@ impl Ctx<'_> {
         session_id: String,
     ) -> Result<Response<Body>, Failure> {
         let model = &self.config.model;
-        let scopes: Vec<Item> = request
+        let scopes: Vec<Item<'_>> = request
             .scopes
             .iter()
             .map(|name| {
@@ -107,7 +111,7 @@ impl Ctx<'_> {
             .map(|(_, api)| api)
             .filter(|api| !api.is_empty())
             .collect();
-        let apis: Vec<Item> = reached
+        let apis: Vec<Item<'_>> = reached
             .iter()
             .map(|name| Item {
                 label: model
@@ -122,7 +126,7 @@ impl Ctx<'_> {
             .service
             .sessions
             .park(request.clone(), Some(session_id), &self.browser, self.now)
-            .map_err(|_| self.busy())?;
+            .map_err(|_| Failure::busy())?;
         let html = pages::consent(
             &self.issuer.url("/connect/authorize/consent"),
             &id,

@@ -54,7 +54,7 @@ impl Ctx<'_> {
         self.service.metrics.login("ok");
         let session_id = sessions
             .sign_in(&user.subject, self.now)
-            .map_err(|_| self.busy())?;
+            .map_err(|_| Failure::busy())?;
         tracing::info!(client_id = %pending.request.client_id, subject = %user.subject, "user signed in");
         let mut request = pending.request;
         request.prompt.login = false;
@@ -90,12 +90,12 @@ impl Ctx<'_> {
     /// The pending request a form answers, after checking its anti-forgery token and that
     /// it comes from the browser the page was shown in.
     pub(super) fn pending(&self, form: &Form) -> Result<(String, Pending), Failure> {
-        let id = form.get("request").ok_or_else(|| self.expired())?;
+        let id = form.get("request").ok_or_else(Failure::expired)?;
         let pending = self
             .service
             .sessions
             .pending(id, self.now)
-            .ok_or_else(|| self.expired())?;
+            .ok_or_else(Failure::expired)?;
         let csrf = form.get("csrf").unwrap_or("");
         let same_form = bool::from(subtle::ConstantTimeEq::ct_eq(
             csrf.as_bytes(),
@@ -127,7 +127,7 @@ impl Ctx<'_> {
             .service
             .sessions
             .park(request, None, &self.browser, self.now)
-            .map_err(|_| self.busy())?;
+            .map_err(|_| Failure::busy())?;
         self.login_page(&id, &pending, username, error, status)
     }
 

@@ -43,6 +43,32 @@ enum Failure {
     Store(StoreError),
 }
 
+impl Failure {
+    /// An error for the client, sent to its redirect.
+    fn back(request: &AuthorizeRequest, error: &'static str, description: &str) -> Failure {
+        Failure::Redirect(Redirect {
+            redirect_uri: request.redirect_uri.clone(),
+            state: request.state.clone(),
+            error,
+            description: description.to_owned(),
+        })
+    }
+
+    fn expired() -> Failure {
+        Failure::Page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in page has expired. Go back to the application and start again.",
+        )
+    }
+
+    fn busy() -> Failure {
+        Failure::Page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many sign-ins are in progress. Try again in a minute.",
+        )
+    }
+}
+
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         Failure::Store(e)
@@ -190,13 +216,21 @@ impl<'a> Ctx<'a> {
             .filter(|(_, s)| self.user_by_subject(&s.subject).is_some());
         let Some((session_id, session)) = session.filter(|_| !request.prompt.login) else {
             if request.prompt.none {
-                return Err(self.back(&request, "login_required", "the user is not signed in"));
+                return Err(Failure::back(
+                    &request,
+                    "login_required",
+                    "the user is not signed in",
+                ));
             }
             return self.show_login(request, "", None, StatusCode::OK);
         };
         if request.prompt.consent || self.needs_consent(&request, &session.subject).await? {
             if request.prompt.none {
-                return Err(self.back(&request, "consent_required", "the user has not consented"));
+                return Err(Failure::back(
+                    &request,
+                    "consent_required",
+                    "the user has not consented",
+                ));
             }
             return self.show_consent(request, session_id.to_owned());
         }
@@ -244,30 +278,6 @@ impl<'a> Ctx<'a> {
 
     fn user_by_subject(&self, subject: &str) -> Option<&User> {
         self.config.users.iter().find(|u| u.subject == subject)
-    }
-
-    /// An error for the client, sent to its redirect.
-    fn back(&self, request: &AuthorizeRequest, error: &'static str, description: &str) -> Failure {
-        Failure::Redirect(Redirect {
-            redirect_uri: request.redirect_uri.clone(),
-            state: request.state.clone(),
-            error,
-            description: description.to_owned(),
-        })
-    }
-
-    fn expired(&self) -> Failure {
-        Failure::Page(
-            StatusCode::BAD_REQUEST,
-            "This sign-in page has expired. Go back to the application and start again.",
-        )
-    }
-
-    fn busy(&self) -> Failure {
-        Failure::Page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many sign-ins are in progress. Try again in a minute.",
-        )
     }
 
     /// The response for `result`, with the browser cookie when this browser had none.

@@ -222,7 +222,7 @@ fn parameterized_scope_copies_its_value_into_the_parameter_claim() {
     assert_eq!(strs(&g.scopes), ["transaction:42"]);
     assert_eq!(
         g.parameter_claims,
-        [("transaction_id".to_string(), "42".to_string())]
+        [("transaction_id".to_owned(), "42".to_owned())]
     );
     let g = ok(&model(false), cc(Some("transaction:42"), &["urn:payments"]));
     assert_eq!(strs(&g.scopes), ["transaction:42"]);
