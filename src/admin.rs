@@ -24,7 +24,7 @@ use crate::reload;
 use crate::state::Shared;
 
 /// What the admin endpoints report: readiness, metrics, and the reload status.
-pub struct Admin {
+pub(crate) struct Admin {
     ready: AtomicBool,
     /// Unix seconds at which the configuration being served was loaded.
     loaded_at: AtomicU64,
@@ -35,7 +35,7 @@ pub struct Admin {
 
 impl Admin {
     /// Not ready yet; the configuration in `state` counts as loaded now.
-    pub fn new(
+    pub(crate) fn new(
         state: Shared,
         status: watch::Receiver<reload::Status>,
         metrics: Arc<Metrics>,
@@ -53,17 +53,17 @@ impl Admin {
     }
 
     /// Sets what `/readyz` answers.
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
     /// Whether `/readyz` answers 200.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 
     /// Records that a configuration was applied at `at`.
-    pub fn loaded(&self, at: SystemTime) {
+    pub(crate) fn loaded(&self, at: SystemTime) {
         let secs = crate::jwt::numeric_date(at);
         self.loaded_at.store(secs, Ordering::Relaxed);
     }
@@ -103,7 +103,7 @@ struct ConfigView {
 }
 
 /// Answers one request to the admin listener.
-pub async fn handle(
+pub(crate) async fn handle(
     admin: Arc<Admin>,
     req: Request<Incoming>,
     _peer: SocketAddr,

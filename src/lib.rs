@@ -4,21 +4,21 @@
 //! access tokens cut down to one API resource (RFC 8707), and a gateway that lets a request
 //! through only with a token minted for the API it targets.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod clock;
 pub mod config;
 pub mod grants;
-pub mod http;
+pub(crate) mod http;
 pub mod issuer;
 pub mod jwt;
-pub mod metrics;
-pub mod protocol;
+pub(crate) mod metrics;
+pub(crate) mod protocol;
 pub mod proxy;
 pub mod reload;
 pub mod resources;
 pub mod secret;
 mod server;
-pub mod state;
+pub(crate) mod state;
 
 pub use server::{BindError, Server, StartError};
 

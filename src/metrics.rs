@@ -18,10 +18,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 /// The media type of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The route label of a proxy request that matched no route.
-pub const NO_ROUTE: &str = "-";
+pub(crate) const NO_ROUTE: &str = "-";
 
 /// Upper bounds (seconds) of the request duration buckets: sub-millisecond answers of the
 /// gateway itself up to the 30 s default `upstream_timeout`.

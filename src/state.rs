@@ -56,12 +56,12 @@ impl Snapshot {
 }
 
 /// The shared, swappable snapshot.
-pub type Shared = Arc<ArcSwap<Snapshot>>;
+pub(crate) type Shared = Arc<ArcSwap<Snapshot>>;
 
 /// The TLS settings of `role`'s listener, read from the current snapshot for each new
 /// connection; `None` when the listener started without TLS. Turning TLS on or off takes a
 /// restart, so after a reload that removed `tls` the listener keeps the last settings it had.
-pub fn listener_tls(state: &Shared, role: Role) -> Option<TlsSource> {
+pub(crate) fn listener_tls(state: &Shared, role: Role) -> Option<TlsSource> {
     let last = ArcSwap::new(state.load().config.listener_tls(role)?.clone());
     let state = state.clone();
     Some(Arc::new(move || {

@@ -3,7 +3,7 @@
 
 mod serve;
 
-pub use serve::{serve, Listener, TlsSource, WorkerThreads, Workers, MAX_HEAD};
+pub(crate) use serve::{serve, Listener, TlsSource, WorkerThreads, Workers};
 
 use std::time::Duration;
 
@@ -14,27 +14,27 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioExecutor;
 
 /// Errors a response body can fail with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body of every response isogate sends.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A body holding `bytes`.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
 /// A response with `status` and a JSON body.
-pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     // Serialising our own plain data types cannot fail.
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     json_bytes(status, Bytes::from(bytes))
 }
 
 /// A response with `status` and an already serialised JSON body.
-pub fn json_bytes(status: StatusCode, bytes: Bytes) -> Response<Body> {
+pub(crate) fn json_bytes(status: StatusCode, bytes: Bytes) -> Response<Body> {
     let mut response = Response::new(full(bytes));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -45,7 +45,7 @@ pub fn json_bytes(status: StatusCode, bytes: Bytes) -> Response<Body> {
 }
 
 /// A plain-text response.
-pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -59,7 +59,7 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 /// HTTP/1.1 request carries exactly one `Host`, any request at most one, and it must be a
 /// valid `host[:port]`; an HTTP/2 request's `Host`, when sent, must name what `:authority`
 /// names (RFC 9113 §8.3.1). Two readers of one request must never disagree on its host.
-pub fn host_problem<B>(req: &http::Request<B>) -> Option<&'static str> {
+pub(crate) fn host_problem<B>(req: &http::Request<B>) -> Option<&'static str> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
         (_, Some(_)) => return Some("the request has more than one Host header"),
@@ -87,7 +87,7 @@ pub fn host_problem<B>(req: &http::Request<B>) -> Option<&'static str> {
 }
 
 /// 405 with the `Allow` header.
-pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     response
         .headers_mut()
@@ -96,17 +96,17 @@ pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
 }
 
 /// The pooled client isogate uses for upstreams and remote JWKS: HTTP/1.1 over TCP or rustls.
-pub type Client = hyper_util::client::legacy::Client<
+pub(crate) type Client = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Body,
 >;
 
 /// Opens HTTP/1.1 connections over TCP, or over rustls for `https` URLs.
-pub type Connector =
+pub(crate) type Connector =
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
 
 /// Builds the pooled client on `connector`.
-pub fn client(connector: Connector) -> Client {
+pub(crate) fn client(connector: Connector) -> Client {
     hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
@@ -114,7 +114,7 @@ pub fn client(connector: Connector) -> Client {
 }
 
 /// The connector of every outgoing connection; `https` is verified against the system's roots.
-pub fn connector(connect_timeout: Duration) -> Connector {
+pub(crate) fn connector(connect_timeout: Duration) -> Connector {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -135,7 +135,7 @@ pub fn connector(connect_timeout: Duration) -> Connector {
 }
 
 /// GETs `url` and parses its JSON body (at most `limit` bytes), within `timeout`.
-pub async fn get_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     client: &Client,
     url: &str,
     timeout: Duration,

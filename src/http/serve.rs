@@ -34,18 +34,18 @@ use crate::config::Limits;
 use crate::metrics::ConnectionMetrics;
 
 /// Largest request head (request line and headers) accepted; larger gets 431.
-pub const MAX_HEAD: usize = 32 * 1024;
+pub(crate) const MAX_HEAD: usize = 32 * 1024;
 
 /// Where a TLS listener gets its settings, once per new connection: a reload that replaced the
 /// certificate is seen by the next connection, while open connections keep theirs.
-pub type TlsSource = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sync>;
+pub(crate) type TlsSource = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sync>;
 
 /// How often, at most, the accept loop logs that accepting failed or that the connection cap
 /// turned a connection away; the rest are counted into the next line.
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// A bound socket and how to serve it.
-pub struct Listener {
+pub(crate) struct Listener {
     /// The socket, bound (by another runtime than the one that accepts on it).
     pub socket: std::net::TcpListener,
     /// The role's name, for log lines.
@@ -64,25 +64,25 @@ pub struct Listener {
 /// upstream connections' among them), so passing a request from one task to the next wakes no
 /// other thread. With one single-threaded runtime per CPU, this is how nginx's workers run.
 #[derive(Clone)]
-pub struct Workers {
+pub(crate) struct Workers {
     handles: Arc<[tokio::runtime::Handle]>,
     next: Arc<AtomicUsize>,
 }
 
 /// Keeps the worker threads of [`Workers::start`] running; dropping it stops them, cancelling
 /// whatever they still run.
-pub struct WorkerThreads {
+pub(crate) struct WorkerThreads {
     _stop: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Workers {
     /// The runtime this is called on, alone.
-    pub fn current() -> Workers {
+    pub(crate) fn current() -> Workers {
         Workers::from_handles(vec![tokio::runtime::Handle::current()])
     }
 
     /// `count` threads (at least one), each running a single-threaded runtime.
-    pub fn start(count: usize) -> std::io::Result<(Workers, WorkerThreads)> {
+    pub(crate) fn start(count: usize) -> std::io::Result<(Workers, WorkerThreads)> {
         let mut handles = Vec::new();
         let mut stops = Vec::new();
         for index in 0..count.max(1) {
@@ -113,7 +113,7 @@ impl Workers {
     }
 
     /// The first runtime, where accept loops run.
-    pub fn first(&self) -> &tokio::runtime::Handle {
+    pub(crate) fn first(&self) -> &tokio::runtime::Handle {
         &self.handles[0]
     }
 
@@ -132,7 +132,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// Accepts connections on `listener` until `stop` turns true, serving each with `handle`
 /// (HTTP/1.1 and HTTP/2) on one of `workers` in turn, within the listener's limits. Then waits
 /// up to `grace` for open connections to finish.
-pub async fn serve<F, Fut>(
+pub(crate) async fn serve<F, Fut>(
     listener: Listener,
     workers: Workers,
     handle: F,

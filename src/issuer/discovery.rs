@@ -10,7 +10,7 @@ use crate::resources::OFFLINE_ACCESS;
 
 /// Whether `issuer` can be an OpenID Connect provider: a key that is not retired signs RS256,
 /// the algorithm OpenID Connect Discovery requires among the ID token algorithms.
-pub fn is_openid_provider(issuer: &IssuerConfig) -> bool {
+pub(crate) fn is_openid_provider(issuer: &IssuerConfig) -> bool {
     issuer
         .keys
         .all()
@@ -19,7 +19,7 @@ pub fn is_openid_provider(issuer: &IssuerConfig) -> bool {
 }
 
 /// Serialises the discovery document of `issuer`.
-pub fn document(issuer: &IssuerConfig, config: &Config) -> Bytes {
+pub(crate) fn document(issuer: &IssuerConfig, config: &Config) -> Bytes {
     let model = &config.model;
     let mut scopes: Vec<&str> = model
         .identity_resources

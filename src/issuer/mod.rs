@@ -1,16 +1,16 @@
 //! The token service: discovery, JWKS and the token endpoint (SPEC §3).
 
-pub mod authorize;
+pub(crate) mod authorize;
 mod client_auth;
-pub mod discovery;
+pub(crate) mod discovery;
 mod error;
 pub mod form;
 mod introspect;
-pub mod oidc;
+pub(crate) mod oidc;
 mod pages;
-pub mod passwords;
+pub(crate) mod passwords;
 mod redeem;
-pub mod session;
+pub(crate) mod session;
 pub mod token;
 
 pub use error::OAuthError;

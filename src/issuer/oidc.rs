@@ -22,12 +22,12 @@ use crate::resources::{Client, Model};
 use crate::state::Snapshot;
 
 /// The scope that makes a request an OpenID Connect one.
-pub const OPENID: &str = "openid";
+pub(crate) const OPENID: &str = "openid";
 /// How long an ID token is valid.
 const ID_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 
 /// What the ID token is bound to.
-pub struct IdTokenFor<'a> {
+pub(crate) struct IdTokenFor<'a> {
     /// The access token issued with it (`at_hash`).
     pub access_token: &'a str,
     /// The authorize request's `nonce`.
@@ -53,7 +53,7 @@ struct IdClaims<'a> {
 
 /// Signs an ID token for `user` with the claims of the identity scopes in `scopes`: with an
 /// RS256 key when there is one (OpenID Connect's default), else with the first signing key.
-pub fn id_token(
+pub(crate) fn id_token(
     issuer: &IssuerConfig,
     model: &Model,
     client: &Client,
@@ -98,7 +98,7 @@ fn at_hash(alg: Alg, access_token: &str) -> String {
 
 /// The claims of `user` that the identity resources among `scopes` release (`sub` is set
 /// apart).
-pub fn identity_claims(model: &Model, user: &User, scopes: &[String]) -> Map<String, Value> {
+pub(crate) fn identity_claims(model: &Model, user: &User, scopes: &[String]) -> Map<String, Value> {
     scopes
         .iter()
         .filter_map(|s| model.identity_resources.get(s))
@@ -110,7 +110,7 @@ pub fn identity_claims(model: &Model, user: &User, scopes: &[String]) -> Map<Str
 
 /// One of isogate's own access tokens, verified: signature, `iss`, `typ`, time, and not
 /// revoked with its grant.
-pub struct LocalToken {
+pub(crate) struct LocalToken {
     /// What the gateway reads.
     pub claims: Claims,
     /// The whole payload, for the other claims.
@@ -118,7 +118,7 @@ pub struct LocalToken {
 }
 
 /// Verifies `token` as an access token of this issuer.
-pub fn verify_local(
+pub(crate) fn verify_local(
     token: &str,
     keys: &TrustedKeys,
     grants: &Grants,
@@ -143,7 +143,7 @@ pub fn verify_local(
 
 /// `GET|POST /connect/userinfo`: the claims of the user the bearer token was issued for, as
 /// its identity scopes release them.
-pub async fn userinfo(
+pub(crate) async fn userinfo(
     snapshot: &Snapshot,
     issuer: &IssuerConfig,
     grants: &Grants,

@@ -11,7 +11,7 @@ use super::authorize::AuthorizeRequest;
 use crate::protocol::random_token;
 
 /// How long a sign-in lasts.
-pub const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+pub(crate) const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 /// How long a login or consent page stays usable.
 const PENDING_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// Most entries of each map.

@@ -13,7 +13,7 @@ use http::{header, HeaderMap};
 
 /// The credentials of the `Authorization` header, by scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credentials<'h> {
+pub(crate) enum Credentials<'h> {
     /// `Bearer <credential>`: the bytes after `Bearer `, not yet checked.
     Bearer(&'h [u8]),
     /// `Basic <credential>`: the bytes after `Basic `, not yet decoded ([`basic`]).
@@ -52,7 +52,7 @@ impl Malformed {
 }
 
 /// The request's credentials: `None` without an `Authorization` header.
-pub fn authorization(headers: &HeaderMap) -> Result<Option<Credentials<'_>>, Malformed> {
+pub(crate) fn authorization(headers: &HeaderMap) -> Result<Option<Credentials<'_>>, Malformed> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -80,7 +80,7 @@ pub fn authorization(headers: &HeaderMap) -> Result<Option<Credentials<'_>>, Mal
 }
 
 /// A bearer credential as a token, when it is an RFC 6750 `b64token`.
-pub fn bearer_token(credential: &[u8]) -> Result<&str, Malformed> {
+pub(crate) fn bearer_token(credential: &[u8]) -> Result<&str, Malformed> {
     // A b64token holds only ASCII, so it is also valid UTF-8.
     if is_b64token(credential) {
         return std::str::from_utf8(credential).map_err(|_| Malformed::Bearer);
@@ -98,7 +98,7 @@ pub fn bearer_token(credential: &[u8]) -> Result<&str, Malformed> {
 
 /// Basic credentials decoded: the client id and secret, each form-urlencoded before Base64
 /// as RFC 6749 §2.3.1 asks.
-pub fn basic(credential: &[u8]) -> Result<(String, String), Malformed> {
+pub(crate) fn basic(credential: &[u8]) -> Result<(String, String), Malformed> {
     let text = std::str::from_utf8(credential).map_err(|_| Malformed::Basic)?;
     let decoded = STANDARD
         .decode(text.trim())

@@ -5,7 +5,7 @@ use http::HeaderValue;
 
 /// One `Bearer` challenge; absent parameters are left out.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Challenge<'a> {
+pub(crate) struct Challenge<'a> {
     /// `realm`.
     pub realm: Option<&'a str>,
     /// `error`: an RFC 6750 code (`invalid_request`, `invalid_token`, `insufficient_scope`).
@@ -21,7 +21,7 @@ pub struct Challenge<'a> {
 impl Challenge<'_> {
     /// The header value. Each parameter is a quoted-string of printable ASCII: a `"` or `\`
     /// becomes `'`, anything else unprintable `?`, so no value can end the string early.
-    pub fn header(&self) -> HeaderValue {
+    pub(crate) fn header(&self) -> HeaderValue {
         let mut text = String::from("Bearer");
         let params = [
             ("realm", self.realm),

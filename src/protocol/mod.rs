@@ -4,18 +4,17 @@
 //!
 //! The token service and the gateway each import this module; neither imports the other.
 
-pub mod authorization;
-pub mod challenge;
+pub(crate) mod authorization;
+pub(crate) mod challenge;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-pub use authorization::{authorization, Credentials, Malformed};
-pub use challenge::Challenge;
+pub(crate) use challenge::Challenge;
 
 /// 256 random bits, base64url (43 characters): a code, a refresh token, a family, a session,
 /// a pending sign-in, an anti-forgery token.
-pub fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; 32];
     // The system RNG failing is not recoverable; aws-lc aborts rather than return weak bytes.
     aws_lc_rs::rand::fill(&mut bytes).unwrap_or_else(|_| panic!("the system RNG failed"));
@@ -23,7 +22,7 @@ pub fn random_token() -> String {
 }
 
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
-pub fn is_scope_token(value: &str) -> bool {
+pub(crate) fn is_scope_token(value: &str) -> bool {
     !value.is_empty()
         && value
             .bytes()
@@ -33,7 +32,7 @@ pub fn is_scope_token(value: &str) -> bool {
 /// Request headers that make upstream frameworks read another path or method than the
 /// request's (IIS and Symfony rewrites, method overrides): the gateway drops them unless a
 /// route keeps them (`keep_headers`).
-pub const REWRITING: [&str; 5] = [
+pub(crate) const REWRITING: [&str; 5] = [
     "x-original-url",
     "x-rewrite-url",
     "x-http-method-override",

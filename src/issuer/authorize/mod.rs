@@ -12,7 +12,7 @@ mod login;
 mod redirect;
 mod request;
 
-pub use request::AuthorizeRequest;
+pub(crate) use request::AuthorizeRequest;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -30,7 +30,7 @@ use crate::http::Body;
 use crate::state::Snapshot;
 
 /// How long a code may wait for redemption.
-pub const CODE_LIFETIME: Duration = Duration::from_secs(60);
+pub(crate) const CODE_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Why a request cannot go on.
 #[derive(Debug)]
@@ -97,7 +97,7 @@ struct Ctx<'a> {
 }
 
 /// `GET|POST /connect/authorize`.
-pub async fn authorize(
+pub(crate) async fn authorize(
     snapshot: &Snapshot,
     issuer: &IssuerConfig,
     service: &Service,
@@ -132,7 +132,7 @@ pub async fn authorize(
 }
 
 /// `POST /connect/authorize/login`: the login form.
-pub async fn login(
+pub(crate) async fn login(
     snapshot: &Snapshot,
     issuer: &IssuerConfig,
     service: &Service,
@@ -153,7 +153,7 @@ pub async fn login(
 }
 
 /// `POST /connect/authorize/consent`: the consent form.
-pub async fn consent(
+pub(crate) async fn consent(
     snapshot: &Snapshot,
     issuer: &IssuerConfig,
     service: &Service,
