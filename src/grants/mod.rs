@@ -335,11 +335,34 @@ impl Grants {
 
     /// The refresh token `token` as stored, when it is live (for introspection).
     pub fn refresh_grant(&self, token: &str, now: u64) -> Result<Option<RefreshGrant>, StoreError> {
+        self.refresh_grant_within(token, Duration::ZERO, now)
+    }
+
+    /// The refresh token `token` as stored, when [`Grants::use_refresh`] would take it under
+    /// `policy`: live, or rotated away within the policy's reuse grace.
+    pub fn usable_refresh(
+        &self,
+        token: &str,
+        policy: RefreshPolicy,
+        now: u64,
+    ) -> Result<Option<RefreshGrant>, StoreError> {
+        self.refresh_grant_within(token, policy.reuse_grace, now)
+    }
+
+    fn refresh_grant_within(
+        &self,
+        token: &str,
+        grace: Duration,
+        now: u64,
+    ) -> Result<Option<RefreshGrant>, StoreError> {
         let Some((_, grant)) = self.read::<RefreshGrant>(Table::RefreshTokens, &hash(token))?
         else {
             return Ok(None);
         };
-        let live = !grant.consumed
+        let in_grace = grant
+            .consumed_at
+            .is_some_and(|at| !grace.is_zero() && now <= at.saturating_add(grace.as_secs()));
+        let live = (!grant.consumed || in_grace)
             && now <= grant.absolute_expiry.min(grant.sliding_expiry)
             && !self.family_revoked(&grant.family)?;
         Ok(live.then_some(grant))

@@ -225,6 +225,16 @@ fn within_the_reuse_grace_a_rotated_token_gets_a_successor_of_its_own() {
         .unwrap()
         .unwrap();
     assert_ne!(a.token, b.token);
+    // Introspection sees the rotated token as spent; a use within the grace does not.
+    assert!(grants.refresh_grant(&first, NOW + 30).unwrap().is_none());
+    assert!(grants
+        .usable_refresh(&first, graced, NOW + 30)
+        .unwrap()
+        .is_some());
+    assert!(grants
+        .usable_refresh(&first, graced, NOW + 31)
+        .unwrap()
+        .is_none());
     for token in [&a.token, &b.token] {
         assert!(grants.refresh_grant(token, NOW + 30).unwrap().is_some());
     }

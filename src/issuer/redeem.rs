@@ -125,7 +125,7 @@ pub(super) fn refresh_token(
         OAuthError::InvalidGrant(r.to_string())
     };
     let stored = grants
-        .refresh_grant(token, at)?
+        .usable_refresh(token, policy, at)?
         .filter(|g| g.authorization.client_id == client.client_id);
     let Some(stored) = stored else {
         // Not live: find out why (and revoke the family when a rotated token came back).

@@ -1040,7 +1040,12 @@ async fn concurrent_refreshes_have_one_winner_unless_the_client_allows_a_reuse_g
                 );
             }
             Some(_) => {
-                assert_eq!(won.len(), 10, "every tab gets a token");
+                let lost: Vec<String> = replies
+                    .iter()
+                    .filter(|r| r.status != StatusCode::OK)
+                    .map(|r| r.text())
+                    .collect();
+                assert_eq!(won.len(), 10, "every tab gets a token: {lost:?}");
                 for new in &won {
                     let reply = refresh(&isogate, new, &[]).await;
                     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
