@@ -98,6 +98,7 @@ fn describe(
     now: u64,
 ) -> Value {
     let inactive = json!({"active": false});
+    let model = &snapshot.config.model;
     match caller {
         Caller::Api(api) => {
             let Some(keys) = snapshot.issuer_docs.as_ref().map(|d| &d.local_keys) else {
@@ -114,7 +115,11 @@ fn describe(
                 .scope
                 .iter()
                 .map(String::as_str)
-                .filter(|s| api.lists(s.split(':').next().unwrap_or(s)))
+                .filter(|s| {
+                    model
+                        .api_scope_of(s)
+                        .is_some_and(|scope| api.lists(&scope.name))
+                })
                 .collect();
             let mut answer = Map::new();
             answer.insert("active".into(), Value::Bool(true));

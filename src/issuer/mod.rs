@@ -9,7 +9,6 @@ mod introspect;
 pub(crate) mod oidc;
 mod pages;
 pub(crate) mod passwords;
-mod redeem;
 pub(crate) mod session;
 pub mod token;
 

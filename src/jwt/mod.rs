@@ -15,6 +15,26 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Claims isogate sets itself in the tokens it signs: configuration may not name one as a
+/// `parameter_claim`, and a user claim of the same name is left out of an access token.
+pub const RESERVED_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "client_id",
+    "scope",
+    "auth_time",
+    "acr",
+    "amr",
+    "cnf",
+    "azp",
+    "nonce",
+];
+
 /// `at` as a JWT NumericDate (RFC 7519 §2): whole seconds since the Unix epoch; 0 before it.
 pub fn numeric_date(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()

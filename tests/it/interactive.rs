@@ -1054,3 +1054,81 @@ async fn concurrent_refreshes_have_one_winner_unless_the_client_allows_a_reuse_g
         }
     }
 }
+
+/// A scope whose name holds a `:` without being parameterized (`invoices:read`, a common
+/// style) is a scope of its own everywhere: its label on the consent page, the user claims it
+/// releases into the access token, and the scope introspection reports.
+#[tokio::test]
+async fn a_colon_named_scope_is_one_scope_on_the_consent_page_in_the_token_and_at_introspection() {
+    let ledger = r#"
+[[api_scopes]]
+name = "invoices:read"
+display_name = "Read your invoices"
+user_claims = ["email"]
+
+[[api_resources]]
+name = "urn:ledger"
+scopes = ["invoices:read"]
+secrets = ["sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="]
+
+[[clients]]
+client_id = "ledger-app"
+require_secret = false
+allowed_grant_types = ["authorization_code"]
+allowed_scopes = ["invoices:read"]
+redirect_uris = ["http://127.0.0.1:1/ledger"]
+require_consent = true
+"#;
+    let isogate =
+        Isogate::start(&(issuer_section("http://isogate.test") + SEED + USERS + ledger)).await;
+    let (verifier, challenge) = pkce();
+    let request = [
+        ("client_id", "ledger-app"),
+        ("response_type", "code"),
+        ("redirect_uri", "http://127.0.0.1:1/ledger"),
+        ("scope", "invoices:read"),
+        ("resource", "urn:ledger"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    let mut browser = Browser::default();
+    let page = browser.get(&authorize_url(&isogate, &request)).await;
+    let consent = log_in(&isogate, &mut browser, &page, "alice", "alice").await;
+    let html = consent.text();
+    assert!(html.contains("Read your invoices"), "{html}");
+    let allowed = browser
+        .post(
+            &isogate.issuer_url("/connect/authorize/consent"),
+            &[
+                ("request", &hidden(&html, "request")),
+                ("csrf", &hidden(&html, "csrf")),
+                ("decision", "allow"),
+            ],
+        )
+        .await;
+    let code = query(&allowed)["code"].clone();
+    let reply = post_form(
+        &isogate.issuer_url("/connect/token"),
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", "ledger-app"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:1/ledger"),
+            ("code_verifier", &verifier),
+            ("resource", "urn:ledger"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    let claims = verify(&isogate, &token, "urn:ledger").await;
+    assert_eq!(claims["scope"], "invoices:read");
+    assert_eq!(
+        claims["email"], "alice@example.com",
+        "the scope's user claim"
+    );
+    let described = introspect(&isogate, "urn:ledger", &token).await;
+    assert_eq!(described["active"], true);
+    assert_eq!(described["scope"], "invoices:read");
+}

@@ -49,23 +49,6 @@ const MAX_MAX_CONNECTIONS: i64 = 1_000_000;
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Claims of an access token that configuration may not supply.
-const RESERVED_CLAIMS: &[&str] = &[
-    "iss",
-    "sub",
-    "aud",
-    "exp",
-    "nbf",
-    "iat",
-    "jti",
-    "client_id",
-    "scope",
-    "auth_time",
-    "acr",
-    "amr",
-    "cnf",
-];
-
 struct V<'a> {
     lines: &'a Lines<'a>,
     dir: &'a Path,

@@ -62,7 +62,7 @@ pub(super) fn scopes(
                     key,
                     "only a parameterized scope has a parameter claim",
                 );
-            } else if RESERVED_CLAIMS.contains(&claim.get_ref().as_str()) {
+            } else if crate::jwt::RESERVED_CLAIMS.contains(&claim.get_ref().as_str()) {
                 v.at(
                     claim,
                     key,

@@ -1,13 +1,17 @@
 //! `POST /connect/token`: authenticate the client, apply the resource rules, mint an RFC 9068
-//! access token.
+//! access token. Each grant has its file; [`mint`] signs for all three.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+mod authorization_code;
+mod client_credentials;
+mod grant;
+mod mint;
+mod refresh_token;
+
+pub use mint::{mint, Minted, Subject, ACCESS_TOKEN_TYP};
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
@@ -18,13 +22,9 @@ use super::{client_auth, OAuthError};
 use crate::config::{Config, IssuerConfig};
 use crate::grants::Grants;
 use crate::http::{json, Body};
-use crate::jwt;
 use crate::metrics::Metrics;
-use crate::resources::{self, Client, GrantType, Granted, TokenRequest};
+use crate::resources::{Client, GrantType, Granted};
 use crate::state::Snapshot;
-
-/// The JOSE `typ` of access tokens (RFC 9068 §2.1).
-pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
 /// A successful token response (RFC 6749 §5.1).
 #[derive(Debug, Serialize)]
@@ -139,50 +139,20 @@ fn issue(
         )));
     }
     let response = match grant {
-        GrantType::ClientCredentials => client_credentials(config, issuer, client, form, now)?,
+        GrantType::ClientCredentials => {
+            client_credentials::client_credentials(config, issuer, client, form, now)?
+        }
         GrantType::AuthorizationCode => {
-            super::redeem::authorization_code(config, issuer, grants, client, form, now)?
+            authorization_code::authorization_code(config, issuer, grants, client, form, now)?
         }
         GrantType::RefreshToken => {
-            super::redeem::refresh_token(config, issuer, grants, client, form, now)?
+            refresh_token::refresh_token(config, issuer, grants, client, form, now)?
         }
     };
     Ok(Issued {
         response,
         client_id: client.client_id.clone(),
         grant,
-    })
-}
-
-fn client_credentials(
-    config: &Config,
-    issuer: &IssuerConfig,
-    client: &Client,
-    form: &Form,
-    now: SystemTime,
-) -> Result<TokenResponse, OAuthError> {
-    let resources = form.all("resource");
-    let granted = resources::grant(
-        &config.model,
-        client,
-        &TokenRequest {
-            grant: GrantType::ClientCredentials,
-            scope: form.get("scope"),
-            resources: &resources,
-        },
-    )?;
-    let lifetime = client
-        .access_token_lifetime
-        .unwrap_or(issuer.access_token_lifetime);
-    let minted = mint(issuer, client, None, &granted, lifetime, now)?;
-    log_issued(client, GrantType::ClientCredentials, &granted);
-    Ok(TokenResponse {
-        access_token: minted.token,
-        token_type: "Bearer",
-        expires_in: lifetime.as_secs(),
-        scope: granted.scopes.join(" "),
-        refresh_token: None,
-        id_token: None,
     })
 }
 
@@ -197,118 +167,14 @@ pub(super) fn log_issued(client: &Client, grant: GrantType, granted: &Granted) {
     );
 }
 
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Audience<'a> {
-    One(&'a str),
-    Many(&'a [String]),
-}
-
-#[derive(Serialize)]
-struct Claims<'a> {
-    iss: &'a str,
-    sub: &'a str,
-    aud: Audience<'a>,
-    client_id: &'a str,
-    scope: String,
-    iat: u64,
-    nbf: u64,
-    exp: u64,
-    jti: &'a str,
-    #[serde(flatten)]
-    extra: BTreeMap<&'a str, &'a str>,
-    #[serde(flatten)]
-    user: &'a serde_json::Map<String, serde_json::Value>,
-}
-
-/// A signed access token.
-#[derive(Debug)]
-pub struct Minted {
-    /// The JWT.
-    pub token: String,
-    /// Its `jti`.
-    pub jti: String,
-    /// Its `exp`.
-    pub exp: u64,
-}
-
-/// The user an access token is issued for: `sub` and the claims its scopes and audiences
-/// release.
-#[derive(Debug, Clone, Copy)]
-pub struct Subject<'a> {
-    /// `sub`.
-    pub id: &'a str,
-    /// User claims, already cut down to what the token may carry.
-    pub claims: &'a serde_json::Map<String, serde_json::Value>,
-}
-
-/// Signs an RFC 9068 access token for `granted`, with the first non-retired key whose
-/// algorithm every audience accepts. `subject` is the user, or the client when `None`.
-pub fn mint(
-    issuer: &IssuerConfig,
-    client: &Client,
-    subject: Option<Subject<'_>>,
-    granted: &Granted,
-    lifetime: Duration,
-    now: SystemTime,
-) -> Result<Minted, OAuthError> {
-    static NO_CLAIMS: std::sync::OnceLock<serde_json::Map<String, serde_json::Value>> =
-        std::sync::OnceLock::new();
-    let key = issuer
-        .keys
-        .signer(|alg| {
-            granted
-                .signing_algs
-                .as_ref()
-                .is_none_or(|algs| algs.contains(&alg))
-        })
-        .ok_or_else(|| {
-            OAuthError::InvalidTarget(
-                "no signing key has an algorithm that every audience accepts".into(),
-            )
-        })?;
-    let iat = jwt::numeric_date(now);
-    let aud = match granted.aud.as_slice() {
-        [one] => Audience::One(one),
-        many => Audience::Many(many),
-    };
-    let jti = jti();
-    let exp = iat + lifetime.as_secs();
-    let claims = Claims {
-        iss: &issuer.issuer,
-        sub: subject.map_or(client.client_id.as_str(), |s| s.id),
-        aud,
-        client_id: &client.client_id,
-        scope: granted.scopes.join(" "),
-        iat,
-        nbf: iat,
-        exp,
-        jti: &jti,
-        extra: granted
-            .parameter_claims
-            .iter()
-            .map(|(claim, value)| (claim.as_str(), value.as_str()))
-            .collect(),
-        user: subject.map_or_else(|| NO_CLAIMS.get_or_init(Default::default), |s| s.claims),
-    };
-    let token = jwt::encode(key, ACCESS_TOKEN_TYP, &claims)
-        .map_err(|e| OAuthError::ServerError(format!("the token could not be built: {e}")))?;
-    Ok(Minted { token, jti, exp })
-}
-
-/// 128 random bits, base64url.
-fn jti() -> String {
-    let mut bytes = [0u8; 16];
-    // The system RNG failing is not recoverable; aws-lc aborts rather than return weak bytes.
-    aws_lc_rs::rand::fill(&mut bytes).unwrap_or_else(|_| panic!("the system RNG failed"));
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{parse, MissingKeys};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
     use proptest::prelude::*;
+    use std::time::Duration;
 
     const CONFIG: &str = r#"
 [issuer]
