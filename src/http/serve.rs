@@ -157,49 +157,159 @@ pub(crate) async fn serve<F, Fut>(
             return;
         }
     };
+    let mut gate = Gate {
+        role,
+        limits,
+        metrics,
+        open: watch::channel(()).0,
+        accept_errors: Throttled::default(),
+        refusals: Throttled::default(),
+    };
     let builders = Arc::new(Builders::new());
-    // Every open connection holds a receiver: their count is the number open, and shutdown
-    // waits for the last one to drop.
-    let (open, _) = watch::channel(());
-    let mut accept_errors = Throttled::default();
-    let mut refusals = Throttled::default();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = socket.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    accept_errors.log(|suppressed| {
-                        tracing::warn!(role, error = %e, suppressed, "accept failed");
-                    });
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut stop) => break,
+    while let Some((stream, peer)) = gate.accept(&socket, &mut stop).await {
+        let Some(held) = gate.admit() else {
+            continue;
         };
-        if open.receiver_count() >= limits.max_connections {
-            metrics.refused.inc();
-            refusals.log(|suppressed| {
+        let _ = stream.set_nodelay(true);
+        // Moved to the worker's runtime: its events must wake that runtime, not this one.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, %peer, "cannot hand a connection to a worker");
+                continue;
+            }
+        };
+        let activity = Arc::new(Activity::new());
+        let conn = Connection {
+            handle: handle.clone(),
+            activity,
+            limits,
+            stop: stop.clone(),
+            timed_out: gate.metrics.timed_out.clone(),
+            peer,
+            // The settings current at accept time; the handshake itself runs in the task.
+            acceptor: tls
+                .as_ref()
+                .map(|current| tokio_rustls::TlsAcceptor::from(current())),
+            builders: builders.clone(),
+            _held: held,
+        };
+        workers.next().spawn(conn.serve(stream));
+    }
+    drop(socket);
+    if tokio::time::timeout(grace, gate.open.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(role, grace = ?grace, "connections still open after the shutdown grace period; closing them");
+    }
+}
+
+/// The accept side of a listener: accepting with a back-off, and the cap.
+struct Gate {
+    role: &'static str,
+    limits: Limits,
+    metrics: ConnectionMetrics,
+    /// Every open connection holds a receiver: their count is the number open, and shutdown
+    /// waits for the last one to drop.
+    open: watch::Sender<()>,
+    accept_errors: Throttled,
+    refusals: Throttled,
+}
+
+impl Gate {
+    /// The next connection, or `None` once `stop` turns true. Accepting that fails (out of
+    /// file descriptors and the like) backs off instead of spinning, and is logged at most
+    /// once per [`LOG_EVERY`].
+    async fn accept(
+        &mut self,
+        socket: &TcpListener,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            tokio::select! {
+                accepted = socket.accept() => match accepted {
+                    Ok(conn) => return Some(conn),
+                    Err(e) => {
+                        let role = self.role;
+                        self.accept_errors.log(|suppressed| {
+                            tracing::warn!(role, error = %e, suppressed, "accept failed");
+                        });
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = stopped(stop) => return None,
+            }
+        }
+    }
+
+    /// A place under the cap for a new connection, or `None` (counted, and logged at most once
+    /// per [`LOG_EVERY`]) when `max_connections` are open: the connection is then dropped.
+    fn admit(&mut self) -> Option<Held> {
+        let max_connections = self.limits.max_connections;
+        if self.open.receiver_count() >= max_connections {
+            self.metrics.refused.inc();
+            let role = self.role;
+            self.refusals.log(|suppressed| {
                 tracing::warn!(
                     role,
-                    max_connections = limits.max_connections,
+                    max_connections,
                     suppressed,
                     "connection limit reached; closing new connections"
                 );
             });
-            drop(stream);
-            continue;
+            return None;
         }
-        let held = Held {
-            _open: open.subscribe(),
-            gauge: metrics.open.clone(),
+        self.metrics.open.inc();
+        Some(Held {
+            _open: self.open.subscribe(),
+            gauge: self.metrics.open.clone(),
+        })
+    }
+}
+
+/// One accepted connection, on its way to a worker.
+struct Connection<F> {
+    handle: F,
+    activity: Arc<Activity>,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+    timed_out: prometheus_client::metrics::counter::Counter,
+    peer: SocketAddr,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    builders: Arc<Builders>,
+    _held: Held,
+}
+
+impl<F, Fut> Connection<F>
+where
+    F: Fn(http::Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    /// Serves the connection on the runtime this runs on: the TLS handshake first when the
+    /// listener has TLS (within `request_header_timeout` of the accept), then HTTP.
+    async fn serve(self, stream: std::net::TcpStream) {
+        let peer = self.peer;
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, %peer, "cannot serve a connection");
+                return;
+            }
         };
-        metrics.open.inc();
-        let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
+        let Connection {
+            handle,
+            activity,
+            limits,
+            stop,
+            timed_out,
+            acceptor,
+            builders,
+            _held,
+            ..
+        } = self;
+        // A request is in flight on `activity` until its response body has been sent.
         let service = {
-            let handle = handle.clone();
             let activity = activity.clone();
             service_fn(move |req| {
                 let in_flight = activity.begin();
@@ -213,66 +323,38 @@ pub(crate) async fn serve<F, Fut>(
                 }
             })
         };
-        let builders = builders.clone();
-        let stop = stop.clone();
-        let timed_out = metrics.timed_out.clone();
-        // The settings current at accept time; the handshake itself runs in the task.
-        let acceptor = tls
-            .as_ref()
-            .map(|current| tokio_rustls::TlsAcceptor::from(current()));
-        // Moved to the worker's runtime: its events must wake that runtime, not this one.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::debug!(error = %e, %peer, "cannot hand a connection to a worker");
-                continue;
+        let conn = Conn {
+            activity: &activity,
+            limits,
+            stop,
+            timed_out,
+            peer,
+        };
+        let Some(acceptor) = acceptor else {
+            let served = builders
+                .any
+                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+            return conn.drive(served).await;
+        };
+        let deadline = activity.born + limits.request_header_timeout;
+        let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                conn.timed_out.inc();
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
             }
         };
-        workers.next().spawn(async move {
-            let _held = held;
-            let stream = match TcpStream::from_std(stream) {
-                Ok(stream) => stream,
-                Err(e) => {
-                    tracing::debug!(error = %e, %peer, "cannot serve a connection");
-                    return;
-                }
-            };
-            let conn = Conn {
-                activity: &activity,
-                limits,
-                stop,
-                timed_out,
-                peer,
-            };
-            let Some(acceptor) = acceptor else {
-                let io = TokioIo::new(stream);
-                let served = builders.any.serve_connection_with_upgrades(io, service);
-                return conn.drive(served).await;
-            };
-            let deadline = activity.born + limits.request_header_timeout;
-            let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    conn.timed_out.inc();
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let builder = match stream.get_ref().1.alpn_protocol() {
-                Some(b"h2") => &builders.h2,
-                _ => &builders.any,
-            };
-            let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            conn.drive(served).await;
-        });
-    }
-    drop(socket);
-    if tokio::time::timeout(grace, open.closed()).await.is_err() {
-        tracing::warn!(role, grace = ?grace, "connections still open after the shutdown grace period; closing them");
+        let builder = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => &builders.h2,
+            _ => &builders.any,
+        };
+        let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        conn.drive(served).await;
     }
 }
 

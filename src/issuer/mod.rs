@@ -42,7 +42,59 @@ pub struct Service {
     pub clock: Clock,
 }
 
-/// Answers one request to the issuer listener.
+/// The token service's endpoints, below the issuer's base path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    OpenIdConfiguration,
+    AuthorizationServer,
+    Jwks,
+    Token,
+    Authorize,
+    Login,
+    Consent,
+    UserInfo,
+    Introspect,
+    Revocation,
+}
+
+impl Endpoint {
+    fn of(path: &str) -> Option<Self> {
+        Some(match path {
+            "/.well-known/openid-configuration" => Endpoint::OpenIdConfiguration,
+            "/.well-known/oauth-authorization-server" => Endpoint::AuthorizationServer,
+            "/.well-known/jwks" => Endpoint::Jwks,
+            "/connect/token" => Endpoint::Token,
+            "/connect/authorize" => Endpoint::Authorize,
+            "/connect/authorize/login" => Endpoint::Login,
+            "/connect/authorize/consent" => Endpoint::Consent,
+            "/connect/userinfo" => Endpoint::UserInfo,
+            "/connect/introspect" => Endpoint::Introspect,
+            "/connect/revocation" => Endpoint::Revocation,
+            _ => return None,
+        })
+    }
+
+    /// The methods it answers, as an `Allow` header says them.
+    fn allow(self) -> &'static str {
+        match self {
+            Endpoint::OpenIdConfiguration | Endpoint::AuthorizationServer | Endpoint::Jwks => {
+                "GET, HEAD"
+            }
+            Endpoint::Authorize | Endpoint::UserInfo => "GET, POST",
+            _ => "POST",
+        }
+    }
+
+    fn allows(self, method: &Method) -> bool {
+        match self.allow() {
+            "GET, HEAD" => matches!(*method, Method::GET | Method::HEAD),
+            "GET, POST" => matches!(*method, Method::GET | Method::POST),
+            _ => method == Method::POST,
+        }
+    }
+}
+
+/// Answers one request to the issuer listener: the clock is read once, here.
 pub async fn handle(
     state: Shared,
     service: Arc<Service>,
@@ -63,25 +115,25 @@ pub async fn handle(
     let path = req.uri().path();
     // An issuer URL with a path (https://id.example.com/tenant) serves below that path.
     let path = path.strip_prefix(issuer.base_path.as_str()).unwrap_or(path);
-    let get = matches!(*req.method(), Method::GET | Method::HEAD);
-    match path {
-        "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server" => {
-            if !get {
-                return method_not_allowed("GET, HEAD");
-            }
-            if path == "/.well-known/openid-configuration" && !docs.openid {
-                // A document strict OpenID clients reject is never published.
-                return text(
-                    StatusCode::NOT_FOUND,
-                    "no OpenID Connect discovery document: this issuer has no RS256 signing key\n",
-                );
-            }
+    let Some(endpoint) = Endpoint::of(path) else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    if !endpoint.allows(req.method()) {
+        return method_not_allowed(endpoint.allow());
+    }
+    let (grants, within) = (&service.grants, issuer.request_body_timeout);
+    match endpoint {
+        Endpoint::OpenIdConfiguration if !docs.openid => {
+            // A document strict OpenID clients reject is never published.
+            text(
+                StatusCode::NOT_FOUND,
+                "no OpenID Connect discovery document: this issuer has no RS256 signing key\n",
+            )
+        }
+        Endpoint::OpenIdConfiguration | Endpoint::AuthorizationServer => {
             cacheable(json_bytes(StatusCode::OK, docs.discovery.clone()))
         }
-        "/.well-known/jwks" => {
-            if !get {
-                return method_not_allowed("GET, HEAD");
-            }
+        Endpoint::Jwks => {
             let mut response = cacheable(json_bytes(StatusCode::OK, docs.jwks.clone()));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -89,56 +141,20 @@ pub async fn handle(
             );
             response
         }
-        "/connect/token" => {
-            if req.method() != Method::POST {
-                return method_not_allowed("POST");
-            }
-            let snapshot = snapshot.clone();
-            let within = issuer.request_body_timeout;
-            token::endpoint(
-                snapshot,
-                &service.grants,
-                req,
-                within,
-                now,
-                &service.metrics,
-            )
-            .await
+        Endpoint::Token => {
+            let metrics = &service.metrics;
+            token::endpoint(snapshot.clone(), grants, req, within, now, metrics).await
         }
-        "/connect/authorize" => {
-            if !matches!(*req.method(), Method::GET | Method::POST) {
-                return method_not_allowed("GET, POST");
-            }
-            authorize::authorize(&snapshot, issuer, &service, req, now).await
+        Endpoint::Authorize => authorize::authorize(&snapshot, issuer, &service, req, now).await,
+        Endpoint::Login => authorize::login(&snapshot, issuer, &service, req, peer, now).await,
+        Endpoint::Consent => authorize::consent(&snapshot, issuer, &service, req, now).await,
+        Endpoint::UserInfo => oidc::userinfo(&snapshot, issuer, grants, req, now).await,
+        Endpoint::Introspect => {
+            introspect::introspect(snapshot.clone(), grants, req, within, now).await
         }
-        "/connect/authorize/login" => {
-            if req.method() != Method::POST {
-                return method_not_allowed("POST");
-            }
-            authorize::login(&snapshot, issuer, &service, req, peer, now).await
+        Endpoint::Revocation => {
+            introspect::revocation(snapshot.clone(), grants, req, within, now).await
         }
-        "/connect/authorize/consent" => {
-            if req.method() != Method::POST {
-                return method_not_allowed("POST");
-            }
-            authorize::consent(&snapshot, issuer, &service, req, now).await
-        }
-        "/connect/userinfo" => oidc::userinfo(&snapshot, issuer, &service.grants, req, now).await,
-        "/connect/introspect" => {
-            if req.method() != Method::POST {
-                return method_not_allowed("POST");
-            }
-            let within = issuer.request_body_timeout;
-            introspect::introspect(snapshot.clone(), &service.grants, req, within, now).await
-        }
-        "/connect/revocation" => {
-            if req.method() != Method::POST {
-                return method_not_allowed("POST");
-            }
-            let within = issuer.request_body_timeout;
-            introspect::revocation(snapshot.clone(), &service.grants, req, within, now).await
-        }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -16,7 +16,7 @@ use crate::grants::Grants;
 use crate::http::{json, Body};
 use crate::jwt::verify::{check_time, verify, Claims, TrustedKeys};
 use crate::jwt::{self, Alg};
-use crate::protocol::authorization::{authorization, bearer_token, Credentials};
+use crate::protocol::authorization::{authorization, bearer_token, Credentials, Malformed};
 use crate::protocol::Challenge;
 use crate::resources::{Client, Model};
 use crate::state::Snapshot;
@@ -150,31 +150,19 @@ pub(crate) async fn userinfo(
     req: Request<Incoming>,
     now: SystemTime,
 ) -> Response<Body> {
-    if !matches!(*req.method(), Method::GET | Method::POST) {
-        return crate::http::method_not_allowed("GET, POST");
-    }
     let Some(keys) = snapshot.issuer_docs.as_ref().map(|d| &d.local_keys) else {
         return challenge(StatusCode::UNAUTHORIZED, "invalid_token", "no keys");
     };
-    let token = match authorization(req.headers()) {
-        Ok(Some(Credentials::Bearer(credential))) => match bearer_token(credential) {
-            Ok(token) => token.to_owned(),
-            Err(malformed) => {
-                return challenge(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    malformed.message(),
-                )
-            }
-        },
-        Err(malformed) => {
+    let token = match bearer_of(req.headers()) {
+        Ok(token) => token.to_owned(),
+        Err(Some(malformed)) => {
             return challenge(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 malformed.message(),
             )
         }
-        Ok(Some(_) | None) => {
+        Err(None) => {
             let mut response =
                 crate::http::text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
             response
@@ -216,6 +204,16 @@ pub(crate) async fn userinfo(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// The request's bearer token; `Err(None)` without one, `Err(Some(_))` when the header is
+/// malformed.
+fn bearer_of(headers: &http::HeaderMap) -> Result<&str, Option<Malformed>> {
+    match authorization(headers) {
+        Ok(Some(Credentials::Bearer(credential))) => bearer_token(credential).map_err(Some),
+        Err(m) => Err(Some(m)),
+        Ok(Some(_) | None) => Err(None),
+    }
 }
 
 /// An RFC 6750 error answer.

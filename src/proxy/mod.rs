@@ -175,41 +175,52 @@ async fn decide<'s>(
         }
     };
     let identity = permit.verified.identity_for(target.resource, model);
-    let origin = Origin {
-        peer,
-        host: target.host.as_ref(),
-        scheme: gateway.scheme,
-    };
-    let upstream = &target.route.upstream;
     outcome.decision = "allow";
     outcome.claims = Some(permit.verified);
-    let forwarded = forward::forward(
-        &gateway.upstreams,
-        req,
-        upstream,
-        target.path,
-        identity,
-        target.route,
-        origin,
-        proxy.upstream_timeout,
-    )
-    .await;
-    match forwarded {
-        Ok(response) => {
-            outcome.reason = "ok";
-            (response, outcome)
-        }
-        Err(e) => {
-            if let ForwardError::Connect(detail) = &e {
-                tracing::warn!(upstream = %upstream, error = %detail, "upstream unreachable");
-            }
-            outcome.reason = e.code();
-            (e.response(), outcome)
-        }
-    }
+    let forwarded = gateway
+        .forward(req, target, identity, peer, proxy.upstream_timeout)
+        .await;
+    outcome.reason = match &forwarded {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    };
+    (forwarded.unwrap_or_else(|e| e.response()), outcome)
 }
 
 impl Gateway {
+    /// The third stage: `req` to `target`'s upstream with the permitted identity, and its
+    /// response back.
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        target: Target<'_>,
+        identity: Result<forward::Identity, &'static str>,
+        peer: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Response<Body>, ForwardError> {
+        let origin = Origin {
+            peer,
+            host: target.host.as_ref(),
+            scheme: self.scheme,
+        };
+        let upstream = &target.route.upstream;
+        let forwarded = forward::forward(
+            &self.upstreams,
+            req,
+            upstream,
+            target.path,
+            identity,
+            target.route,
+            origin,
+            timeout,
+        )
+        .await;
+        if let Err(ForwardError::Connect(detail)) = &forwarded {
+            tracing::warn!(upstream = %upstream, error = %detail, "upstream unreachable");
+        }
+        forwarded
+    }
+
     /// The URL of `target`'s RFC 9728 document, for a challenge: built only for a refusal.
     fn metadata_url(&self, target: &Target<'_>) -> String {
         let host = target
