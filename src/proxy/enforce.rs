@@ -194,11 +194,11 @@ pub fn audience(claims: &Claims, resource: &ApiResource) -> Result<(), Denial> {
 
 /// SPEC §4 step 6: at least one scope the route asks for this method, counting only scopes
 /// the resource lists (a parameterized scope by its name).
-pub fn scope(
-    claims: &Claims,
+pub fn scope<'a>(
+    claims: &'a Claims,
     route: &Route,
-    resource: &ApiResource,
-    model: &Model,
+    resource: &'a ApiResource,
+    model: &'a Model,
     method: &Method,
 ) -> Result<(), Denial> {
     let wanted: &[String] = if route.scopes.is_empty() {
@@ -211,12 +211,17 @@ pub fn scope(
             .or_else(|| rule("*"))
             .map_or(&[], Vec::as_slice)
     };
-    let held = claims.scope.iter().map(|s| {
-        model
-            .api_scope_of(s)
-            .map_or(s.as_str(), |a| a.name.as_str())
-    });
-    let mut held = held.filter(|name| resource.lists(name));
+    // The scope a held value counts as at this resource: itself when the resource lists it (a
+    // plain or colon-named scope: no lookup on the warm path), else the parameterized scope it
+    // is a value of.
+    let counts_as = |s: &'a str| -> Option<&'a str> {
+        if resource.lists(s) {
+            return Some(s);
+        }
+        let scope = model.api_scope_of(s)?;
+        resource.lists(&scope.name).then_some(scope.name.as_str())
+    };
+    let mut held = claims.scope.iter().filter_map(|s| counts_as(s));
     if held.any(|name| wanted.iter().any(|w| w == name)) {
         Ok(())
     } else {

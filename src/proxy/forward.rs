@@ -339,10 +339,13 @@ impl Identity {
         resource: &ApiResource,
         model: &Model,
     ) -> Result<Identity, &'static str> {
+        // Listed as it is (no lookup on the warm path), or as the parameterized scope it is a
+        // value of.
         let listed = |s: &&String| {
-            model
-                .api_scope_of(s)
-                .is_some_and(|scope| resource.lists(&scope.name))
+            resource.lists(s)
+                || model
+                    .api_scope_of(s)
+                    .is_some_and(|scope| resource.lists(&scope.name))
         };
         let scope = match &self.scope {
             Some(all) if scopes.iter().all(|s| listed(&s)) => all.clone(),
