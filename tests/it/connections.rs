@@ -245,14 +245,11 @@ async fn a_request_in_flight_is_never_cut_by_the_idle_timeout() {
     ))
     .await;
     let token = isogate
-        .token_ok(&[
+        .access_token(&[
             ("grant_type", "client_credentials"),
             ("resource", "urn:products"),
         ])
-        .await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     let reply = send(
         Request::get(format!(
             "http://{}/products/stream",

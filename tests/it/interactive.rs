@@ -157,6 +157,29 @@ async fn log_in_at(
         .await
 }
 
+/// Answers the consent page `html` (allow or deny, remembered or not) and returns the
+/// redirect.
+async fn answer_consent(
+    isogate: &Isogate,
+    browser: &mut Browser,
+    html: &str,
+    decision: &str,
+    remember: bool,
+) -> Reply {
+    let (request, csrf) = (hidden(html, "request"), hidden(html, "csrf"));
+    let mut form = vec![
+        ("request", request.as_str()),
+        ("csrf", csrf.as_str()),
+        ("decision", decision),
+    ];
+    if remember {
+        form.push(("remember", "yes"));
+    }
+    browser
+        .post(&isogate.issuer_url("/connect/authorize/consent"), &form)
+        .await
+}
+
 /// Authorizes `params` as alice and returns the code (asserting `state` and `iss`).
 async fn code_for(isogate: &Isogate, params: &[(&str, &str)]) -> String {
     code_at(&isogate.issuer_url(""), params).await
@@ -792,7 +815,6 @@ async fn consent_is_asked_remembered_and_may_be_denied() {
         ("code_challenge", challenge.as_str()),
         ("code_challenge_method", "S256"),
     ];
-    let consent_url = isogate.issuer_url("/connect/authorize/consent");
     let mut browser = Browser::default();
     let page = browser.get(&authorize_url(&isogate, &request)).await;
     let consent = log_in(&isogate, &mut browser, &page, "alice", "alice").await;
@@ -804,32 +826,13 @@ async fn consent_is_asked_remembered_and_may_be_denied() {
         "{html}"
     );
     // Deny: access_denied goes back to the client.
-    let denied = browser
-        .post(
-            &consent_url,
-            &[
-                ("request", &hidden(&html, "request")),
-                ("csrf", &hidden(&html, "csrf")),
-                ("decision", "deny"),
-            ],
-        )
-        .await;
+    let denied = answer_consent(&isogate, &mut browser, &html, "deny", false).await;
     assert_eq!(query(&denied)["error"], "access_denied");
     // Again, signed in already: straight to consent; allow and remember.
     let page = browser.get(&authorize_url(&isogate, &request)).await;
     let html = page.text();
     assert!(html.contains("Allow access?"), "{html}");
-    let allowed = browser
-        .post(
-            &consent_url,
-            &[
-                ("request", &hidden(&html, "request")),
-                ("csrf", &hidden(&html, "csrf")),
-                ("decision", "allow"),
-                ("remember", "yes"),
-            ],
-        )
-        .await;
+    let allowed = answer_consent(&isogate, &mut browser, &html, "allow", true).await;
     let code = query(&allowed)["code"].clone();
     // A public client redeems with its client_id alone (and PKCE).
     let reply = post_form(
@@ -930,7 +933,6 @@ async fn consent_is_remembered_per_scope_and_api_and_another_api_asks_again() {
             ("code_challenge_method", "S256"),
         ]
     };
-    let consent_url = isogate.issuer_url("/connect/authorize/consent");
     let mut browser = Browser::default();
     let page = browser
         .get(&authorize_url(&isogate, &request("urn:products")))
@@ -938,17 +940,7 @@ async fn consent_is_remembered_per_scope_and_api_and_another_api_asks_again() {
     let consent = log_in(&isogate, &mut browser, &page, "alice", "alice").await;
     let html = consent.text();
     assert!(html.contains("urn:products"), "{html}");
-    let allowed = browser
-        .post(
-            &consent_url,
-            &[
-                ("request", &hidden(&html, "request")),
-                ("csrf", &hidden(&html, "csrf")),
-                ("decision", "allow"),
-                ("remember", "yes"),
-            ],
-        )
-        .await;
+    let allowed = answer_consent(&isogate, &mut browser, &html, "allow", true).await;
     assert!(query(&allowed).contains_key("code"));
 
     // The same scope at the isolated invoices API was never approved: prompt=none cannot
@@ -971,17 +963,7 @@ async fn consent_is_remembered_per_scope_and_api_and_another_api_asks_again() {
         html.contains("urn:invoices") && !html.contains("urn:products"),
         "{html}"
     );
-    let allowed = browser
-        .post(
-            &consent_url,
-            &[
-                ("request", &hidden(&html, "request")),
-                ("csrf", &hidden(&html, "csrf")),
-                ("decision", "allow"),
-                ("remember", "yes"),
-            ],
-        )
-        .await;
+    let allowed = answer_consent(&isogate, &mut browser, &html, "allow", true).await;
     assert!(query(&allowed).contains_key("code"));
 
     // Both approvals are remembered.
@@ -1096,16 +1078,7 @@ require_consent = true
     let consent = log_in(&isogate, &mut browser, &page, "alice", "alice").await;
     let html = consent.text();
     assert!(html.contains("Read your invoices"), "{html}");
-    let allowed = browser
-        .post(
-            &isogate.issuer_url("/connect/authorize/consent"),
-            &[
-                ("request", &hidden(&html, "request")),
-                ("csrf", &hidden(&html, "csrf")),
-                ("decision", "allow"),
-            ],
-        )
-        .await;
+    let allowed = answer_consent(&isogate, &mut browser, &html, "allow", false).await;
     let code = query(&allowed)["code"].clone();
     let reply = post_form(
         &isogate.issuer_url("/connect/token"),

@@ -212,14 +212,11 @@ async fn key_rotation_end_to_end() {
     };
     let token = || async {
         isogate
-            .token_ok(&[
+            .access_token(&[
                 ("grant_type", "client_credentials"),
                 ("resource", "urn:products"),
             ])
-            .await["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+            .await
     };
     let kids = || async {
         let jwks = get(&isogate.issuer_url("/.well-known/jwks")).await.json();
@@ -296,15 +293,12 @@ async fn no_request_fails_while_the_file_is_rewritten_many_times() {
     let b = config(&upstream.url(), "[\"read\"]", "");
     let isogate = std::sync::Arc::new(Isogate::start(&a).await);
     let token = isogate
-        .token_ok(&[
+        .access_token(&[
             ("grant_type", "client_credentials"),
             ("scope", "read"),
             ("resource", "urn:products"),
         ])
-        .await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     let proxy = format!("http://{}/products", isogate.addr(Role::Proxy));
     let traffic = {
         let (isogate, token) = (isogate.clone(), token.clone());
@@ -377,25 +371,15 @@ async fn a_file_still_being_written_in_place_is_not_applied_torn() {
         );
     let isogate = Isogate::start(&(base.clone() + scopes)).await;
     let read_only = isogate
-        .token_ok(&[
+        .access_token(&[
             ("grant_type", "client_credentials"),
             ("scope", "read"),
             ("resource", "urn:invoices"),
         ])
-        .await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     let url = format!("http://{}/invoices/1", isogate.addr(Role::Proxy));
     let post = |url: String, token: String| async move {
-        send(
-            http::Request::post(url)
-                .header("authorization", format!("Bearer {token}"))
-                .body(http_body_util::Full::default())
-                .unwrap(),
-        )
-        .await
-        .status
+        with_bearer(http::Method::POST, &url, &token).await.status
     };
     assert_eq!(
         post(url.clone(), read_only.clone()).await,
@@ -447,14 +431,11 @@ async fn a_deleted_signing_key_is_never_regenerated_by_a_reload() {
     let upstream = Upstream::start().await;
     let isogate = Isogate::start(&config(&upstream.url(), "[\"read\", \"write\"]", "")).await;
     let token = isogate
-        .token_ok(&[
+        .access_token(&[
             ("grant_type", "client_credentials"),
             ("resource", "urn:products"),
         ])
-        .await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     let key = isogate.path("keys/es256.pem");
     let pem = std::fs::read(&key).unwrap();
     std::fs::remove_file(&key).unwrap();
@@ -465,36 +446,21 @@ async fn a_deleted_signing_key_is_never_regenerated_by_a_reload() {
         "{error}"
     );
     assert!(!key.exists(), "the key file was generated again");
-    let jwks = get(&isogate.issuer_url("/.well-known/jwks")).await.json();
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
-    assert_eq!(kids, ["es", "rs"]);
+    assert_eq!(isogate.kids().await, ["es", "rs"]);
     let fresh = isogate
-        .token_ok(&[
+        .access_token(&[
             ("grant_type", "client_credentials"),
             ("resource", "urn:products"),
         ])
-        .await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     assert_eq!(
         decode_parts(&fresh).0["kid"],
         "es",
         "the last good key signs"
     );
+    let products = format!("http://{}/products", isogate.addr(Role::Proxy));
     for token in [token, fresh] {
-        let reply = send(
-            http::Request::get(format!("http://{}/products", isogate.addr(Role::Proxy)))
-                .header("authorization", format!("Bearer {token}"))
-                .body(http_body_util::Full::default())
-                .unwrap(),
-        )
-        .await;
+        let reply = with_bearer(http::Method::GET, &products, &token).await;
         assert_eq!(reply.status, StatusCode::OK);
     }
     // Restored: the file is valid again and applies.

@@ -129,6 +129,25 @@ impl Isogate {
         .await
     }
 
+    /// The access token of a successful token request for `form`.
+    pub async fn access_token(&self, form: &[(&str, &str)]) -> String {
+        self.token_ok(form).await["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_owned()
+    }
+
+    /// The `kid`s the issuer publishes, in JWKS order.
+    pub async fn kids(&self) -> Vec<String> {
+        let jwks = get(&self.issuer_url("/.well-known/jwks")).await.json();
+        jwks["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k["kid"].as_str().expect("a kid").to_owned())
+            .collect()
+    }
+
     /// A token for `form`, asserting success; returns the response JSON.
     pub async fn token_ok(&self, form: &[(&str, &str)]) -> Value {
         let reply = self.token(form).await;
@@ -175,6 +194,17 @@ pub async fn send(req: Request<Full<Bytes>>) -> Reply {
 
 pub async fn get(url: &str) -> Reply {
     send(Request::get(url).body(Full::default()).unwrap()).await
+}
+
+/// `method url` with `Authorization: Bearer <token>` and no body.
+pub async fn with_bearer(method: Method, url: &str, token: &str) -> Reply {
+    let req = Request::builder()
+        .method(method)
+        .uri(url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::default())
+        .unwrap();
+    send(req).await
 }
 
 /// A form-urlencoded body.
