@@ -207,17 +207,21 @@ impl Setup {
         let issued_at = UNIX_EPOCH + Duration::from_secs(ISSUED_AT);
         let grants =
             isogate::grants::Grants::open(&self.issuer().data_dir).expect("the grant store opens");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
         (0..count)
             .map(|_| {
-                let issued = isogate::issuer::token(
-                    &self.config,
-                    self.issuer(),
-                    &grants,
-                    &basic,
-                    &form,
-                    issued_at,
-                )
-                .unwrap_or_else(|e| panic!("the bench token is refused: {e}"));
+                let issued = runtime
+                    .block_on(isogate::issuer::token(
+                        &self.config,
+                        self.issuer(),
+                        &grants,
+                        &basic,
+                        &form,
+                        issued_at,
+                    ))
+                    .unwrap_or_else(|e| panic!("the bench token is refused: {e}"));
                 let bearer = format!("Bearer {}", issued.access_token);
                 let mut headers = HeaderMap::new();
                 headers.insert(

@@ -154,6 +154,15 @@ fn serve(path: &Path) -> ExitCode {
     };
     match runtime.block_on(isogate::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Another, newer isogate owns the database's schema: a configuration problem.
+        Err(
+            e @ isogate::RunError::Start(isogate::StartError::Store(
+                isogate::grants::StoreError::SchemaTooNew { .. },
+            )),
+        ) => {
+            tracing::error!("{e}");
+            ExitCode::from(EXIT_INVALID)
+        }
         Err(e) => fail(e.to_string()),
     }
 }

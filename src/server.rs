@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::metrics::Metrics;
 use crate::reload::reloader::Reloader;
 use crate::reload::{self, FileWatch};
@@ -101,6 +101,9 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let listeners = bind(&config).await?;
         let roles = Roles::new(&config, &metrics, &clock)?;
+        if let (Some(service), Some(store)) = (&roles.service, &config.store) {
+            check_store(&service.grants, store).await?;
+        }
         let grace = config.shutdown_grace;
         let path = config.path.clone();
         let named = config.named_files();
@@ -217,7 +220,10 @@ impl Roles {
     fn new(config: &Config, metrics: &Arc<Metrics>, clock: &Clock) -> Result<Self, StartError> {
         let service = match &config.issuer {
             Some(issuer) => Some(Arc::new(issuer::Service {
-                grants: grants::Grants::open(&issuer.data_dir)?,
+                grants: match &config.store {
+                    Some(store) => grants::Grants::postgres(Arc::new(grants::PgStore::new(store)?)),
+                    None => grants::Grants::open(&issuer.data_dir)?,
+                },
                 sessions: issuer::session::Sessions::default(),
                 passwords: issuer::passwords::Passwords::per_cpu(),
                 metrics: metrics.clone(),
@@ -353,6 +359,25 @@ fn check_descriptors(config: &Config) {
     }
 }
 
+/// Brings the store's schema up to date, when the store answers: `serve` starts without it
+/// (SPEC §7) and tries again on the first request that needs it. A schema newer than this
+/// binary knows stops the start.
+async fn check_store(grants: &grants::Grants, config: &StoreConfig) -> Result<(), StartError> {
+    let Some(store) = grants.pg() else {
+        return Ok(());
+    };
+    match store.migrate().await {
+        Ok(()) => tracing::info!(store = %config.shown, "store ready"),
+        Err(e @ grants::StoreError::SchemaTooNew { .. }) => return Err(StartError::Store(e)),
+        Err(e) => tracing::warn!(
+            store = %config.shown,
+            error = %e,
+            "the store is unavailable: serving what needs no store, and trying again as requests come"
+        ),
+    }
+    Ok(())
+}
+
 /// Removes expired grants every [`SWEEP_EVERY`] until `stop`.
 async fn sweep(grants: grants::Grants, clock: Clock, mut stop: watch::Receiver<bool>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
@@ -361,12 +386,9 @@ async fn sweep(grants: grants::Grants, clock: Clock, mut stop: watch::Receiver<b
             _ = every.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        let grants = grants.clone();
-        let now = clock.unix();
-        match tokio::task::spawn_blocking(move || grants.sweep(now)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(removed)) => tracing::info!(removed, "expired grants swept"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "sweeping expired grants failed"),
+        match grants.sweep(clock.unix()).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "expired grants swept"),
             Err(e) => tracing::warn!(error = %e, "sweeping expired grants failed"),
         }
     }

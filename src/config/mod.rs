@@ -49,6 +49,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[admin]` listener.
     pub admin: Option<AdminConfig>,
+    /// `[store]`: the issuer's state in PostgreSQL; without it, in redb under `data_dir`.
+    pub store: Option<StoreConfig>,
     /// How long shutdown waits for in-flight requests (`shutdown_grace`, default 10s).
     pub shutdown_grace: Duration,
     /// SHA-256 of the file's bytes as parsed (zero when built from text by [`parse`]).
@@ -154,6 +156,33 @@ pub struct Limits {
     /// The time a request head may take to arrive; for a connection's first request it is
     /// counted from the connection's start, so a client that sends nothing is closed after it.
     pub request_header_timeout: Duration,
+}
+
+/// `[store]`, validated (SPEC §7).
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// Where and as whom to connect. May hold a password (from `url_env`): never printed.
+    pub pg: tokio_postgres::Config,
+    /// Most connections kept open (`pool_size`, default 16).
+    pub pool_size: usize,
+    /// Bounds every connection attempt, every wait for a pooled connection and every
+    /// statement (`connect_timeout`, default 3s).
+    pub connect_timeout: Duration,
+    /// `tls = { ca }`: verify the server against these roots; without it, no TLS.
+    pub tls_roots: Option<rustls::RootCertStore>,
+    /// `postgres://user@host:port/db`, without the password: for `/config` and log lines.
+    pub shown: String,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.shown)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls_roots.is_some())
+            .finish()
+    }
 }
 
 /// `[admin]`, validated.

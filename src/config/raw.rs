@@ -38,6 +38,8 @@ pub(super) struct File {
     pub routes: Vec<S<Route>>,
     /// `[admin]`.
     pub admin: Option<S<Admin>>,
+    /// `[store]`: PostgreSQL for a fleet.
+    pub store: Option<S<Store>>,
     /// How long shutdown waits for in-flight requests. Default `"10s"`.
     pub shutdown_grace: Option<S<String>>,
 }
@@ -69,6 +71,28 @@ pub(super) struct Issuer {
     pub request_header_timeout: Option<S<String>>,
     /// Default `"10s"`.
     pub request_body_timeout: Option<S<String>>,
+}
+
+/// `[store]`.
+#[derive(Debug, Deserialize)]
+pub(super) struct Store {
+    /// The name of an environment variable holding the `postgres://` URL.
+    pub url_env: Option<S<String>>,
+    /// The URL itself, without a password.
+    pub url: Option<S<String>>,
+    /// Default 16.
+    pub pool_size: Option<S<i64>>,
+    /// Default `"3s"`.
+    pub connect_timeout: Option<S<String>>,
+    /// `tls = { ca }`: verify the server with this CA.
+    pub tls: Option<S<StoreTls>>,
+}
+
+/// `[store] tls = { ca }`.
+#[derive(Debug, Deserialize)]
+pub(super) struct StoreTls {
+    /// PEM file of the certificate authorities that sign the server's certificate.
+    pub ca: S<String>,
 }
 
 /// `tls = { cert, key }` on a listener.

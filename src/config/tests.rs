@@ -580,3 +580,76 @@ fn the_openid_scope_needs_an_rs256_key_that_signs() {
     // Without the openid scope, an ES256 key alone is fine.
     parse(VALID, dir.path(), MissingKeys::Accept).unwrap();
 }
+
+#[test]
+fn the_store_url_comes_from_the_environment_or_from_the_file_without_a_password() {
+    // [store] starts on line 25, after VALID.
+    let with = |store: &str| format!("{VALID}\n[store]\n{store}");
+    let all = problems(&with(
+        "url = \"postgres://isogate:hunter2@db.internal/isogate\"\npool_size = 0\n",
+    ));
+    has(&all, "store.url", 26, "holds a password");
+    has(&all, "store.pool_size", 27, "from 1 to 1000");
+    assert!(
+        !all.iter().any(|p| p.to_string().contains("hunter2")),
+        "the password is never quoted"
+    );
+    has(
+        &problems(&with("url_env = \"ISOGATE_TEST_UNSET_URL\"\n")),
+        "store.url_env",
+        26,
+        "ISOGATE_TEST_UNSET_URL is not set",
+    );
+    has(
+        &problems(&with("pool_size = 4\n")),
+        "store",
+        25,
+        "set url_env",
+    );
+    has(
+        &problems(&with("url = \"postgres://db/x\"\nurl_env = \"X\"\n")),
+        "store",
+        27,
+        "not both",
+    );
+    has(
+        &problems(&with("url = \"mysql://db/x\"\n")),
+        "store.url",
+        26,
+        "not a postgres:// URL",
+    );
+    has(
+        &problems(&with("url = \"postgres://db/x?sslmode=require\"\n")),
+        "store.url",
+        26,
+        "add tls = { ca",
+    );
+    has(
+        &problems(&with(
+            "url = \"postgres://db/x\"\ntls = { ca = \"missing.pem\" }\n",
+        )),
+        "store.tls.ca",
+        27,
+        "cannot read",
+    );
+
+    // From the environment, a password is fine, and it is never shown.
+    std::env::set_var(
+        "ISOGATE_TEST_STORE_URL",
+        "postgres://isogate:hunter2@db.internal:6543/grants",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = with("url_env = \"ISOGATE_TEST_STORE_URL\"\nconnect_timeout = \"1s\"\n");
+    let config = parse(&text, dir.path(), MissingKeys::Generate).unwrap();
+    let store = config.store.unwrap();
+    assert_eq!(store.shown, "postgres://isogate@db.internal:6543/grants");
+    assert_eq!(store.pg.get_password(), Some(&b"hunter2"[..]));
+    assert_eq!(store.pool_size, 16);
+    assert_eq!(store.connect_timeout, Duration::from_secs(1));
+    assert!(!format!("{store:?}").contains("hunter2"));
+    // Without a CA, no TLS is tried.
+    assert_eq!(
+        store.pg.get_ssl_mode(),
+        tokio_postgres::config::SslMode::Disable
+    );
+}

@@ -1,22 +1,55 @@
-//! Durable grants (SPEC §6): authorization codes, refresh tokens and their families, and
-//! consents. Codes and refresh tokens are random, handed out once, and stored only as their
-//! SHA-256; every state change is one compare-and-swap on the [`GrantStore`], so two requests
-//! racing with the same code or refresh token cannot both win.
+//! Durable grants (SPEC §6, §7): authorization codes, refresh tokens and their families,
+//! consents and revoked access tokens. Codes and refresh tokens are random, handed out once,
+//! and stored only as their SHA-256. Two stores keep them: the embedded redb file (the
+//! default) and PostgreSQL (`[store]`, for a fleet); both take each state change as one atomic
+//! step and pass one test suite (`tests/it/grants.rs`).
 
-pub mod store;
+mod postgres;
+mod redb;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::protocol::random_token;
 
-pub use store::{GrantStore, Record, RedbStore, StoreError, Table};
+pub use postgres::PgStore;
+pub use redb::RedbStore;
 
 /// How long a redeemed code is remembered, so that a replay revokes what it issued.
 const KEEP_REDEEMED_CODE: u64 = 24 * 3600;
+
+/// The store failed; the request that needed it gets `503 temporarily_unavailable` when the
+/// store cannot be reached, a server error otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached, or did not answer in time.
+    #[error("the grant store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with an error, or a record is unreadable.
+    #[error("the grant store failed: {0}")]
+    Failed(String),
+    /// The database's schema is newer than this binary knows: another, newer isogate
+    /// migrated it. Never downgraded.
+    #[error(
+        "the store's schema is at version {found}, newer than this isogate knows ({known}); \
+         run the newer isogate, or a database of this version's own"
+    )]
+    SchemaTooNew {
+        /// The version found.
+        found: i32,
+        /// The newest version this binary knows.
+        known: usize,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn failed(e: impl std::fmt::Display) -> Self {
+        StoreError::Failed(e.to_string())
+    }
+}
 
 /// What a user let a client have: remembered by a code and by every refresh token after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,32 +77,6 @@ pub struct CodeGrant {
     pub code_challenge: Option<String>,
     /// The OpenID Connect `nonce`, echoed in the ID token.
     pub nonce: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct CodeRecord {
-    grant: CodeGrant,
-    expires_at: u64,
-    /// Once redeemed: the family of what was issued from it.
-    redeemed: Option<String>,
-}
-
-/// The outcome of redeeming a code.
-#[derive(Debug)]
-pub enum Redemption {
-    /// The first use: the grant, and the new family everything issued from it belongs to.
-    Redeemed {
-        /// What the code remembers.
-        grant: CodeGrant,
-        /// The family id for refresh tokens and access tokens issued now.
-        family: String,
-    },
-    /// Used before; its family has now been revoked.
-    Replayed,
-    /// Older than its lifetime.
-    Expired,
-    /// Never issued (or swept).
-    Unknown,
 }
 
 /// A refresh token's state.
@@ -130,13 +137,6 @@ pub struct Refreshed {
     pub token: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct FamilyRecord {
-    revoked: bool,
-    /// `jti` and `exp` of the access tokens issued in the family.
-    access_tokens: Vec<(String, u64)>,
-}
-
 /// A consent a user gave a client.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Consent {
@@ -147,338 +147,261 @@ pub struct Consent {
     pub approved: BTreeSet<(String, String)>,
 }
 
-/// The grant logic over a [`GrantStore`].
+/// An access token about to be handed out, recorded in the same step that spends the code or
+/// refresh token it comes from: revoking the grant later revokes it too.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessToken<'a> {
+    /// Its `jti`.
+    pub jti: &'a str,
+    /// Its `exp` (seconds since the epoch).
+    pub exp: u64,
+}
+
+/// A code redeemed: the family of everything issued from it.
+#[derive(Debug)]
+pub struct Redeemed {
+    /// The family id.
+    pub family: String,
+    /// The first refresh token, when one was asked for.
+    pub refresh_token: Option<String>,
+}
+
+/// Where the grants are kept.
+#[derive(Clone)]
+enum Backend {
+    Redb(Arc<RedbStore>),
+    Postgres(Arc<PgStore>),
+}
+
+/// The grants, over the embedded store or PostgreSQL (SPEC §7). Every state change is one
+/// atomic step of the store, so two requests racing with the same code or refresh token
+/// cannot both win, on one instance or many.
 #[derive(Clone)]
 pub struct Grants {
-    store: Arc<dyn GrantStore>,
+    backend: Backend,
+}
+
+/// Runs a redb call off the async threads (a commit waits for the disk).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::failed(e)))
+}
+
+/// Calls `$op` on the backend: on redb off the async threads, with owned arguments.
+macro_rules! on_backend {
+    ($self:ident, |$store:ident| $call:expr) => {
+        match &$self.backend {
+            Backend::Redb(store) => {
+                let $store = store.clone();
+                blocking(move || $call).await
+            }
+            Backend::Postgres(store) => {
+                let $store = store.clone();
+                async move { $call.await }.await
+            }
+        }
+    };
 }
 
 impl Grants {
-    /// Grants kept in `store`.
-    pub fn new(store: Arc<dyn GrantStore>) -> Self {
-        Grants { store }
-    }
-
     /// Grants kept in `dir/grants.redb` (see [`RedbStore::open`]).
     pub fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
-        Ok(Grants::new(Arc::new(RedbStore::open(dir)?)))
+        Ok(Grants {
+            backend: Backend::Redb(Arc::new(RedbStore::open(dir)?)),
+        })
+    }
+
+    /// Grants kept in PostgreSQL (see [`PgStore`]).
+    pub fn postgres(store: Arc<PgStore>) -> Self {
+        Grants {
+            backend: Backend::Postgres(store),
+        }
+    }
+
+    /// The PostgreSQL store, when the grants are kept there.
+    pub fn pg(&self) -> Option<&Arc<PgStore>> {
+        match &self.backend {
+            Backend::Postgres(store) => Some(store),
+            Backend::Redb(_) => None,
+        }
     }
 
     /// Stores a new code for `grant`, valid for `lifetime`; returns the code.
-    pub fn issue_code(
+    pub async fn issue_code(
         &self,
         grant: CodeGrant,
         lifetime: Duration,
         now: u64,
     ) -> Result<String, StoreError> {
         let code = random_token();
+        let key = hash(&code);
         let expires_at = now + lifetime.as_secs();
-        let record = CodeRecord {
-            grant,
-            expires_at,
-            redeemed: None,
-        };
-        self.insert(Table::Codes, &hash(&code), &record, expires_at)?;
+        on_backend!(self, |store| store.insert_code(key, grant, expires_at))?;
         Ok(code)
     }
 
     /// The grant of `code` while it can be redeemed (issued, unused and unexpired), to check
-    /// a request before [`Grants::redeem_code`] spends the code.
-    pub fn code(&self, code: &str, now: u64) -> Result<Option<CodeGrant>, StoreError> {
-        Ok(self
-            .read::<CodeRecord>(Table::Codes, &hash(code))?
-            .map(|(_, r)| r)
-            .filter(|r| r.redeemed.is_none() && now <= r.expires_at)
-            .map(|r| r.grant))
-    }
-
-    /// Redeems `code` once. A second redemption revokes everything issued from the first.
-    pub fn redeem_code(&self, code: &str, now: u64) -> Result<Redemption, StoreError> {
-        let key = hash(code);
-        let Some((current, record)) = self.read::<CodeRecord>(Table::Codes, &key)? else {
-            return Ok(Redemption::Unknown);
-        };
-        if let Some(family) = &record.redeemed {
-            self.revoke_family(family, now)?;
-            return Ok(Redemption::Replayed);
-        }
-        if now > record.expires_at {
-            return Ok(Redemption::Expired);
-        }
-        let family = random_token();
-        let redeemed = CodeRecord {
-            redeemed: Some(family.clone()),
-            ..record.clone()
-        };
-        let updated = to_record(&redeemed, now + KEEP_REDEEMED_CODE)?;
-        if !self
-            .store
-            .swap(Table::Codes, &key, Some(&current), &updated)?
-        {
-            // Another request redeemed it between our read and write: this one is the replay.
-            return self.redeem_code(code, now);
-        }
-        Ok(Redemption::Redeemed {
-            grant: record.grant,
-            family,
-        })
-    }
-
-    /// Stores a new refresh token for `authorization` in `family`; returns the token.
-    pub fn issue_refresh(
+    /// a request before [`Grants::redeem_code`] spends the code. A code redeemed before is a
+    /// replay: everything issued from it is revoked now.
+    pub async fn code(
         &self,
-        authorization: Authorization,
-        family: &str,
-        policy: RefreshPolicy,
+        code: &str,
         now: u64,
-    ) -> Result<String, StoreError> {
-        let absolute_expiry = now + policy.absolute.as_secs();
-        let grant = RefreshGrant {
-            authorization,
-            family: family.to_owned(),
-            absolute_expiry,
-            sliding_expiry: sliding(policy, now, absolute_expiry),
-            consumed: false,
-            consumed_at: None,
-        };
-        self.store_refresh(&grant)
+    ) -> Result<Result<CodeGrant, CodeRefusal>, StoreError> {
+        let key = hash(code);
+        on_backend!(self, |store| store.code(key, now))
     }
 
-    fn store_refresh(&self, grant: &RefreshGrant) -> Result<String, StoreError> {
-        let token = random_token();
-        self.insert(
-            Table::RefreshTokens,
-            &hash(&token),
-            grant,
-            grant.absolute_expiry,
-        )?;
-        Ok(token)
+    /// Spends `code` (issued for `authorization`) once, recording `access` and, with
+    /// `refresh`, a first refresh token under that policy, all in one step. A code spent before is a replay: everything issued from
+    /// the first redemption is revoked.
+    pub async fn redeem_code(
+        &self,
+        code: &str,
+        authorization: &Authorization,
+        now: u64,
+        access: AccessToken<'_>,
+        refresh: Option<RefreshPolicy>,
+    ) -> Result<Result<Redeemed, CodeRefusal>, StoreError> {
+        let key = hash(code);
+        let family = random_token();
+        let refresh_token = refresh.map(|_| random_token());
+        let spend = Spend {
+            family: family.clone(),
+            jti: access.jti.to_owned(),
+            exp: access.exp,
+            refresh: refresh_token
+                .as_deref()
+                .zip(refresh)
+                .map(|(token, policy)| {
+                    let first = first_refresh(authorization.clone(), &family, policy, now);
+                    (hash(token), first)
+                }),
+        };
+        let spent = on_backend!(self, |store| store.redeem_code(key, now, spend))?;
+        Ok(spent.map(|()| Redeemed {
+            family,
+            refresh_token,
+        }))
     }
 
     /// Uses `token` for `client_id`: checks it, then rotates it (one-time use) or slides its
-    /// expiry (reuse). Using a rotated-away token revokes its whole family, unless it was
-    /// rotated within `policy.reuse_grace`: then it gets a new successor of its own (several
-    /// tabs or workers refreshing at once each get a working token).
-    pub fn use_refresh(
+    /// expiry (reuse), recording `access` in its family in the same step. Using a rotated-away
+    /// token revokes its whole family, unless it was rotated within `policy.reuse_grace`: then
+    /// it gets a new successor of its own (several tabs or workers refreshing at once each get
+    /// a working token).
+    pub async fn use_refresh(
         &self,
         token: &str,
         client_id: &str,
         policy: RefreshPolicy,
         now: u64,
+        access: AccessToken<'_>,
     ) -> Result<Result<Refreshed, RefreshRefusal>, StoreError> {
         let key = hash(token);
-        let Some((current, grant)) = self.read::<RefreshGrant>(Table::RefreshTokens, &key)? else {
-            return Ok(Err(RefreshRefusal::Unknown));
+        let successor = policy.one_time.then(random_token);
+        let used = Use {
+            client_id: client_id.to_owned(),
+            policy,
+            jti: access.jti.to_owned(),
+            exp: access.exp,
+            successor: successor.as_deref().map(hash),
         };
-        if grant.authorization.client_id != client_id {
-            return Ok(Err(RefreshRefusal::Unknown));
-        }
-        if self.family_revoked(&grant.family)? {
-            return Ok(Err(RefreshRefusal::Revoked));
-        }
-        let in_grace = grant.consumed_at.is_some_and(|at| {
-            !policy.reuse_grace.is_zero() && now <= at.saturating_add(policy.reuse_grace.as_secs())
-        });
-        if grant.consumed && !in_grace {
-            self.revoke_family(&grant.family, now)?;
-            return Ok(Err(RefreshRefusal::Reused));
-        }
-        if now > grant.absolute_expiry.min(grant.sliding_expiry) {
-            return Ok(Err(RefreshRefusal::Expired));
-        }
-        if grant.consumed {
-            // Within the grace: a successor of its own; the token stays consumed.
-            let next = RefreshGrant {
-                consumed: false,
-                consumed_at: None,
-                sliding_expiry: sliding(policy, now, grant.absolute_expiry),
-                ..grant
-            };
-            let token = self.store_refresh(&next)?;
-            return Ok(Ok(Refreshed { grant: next, token }));
-        }
-        let updated = if policy.one_time {
-            RefreshGrant {
-                consumed: true,
-                consumed_at: Some(now),
-                ..grant.clone()
-            }
-        } else {
-            RefreshGrant {
-                sliding_expiry: sliding(policy, now, grant.absolute_expiry),
-                ..grant.clone()
-            }
-        };
-        let record = to_record(&updated, grant.absolute_expiry)?;
-        if !self
-            .store
-            .swap(Table::RefreshTokens, &key, Some(&current), &record)?
-        {
-            // Raced by another use of the same token: judge again on what is stored now.
-            return self.use_refresh(token, client_id, policy, now);
-        }
-        if !policy.one_time {
-            return Ok(Ok(Refreshed {
-                grant: updated,
-                token: token.to_owned(),
-            }));
-        }
-        let next = RefreshGrant {
-            consumed: false,
-            consumed_at: None,
-            sliding_expiry: sliding(policy, now, grant.absolute_expiry),
-            ..grant
-        };
-        let token = self.store_refresh(&next)?;
-        Ok(Ok(Refreshed { grant: next, token }))
+        let grant = on_backend!(self, |store| store.use_refresh(key, now, used))?;
+        Ok(grant.map(|grant| Refreshed {
+            grant,
+            token: successor.unwrap_or_else(|| token.to_owned()),
+        }))
+    }
+
+    /// Why `token` cannot be used by `client_id` under `policy` (after
+    /// [`Grants::usable_refresh`] found nothing): a rotated-away token used again revokes its
+    /// family here.
+    pub async fn refuse_refresh(
+        &self,
+        token: &str,
+        client_id: &str,
+        policy: RefreshPolicy,
+        now: u64,
+    ) -> Result<RefreshRefusal, StoreError> {
+        let key = hash(token);
+        let client_id = client_id.to_owned();
+        let judged = on_backend!(self, |store| store
+            .judge_refresh(key, client_id, policy, now))?;
+        // Usable after all (it changed meanwhile): refused all the same, as nothing was used.
+        Ok(judged.unwrap_or(RefreshRefusal::Unknown))
     }
 
     /// The refresh token `token` as stored, when it is live (for introspection).
-    pub fn refresh_grant(&self, token: &str, now: u64) -> Result<Option<RefreshGrant>, StoreError> {
-        self.refresh_grant_within(token, Duration::ZERO, now)
+    pub async fn refresh_grant(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<Option<RefreshGrant>, StoreError> {
+        self.refresh_grant_within(token, Duration::ZERO, now).await
     }
 
     /// The refresh token `token` as stored, when [`Grants::use_refresh`] would take it under
     /// `policy`: live, or rotated away within the policy's reuse grace.
-    pub fn usable_refresh(
+    pub async fn usable_refresh(
         &self,
         token: &str,
         policy: RefreshPolicy,
         now: u64,
     ) -> Result<Option<RefreshGrant>, StoreError> {
         self.refresh_grant_within(token, policy.reuse_grace, now)
+            .await
     }
 
-    fn refresh_grant_within(
+    async fn refresh_grant_within(
         &self,
         token: &str,
         grace: Duration,
         now: u64,
     ) -> Result<Option<RefreshGrant>, StoreError> {
-        let Some((_, grant)) = self.read::<RefreshGrant>(Table::RefreshTokens, &hash(token))?
-        else {
-            return Ok(None);
-        };
-        let in_grace = grant
-            .consumed_at
-            .is_some_and(|at| !grace.is_zero() && now <= at.saturating_add(grace.as_secs()));
-        let live = (!grant.consumed || in_grace)
-            && now <= grant.absolute_expiry.min(grant.sliding_expiry)
-            && !self.family_revoked(&grant.family)?;
-        Ok(live.then_some(grant))
+        let key = hash(token);
+        let found = on_backend!(self, |store| store.refresh(key))?;
+        Ok(found
+            .filter(|(grant, revoked)| !revoked && grant.usable(grace, now))
+            .map(|(grant, _)| grant))
     }
 
     /// Revokes the family of refresh token `token` when it belongs to `client_id` (RFC 7009:
     /// anything else is silently ignored). Returns whether something was revoked.
-    pub fn revoke_refresh(
+    pub async fn revoke_refresh(
         &self,
         token: &str,
         client_id: &str,
         now: u64,
     ) -> Result<bool, StoreError> {
-        match self.read::<RefreshGrant>(Table::RefreshTokens, &hash(token))? {
-            Some((_, grant)) if grant.authorization.client_id == client_id => {
-                self.revoke_family(&grant.family, now)?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        let key = hash(token);
+        let client_id = client_id.to_owned();
+        on_backend!(self, |store| store.revoke_refresh(key, client_id, now))
     }
 
-    /// Remembers that access token `jti` (expiring at `exp`) was issued in `family`, so that
-    /// revoking the family makes it inactive at introspection.
-    pub fn record_access_token(&self, family: &str, jti: &str, exp: u64) -> Result<(), StoreError> {
-        let mut revoked = false;
-        self.update_family(family, exp, |f| {
-            f.access_tokens.push((jti.to_owned(), exp));
-            revoked = f.revoked;
-        })?;
-        if revoked {
-            // Revoked while this token was being issued (a replay racing the redemption).
-            self.mark_revoked(jti, exp)?;
-        }
-        Ok(())
+    /// Whether access token `jti` was revoked (its family was).
+    pub async fn access_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        let jti = jti.to_owned();
+        on_backend!(self, |store| store.access_token_revoked(jti))
     }
 
-    fn mark_revoked(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
-        let key = revoked_jti_key(jti);
-        if self.store.get(Table::Families, &key)?.is_none() {
-            let marker = Record {
-                value: Vec::new(),
-                expires_at: exp,
-            };
-            self.store.swap(Table::Families, &key, None, &marker)?;
-        }
-        Ok(())
-    }
-
-    /// Whether access token `jti` belongs to a revoked family.
-    pub fn access_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .store
-            .get(Table::Families, &revoked_jti_key(jti))?
-            .is_some())
-    }
-
-    fn family_revoked(&self, family: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .read::<FamilyRecord>(Table::Families, family.as_bytes())?
-            .is_some_and(|(_, f)| f.revoked))
-    }
-
-    /// Revokes `family`: its refresh tokens stop working and its access tokens introspect as
-    /// inactive.
-    pub fn revoke_family(&self, family: &str, now: u64) -> Result<(), StoreError> {
-        let mut issued = Vec::new();
-        self.update_family(family, now + KEEP_REDEEMED_CODE, |f| {
-            f.revoked = true;
-            issued = f.access_tokens.clone();
-        })?;
-        for (jti, exp) in issued {
-            self.mark_revoked(&jti, exp)?;
-        }
-        tracing::info!("grant family revoked");
-        Ok(())
-    }
-
-    fn update_family(
+    /// What `subject` consented to for `client_id`, if it is still in force at `now`.
+    pub async fn consent(
         &self,
-        family: &str,
-        keep_until: u64,
-        mut change: impl FnMut(&mut FamilyRecord),
-    ) -> Result<(), StoreError> {
-        loop {
-            let current = self.read::<FamilyRecord>(Table::Families, family.as_bytes())?;
-            let (expected, mut record) = match current {
-                Some((raw, record)) => (Some(raw), record),
-                None => (None, FamilyRecord::default()),
-            };
-            change(&mut record);
-            let expires_at = expected
-                .as_ref()
-                .map_or(keep_until, |r| r.expires_at.max(keep_until));
-            let updated = to_record(&record, expires_at)?;
-            if self.store.swap(
-                Table::Families,
-                family.as_bytes(),
-                expected.as_ref(),
-                &updated,
-            )? {
-                return Ok(());
-            }
-        }
-    }
-
-    /// The scopes `subject` consented to for `client_id`, if any.
-    pub fn consent(&self, subject: &str, client_id: &str) -> Result<Option<Consent>, StoreError> {
-        Ok(self
-            .read::<Consent>(Table::Consents, &consent_key(subject, client_id))?
-            .map(|(_, c)| c))
+        subject: &str,
+        client_id: &str,
+        now: u64,
+    ) -> Result<Option<Consent>, StoreError> {
+        let (subject, client_id) = (subject.to_owned(), client_id.to_owned());
+        on_backend!(self, |store| store.consent(subject, client_id, now))
     }
 
     /// Adds `approved` to what `subject` approved for `client_id` (pairs approved before stay),
     /// and keeps the whole for `lifetime` from `now`.
-    pub fn remember_consent(
+    pub async fn remember_consent(
         &self,
         subject: &str,
         client_id: &str,
@@ -486,66 +409,138 @@ impl Grants {
         lifetime: Duration,
         now: u64,
     ) -> Result<(), StoreError> {
-        let key = consent_key(subject, client_id);
-        loop {
-            let current = self.store.get(Table::Consents, &key)?;
-            let mut consent: Consent = current
-                .as_ref()
-                .filter(|r| r.expires_at > now)
-                .and_then(|r| serde_json::from_slice(&r.value).ok())
-                .unwrap_or_default();
-            consent.approved.extend(approved.iter().cloned());
-            let record = to_record(&consent, now + lifetime.as_secs())?;
-            if self
-                .store
-                .swap(Table::Consents, &key, current.as_ref(), &record)?
-            {
-                return Ok(());
-            }
-        }
+        let (subject, client_id) = (subject.to_owned(), client_id.to_owned());
+        let approved = approved.clone();
+        let until = now + lifetime.as_secs();
+        on_backend!(self, |store| store
+            .remember_consent(subject, client_id, approved, until, now))
     }
 
     /// Removes expired grants; returns how many.
-    pub fn sweep(&self, now: u64) -> Result<usize, StoreError> {
-        self.store.sweep(now)
+    pub async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+        on_backend!(self, |store| store.sweep(now))
+    }
+}
+
+/// What spending a code writes (keys hashed).
+#[derive(Debug)]
+pub(crate) struct Spend {
+    family: String,
+    jti: String,
+    exp: u64,
+    /// The first refresh token's key and state.
+    refresh: Option<(Vec<u8>, RefreshGrant)>,
+}
+
+/// What using a refresh token writes (keys hashed).
+#[derive(Debug)]
+pub(crate) struct Use {
+    client_id: String,
+    policy: RefreshPolicy,
+    jti: String,
+    exp: u64,
+    /// The successor's key, for one-time use.
+    successor: Option<Vec<u8>>,
+}
+
+/// Why a code is refused (each is `invalid_grant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CodeRefusal {
+    /// Redeemed before: everything issued from it is revoked now.
+    #[error("the code was already used; every token issued from it is revoked")]
+    Replayed,
+    /// Older than its lifetime.
+    #[error("the code has expired")]
+    Expired,
+    /// Never issued (or swept).
+    #[error("the code is unknown")]
+    Unknown,
+}
+
+impl RefreshGrant {
+    /// Whether it can be used at `now`: unexpired, and not rotated away (or rotated within
+    /// `grace`).
+    fn usable(&self, grace: Duration, now: u64) -> bool {
+        (!self.consumed || self.in_grace(grace, now))
+            && now <= self.absolute_expiry.min(self.sliding_expiry)
     }
 
-    fn insert<T: Serialize>(
-        &self,
-        table: Table,
-        key: &[u8],
-        value: &T,
-        expires_at: u64,
-    ) -> Result<(), StoreError> {
-        let record = to_record(value, expires_at)?;
-        if self.store.swap(table, key, None, &record)? {
-            Ok(())
-        } else {
-            Err(StoreError::new("a random key collided with a stored one"))
+    fn in_grace(&self, grace: Duration, now: u64) -> bool {
+        self.consumed_at
+            .is_some_and(|at| !grace.is_zero() && now <= at.saturating_add(grace.as_secs()))
+    }
+
+    /// What using it at `now` does, on a family revoked or not: SPEC §6's refresh rules in
+    /// their order, the same on every store.
+    fn judge(&self, revoked: bool, client_id: &str, policy: RefreshPolicy, now: u64) -> Verdict {
+        if self.authorization.client_id != client_id {
+            return Verdict::Refuse(RefreshRefusal::Unknown);
         }
+        if revoked {
+            return Verdict::Refuse(RefreshRefusal::Revoked);
+        }
+        if self.consumed && !self.in_grace(policy.reuse_grace, now) {
+            return Verdict::RevokeFamily;
+        }
+        if now > self.absolute_expiry.min(self.sliding_expiry) {
+            return Verdict::Refuse(RefreshRefusal::Expired);
+        }
+        Verdict::Use
     }
 
-    fn read<T: DeserializeOwned>(
-        &self,
-        table: Table,
-        key: &[u8],
-    ) -> Result<Option<(Record, T)>, StoreError> {
-        let Some(record) = self.store.get(table, key)? else {
-            return Ok(None);
+    /// The token after a use at `now` (rotated away, or slid), and its successor under
+    /// one-time use.
+    fn used(&self, policy: RefreshPolicy, now: u64) -> (RefreshGrant, Option<RefreshGrant>) {
+        let slid = sliding(policy, now, self.absolute_expiry);
+        if !policy.one_time {
+            let updated = RefreshGrant {
+                sliding_expiry: slid,
+                ..self.clone()
+            };
+            return (updated.clone(), None);
+        }
+        let spent = RefreshGrant {
+            consumed: true,
+            // Within the grace, it stays consumed since its first rotation.
+            consumed_at: self.consumed_at.or(Some(now)),
+            ..self.clone()
         };
-        let value = serde_json::from_slice(&record.value)
-            .map_err(|e| StoreError::new(format!("a stored grant is unreadable: {e}")))?;
-        Ok(Some((record, value)))
+        let next = RefreshGrant {
+            consumed: false,
+            consumed_at: None,
+            sliding_expiry: slid,
+            ..self.clone()
+        };
+        (spent, Some(next))
     }
 }
 
-fn to_record<T: Serialize>(value: &T, expires_at: u64) -> Result<Record, StoreError> {
-    Ok(Record {
-        value: serde_json::to_vec(value).map_err(|e| StoreError::new(e.to_string()))?,
-        expires_at,
-    })
+/// What a refresh token's use comes to.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Use,
+    Refuse(RefreshRefusal),
+    /// A rotated-away token came back: revoke the family, refuse as reused.
+    RevokeFamily,
 }
 
+/// A refresh token's first state, in `family` from `now`.
+fn first_refresh(
+    authorization: Authorization,
+    family: &str,
+    policy: RefreshPolicy,
+    now: u64,
+) -> RefreshGrant {
+    let absolute_expiry = now + policy.absolute.as_secs();
+    RefreshGrant {
+        authorization,
+        family: family.to_owned(),
+        absolute_expiry,
+        sliding_expiry: sliding(policy, now, absolute_expiry),
+        consumed: false,
+        consumed_at: None,
+    }
+}
 fn sliding(policy: RefreshPolicy, now: u64, absolute_expiry: u64) -> u64 {
     if policy.sliding.is_zero() {
         absolute_expiry
@@ -554,21 +549,9 @@ fn sliding(policy: RefreshPolicy, now: u64, absolute_expiry: u64) -> u64 {
     }
 }
 
-fn consent_key(subject: &str, client_id: &str) -> Vec<u8> {
-    // Length-prefixed, so no two (subject, client) pairs share a key.
-    format!("{}:{subject}{client_id}", subject.len()).into_bytes()
-}
-
-fn revoked_jti_key(jti: &str) -> Vec<u8> {
-    format!("revoked-jti:{jti}").into_bytes()
-}
-
 /// The key a code or refresh token is stored under: its SHA-256.
 fn hash(token: &str) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
         .as_ref()
         .to_vec()
 }
-
-#[cfg(test)]
-mod tests;

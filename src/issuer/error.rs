@@ -45,11 +45,19 @@ pub enum OAuthError {
     /// isogate failed (the grant store, a signature): 500.
     #[error("server_error: {0}")]
     ServerError(String),
+    /// The store cannot be reached (SPEC §7): 503, try again later.
+    #[error("temporarily_unavailable: {0}")]
+    TemporarilyUnavailable(String),
 }
 
 impl From<crate::grants::StoreError> for OAuthError {
     fn from(e: crate::grants::StoreError) -> Self {
-        OAuthError::ServerError(e.to_string())
+        match e {
+            crate::grants::StoreError::Unavailable(_) => {
+                OAuthError::TemporarilyUnavailable(e.to_string())
+            }
+            e => OAuthError::ServerError(e.to_string()),
+        }
     }
 }
 
@@ -69,6 +77,11 @@ struct Body_<'a> {
 }
 
 impl OAuthError {
+    /// The store did not answer.
+    pub(crate) fn unavailable() -> Self {
+        OAuthError::TemporarilyUnavailable("the store did not answer".into())
+    }
+
     /// The RFC error code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -82,6 +95,7 @@ impl OAuthError {
             OAuthError::InvalidTarget(_) => "invalid_target",
             OAuthError::InvalidGrant(_) => "invalid_grant",
             OAuthError::ServerError(_) => "server_error",
+            OAuthError::TemporarilyUnavailable(_) => "temporarily_unavailable",
         }
     }
 
@@ -96,6 +110,9 @@ impl OAuthError {
             | OAuthError::InvalidGrant(d) => d,
             // The cause is logged, not told.
             OAuthError::ServerError(_) => "the request could not be completed; try again later",
+            OAuthError::TemporarilyUnavailable(_) => {
+                "the service is unavailable for a moment; try again later"
+            }
             OAuthError::TooLarge => "the request body is larger than 64 KiB",
             OAuthError::TimedOut => "the request body did not arrive in time",
         }
@@ -107,6 +124,7 @@ impl OAuthError {
             OAuthError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             OAuthError::TimedOut => StatusCode::REQUEST_TIMEOUT,
             OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            OAuthError::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             OAuthError::InvalidClient { basic: true, .. } => StatusCode::UNAUTHORIZED,
             _ => StatusCode::BAD_REQUEST,
         };

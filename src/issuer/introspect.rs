@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use super::client_auth::{self, Presented};
 use super::error::no_store;
 use super::form::{self, Form};
-use super::oidc::verify_local;
+use super::oidc::{verify_local, UNCHECKED};
 use super::OAuthError;
 use crate::grants::Grants;
 use crate::http::{full, json, Body};
@@ -41,17 +41,14 @@ pub(super) async fn introspect(
         Ok(form) => form,
         Err(e) => return e.response(),
     };
-    let grants = grants.clone();
-    let answer = tokio::task::spawn_blocking(move || {
+    let answer = async {
         let caller = authenticate(&snapshot, &parts.headers, &form)?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
-        Ok::<_, OAuthError>(describe(&snapshot, &grants, &caller, token, now))
-    })
-    .await
-    .unwrap_or_else(|e| Err(OAuthError::ServerError(e.to_string())));
-    match answer {
+        describe(&snapshot, grants, &caller, token, now).await
+    };
+    match answer.await {
         Ok(body) => no_store(json(StatusCode::OK, &body)),
         Err(e) => {
             tracing::info!(error = e.code(), reason = %e, "introspection refused");
@@ -89,26 +86,29 @@ fn authenticate<'s>(
     }
 }
 
-/// The RFC 7662 answer for `token` as `caller` may see it.
-fn describe(
+/// The RFC 7662 answer for `token` as `caller` may see it; the store unavailable is an
+/// error rather than a guess (`503 temporarily_unavailable`).
+async fn describe(
     snapshot: &Snapshot,
     grants: &Grants,
     caller: &Caller<'_>,
     token: &str,
     now: u64,
-) -> Value {
+) -> Result<Value, OAuthError> {
     let inactive = json!({"active": false});
     let model = &snapshot.config.model;
     match caller {
         Caller::Api(api) => {
             let Some(keys) = snapshot.issuer_docs.as_ref().map(|d| &d.local_keys) else {
-                return inactive;
+                return Ok(inactive);
             };
-            let Ok(local) = verify_local(token, keys, grants, now) else {
-                return inactive;
+            let local = match verify_local(token, keys, grants, now).await {
+                Ok(local) => local,
+                Err(UNCHECKED) => return Err(OAuthError::unavailable()),
+                Err(_) => return Ok(inactive),
             };
             if !local.claims.aud.contains(&api.name) {
-                return inactive;
+                return Ok(inactive);
             }
             let scope: Vec<&str> = local
                 .claims
@@ -131,10 +131,10 @@ fn describe(
                     answer.insert(claim.into(), value.clone());
                 }
             }
-            Value::Object(answer)
+            Ok(Value::Object(answer))
         }
-        Caller::Client(client) => match grants.refresh_grant(token, now) {
-            Ok(Some(grant)) if grant.authorization.client_id == client.client_id => json!({
+        Caller::Client(client) => Ok(match grants.refresh_grant(token, now).await? {
+            Some(grant) if grant.authorization.client_id == client.client_id => json!({
                 "active": true,
                 "token_type": "refresh_token",
                 "client_id": grant.authorization.client_id,
@@ -144,7 +144,7 @@ fn describe(
                 "iss": snapshot.config.issuer.as_ref().map(|i| i.issuer.as_str()),
             }),
             _ => inactive,
-        },
+        }),
     }
 }
 
@@ -163,20 +163,17 @@ pub(super) async fn revocation(
         Ok(form) => form,
         Err(e) => return e.response(),
     };
-    let grants = grants.clone();
-    let done = tokio::task::spawn_blocking(move || {
+    let done = async {
         let client = client_auth::authenticate(&parts.headers, &form, &snapshot.config.clients)?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
-        if grants.revoke_refresh(token, &client.client_id, now)? {
+        if grants.revoke_refresh(token, &client.client_id, now).await? {
             tracing::info!(client_id = %client.client_id, "refresh token revoked");
         }
         Ok::<_, OAuthError>(())
-    })
-    .await
-    .unwrap_or_else(|e| Err(OAuthError::ServerError(e.to_string())));
-    match done {
+    };
+    match done.await {
         Ok(()) => {
             let mut response = Response::new(full(""));
             *response.status_mut() = StatusCode::OK;

@@ -117,8 +117,11 @@ pub(crate) struct LocalToken {
     pub payload: Map<String, Value>,
 }
 
+/// Why [`verify_local`] could not decide: the store did not answer.
+pub(crate) const UNCHECKED: &str = "the token could not be checked (the store is unavailable)";
+
 /// Verifies `token` as an access token of this issuer.
-pub(crate) fn verify_local(
+pub(crate) async fn verify_local(
     token: &str,
     keys: &TrustedKeys,
     grants: &Grants,
@@ -134,8 +137,10 @@ pub(crate) fn verify_local(
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default();
     if let Some(jti) = payload.get("jti").and_then(Value::as_str) {
-        if grants.access_token_revoked(jti).unwrap_or(true) {
-            return Err("the token has been revoked");
+        match grants.access_token_revoked(jti).await {
+            Ok(false) => {}
+            Ok(true) => return Err("the token has been revoked"),
+            Err(_) => return Err(UNCHECKED),
         }
     }
     Ok(LocalToken { claims, payload })
@@ -172,13 +177,7 @@ pub(crate) async fn userinfo(
         }
     };
     let now = jwt::numeric_date(now);
-    let grants = grants.clone();
-    let keys_owned = keys.clone();
-    let checked =
-        tokio::task::spawn_blocking(move || verify_local(&token, &keys_owned, &grants, now))
-            .await
-            .unwrap_or(Err("the token could not be checked"));
-    let local = match checked {
+    let local = match verify_local(&token, keys, grants, now).await {
         Ok(local) => local,
         Err(reason) => return challenge(StatusCode::UNAUTHORIZED, "invalid_token", reason),
     };

@@ -148,6 +148,19 @@ impl Reloader {
         if data_dir(&config) != data_dir(&old.config) {
             tracing::warn!("issuer.data_dir changed; that takes effect only after a restart");
         }
+        let store = |c: &Config| {
+            c.store.as_ref().map(|s| {
+                (
+                    s.pg.clone(),
+                    s.pool_size,
+                    s.connect_timeout,
+                    s.tls_roots.is_some(),
+                )
+            })
+        };
+        if store(&config) != store(&old.config) {
+            tracing::warn!("[store] changed; that takes effect only after a restart");
+        }
         for role in [Role::Issuer, Role::Proxy] {
             let modes = tls_mode(&config, role).zip(tls_mode(&old.config, role));
             if modes.is_some_and(|(now, was)| now != was) {

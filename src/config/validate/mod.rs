@@ -24,12 +24,14 @@ mod clients;
 mod issuer;
 mod proxy;
 mod resources;
+mod store;
 mod tls;
 
 use clients::{client_configs, user_configs};
 use issuer::issuer_config;
 use proxy::{proxy_config, route_configs};
 use resources::{apis, identity, scopes};
+use store::store_config;
 
 const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -206,6 +208,7 @@ pub(super) fn validate(
         proxy,
         routes,
         admin,
+        store,
         shutdown_grace,
     } = file;
     let mut v = V {
@@ -246,6 +249,7 @@ pub(super) fn validate(
         }
     });
     let admin_listen = admin.map(|a| a.listen);
+    let store = store.and_then(|s| store_config(&mut v, s));
 
     if issuer.is_none() && proxy.is_none() {
         problems.push(lines.problem(
@@ -290,6 +294,7 @@ pub(super) fn validate(
         proxy,
         routes,
         admin,
+        store,
         shutdown_grace,
         text_hash: [0; 32],
     }

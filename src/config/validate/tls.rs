@@ -59,7 +59,7 @@ impl V<'_> {
 }
 
 /// Every certificate in the PEM file at `path`, in file order.
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(super) fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let bytes = read(path)?;
     let chain = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()

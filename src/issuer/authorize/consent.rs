@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{Response, StatusCode};
 
-use super::{blocking, AuthorizeRequest, Ctx, Failure};
+use super::{AuthorizeRequest, Ctx, Failure};
 use crate::http::Body;
 use crate::issuer::form::Form;
 use crate::issuer::pages::{self, Item};
@@ -35,16 +35,20 @@ impl Ctx<'_> {
             ));
         }
         if form.get("remember") == Some("yes") {
-            let grants = self.service.grants.clone();
-            let (subject, client_id) = (session.subject.clone(), request.client_id.clone());
             let approved = self.consent_pairs(&request);
             let now = crate::jwt::numeric_date(self.now);
             // Added to what was approved before: consent at one API, then at another, is
             // consent at both.
-            blocking(move || {
-                grants.remember_consent(&subject, &client_id, &approved, CONSENT_LIFETIME, now)
-            })
-            .await?;
+            self.service
+                .grants
+                .remember_consent(
+                    &session.subject,
+                    &request.client_id,
+                    &approved,
+                    CONSENT_LIFETIME,
+                    now,
+                )
+                .await?;
         }
         tracing::info!(client_id = %request.client_id, subject = %session.subject, "consent given");
         self.issue_code(
@@ -67,9 +71,12 @@ impl Ctx<'_> {
         if !client.require_consent {
             return Ok(false);
         }
-        let grants = self.service.grants.clone();
-        let (subject, client_id) = (subject.to_owned(), request.client_id.clone());
-        let given = blocking(move || grants.consent(&subject, &client_id)).await?;
+        let now = crate::jwt::numeric_date(self.now);
+        let given = self
+            .service
+            .grants
+            .consent(subject, &request.client_id, now)
+            .await?;
         let asked = self.consent_pairs(request);
         Ok(!given.is_some_and(|c| asked.is_subset(&c.approved)))
     }

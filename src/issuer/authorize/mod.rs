@@ -172,15 +172,6 @@ pub(crate) async fn consent(
     ctx.answer(result, StatusCode::SEE_OTHER)
 }
 
-/// Runs a grant store call off the async threads (a commit waits for the disk).
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(StoreError::new(e)))
-}
-
 impl<'a> Ctx<'a> {
     fn new(
         config: &'a Config,
@@ -257,9 +248,12 @@ impl<'a> Ctx<'a> {
             code_challenge: request.code_challenge.clone(),
             nonce: request.nonce.clone(),
         };
-        let grants = self.service.grants.clone();
         let now = crate::jwt::numeric_date(self.now);
-        let code = blocking(move || grants.issue_code(grant, CODE_LIFETIME, now)).await?;
+        let code = self
+            .service
+            .grants
+            .issue_code(grant, CODE_LIFETIME, now)
+            .await?;
         tracing::info!(
             client_id = %request.client_id,
             %subject,
@@ -297,6 +291,13 @@ impl<'a> Ctx<'a> {
                     r.state.as_deref(),
                     &self.issuer.issuer,
                     status,
+                )
+            }
+            Err(Failure::Store(e @ StoreError::Unavailable(_))) => {
+                tracing::warn!(error = %e, "authorize failed: the store is unavailable");
+                pages::response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    pages::error("Signing in is unavailable for a moment. Try again shortly."),
                 )
             }
             Err(Failure::Store(e)) => {

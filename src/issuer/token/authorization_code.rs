@@ -7,17 +7,17 @@ use std::time::SystemTime;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-use super::grant::{redeem, respond, user, Issue};
+use super::grant::{redeem, respond, user, Issue, Spend};
 use super::TokenResponse;
 use crate::config::{Config, IssuerConfig};
-use crate::grants::{Grants, Redemption};
+use crate::grants::{CodeRefusal, Grants};
 use crate::issuer::form::Form;
 use crate::issuer::OAuthError;
 use crate::jwt::numeric_date;
 use crate::resources::{Client, GrantType};
 
 /// `grant_type=authorization_code`.
-pub(super) fn authorization_code(
+pub(super) async fn authorization_code(
     config: &Config,
     issuer: &IssuerConfig,
     grants: &Grants,
@@ -29,18 +29,13 @@ pub(super) fn authorization_code(
     let code = form
         .get("code")
         .ok_or_else(|| OAuthError::InvalidRequest("code is missing".into()))?;
-    let Some(grant) = grants.code(code, at)? else {
-        // Spend it anyway: a replay of a redeemed code revokes what was issued from it.
-        let reason = match grants.redeem_code(code, at)? {
-            Redemption::Replayed => {
-                tracing::warn!(client_id = %client.client_id, "an authorization code was replayed; every token issued from it is revoked");
-                "the code was already used; every token issued from it is revoked"
-            }
-            Redemption::Expired => "the code has expired",
-            Redemption::Unknown | Redemption::Redeemed { .. } => "the code is unknown",
-        };
-        return Err(OAuthError::InvalidGrant(reason.into()));
-    };
+    // A replay of a redeemed code revokes what was issued from it, here already.
+    let grant = grants.code(code, at).await?.map_err(|refused| {
+        if refused == CodeRefusal::Replayed {
+            tracing::warn!(client_id = %client.client_id, "an authorization code was replayed; every token issued from it is revoked");
+        }
+        OAuthError::InvalidGrant(refused.to_string())
+    })?;
     if grant.authorization.client_id != client.client_id {
         return Err(OAuthError::InvalidGrant(
             "the code was issued to another client".into(),
@@ -60,11 +55,7 @@ pub(super) fn authorization_code(
         &grant.authorization,
         form,
     )?;
-    // Everything checked: now spend the code, exactly once.
-    let family = match grants.redeem_code(code, at)? {
-        Redemption::Redeemed { family, .. } => family,
-        _ => return Err(OAuthError::InvalidGrant("the code was already used".into())),
-    };
+    // Everything checked: the response spends the code, exactly once.
     respond(
         Issue {
             config,
@@ -73,14 +64,14 @@ pub(super) fn authorization_code(
             client,
             user,
             authorization: &grant.authorization,
-            family: &family,
             nonce: grant.nonce.as_deref(),
             now,
         },
         GrantType::AuthorizationCode,
         granted,
-        None,
+        Spend::Code(code),
     )
+    .await
 }
 
 /// RFC 7636 §4.6 with S256.

@@ -4,10 +4,10 @@
 use std::time::SystemTime;
 
 use super::mint::{access_token_claims, mint, Subject};
-use super::refresh_token::policy;
+use super::refresh_token::{policy, refresh_refusal};
 use super::{log_issued, TokenResponse};
 use crate::config::{Config, IssuerConfig, User};
-use crate::grants::{Authorization, Grants};
+use crate::grants::{AccessToken, Authorization, CodeRefusal, Grants, RefreshPolicy};
 use crate::issuer::form::Form;
 use crate::issuer::{oidc, OAuthError};
 use crate::jwt::numeric_date;
@@ -21,9 +21,17 @@ pub(super) struct Issue<'a> {
     pub(super) client: &'a Client,
     pub(super) user: &'a User,
     pub(super) authorization: &'a Authorization,
-    pub(super) family: &'a str,
     pub(super) nonce: Option<&'a str>,
     pub(super) now: SystemTime,
+}
+
+/// What the response spends: the store records the access token in the same step, so a
+/// token is handed out only when its grant was spent, and revoking the grant revokes it.
+pub(super) enum Spend<'a> {
+    /// An authorization code, once.
+    Code(&'a str),
+    /// A refresh token under its client's policy.
+    Refresh(&'a str, RefreshPolicy),
 }
 
 /// SPEC §3 rule 6 on what the code or refresh token remembers.
@@ -49,12 +57,13 @@ pub(super) fn redeem(
     )?)
 }
 
-/// Mints the access token (and the refresh and ID tokens the grant calls for).
-pub(super) fn respond(
+/// Mints the access token, spends the grant (recording the token), then mints the ID token
+/// when `openid` was granted.
+pub(super) async fn respond(
     issue: Issue<'_>,
     grant: GrantType,
     granted: Granted,
-    refresh: Option<String>,
+    spend: Spend<'_>,
 ) -> Result<TokenResponse, OAuthError> {
     let Issue {
         config,
@@ -63,7 +72,6 @@ pub(super) fn respond(
         client,
         user,
         authorization,
-        family,
         nonce,
         now,
     } = issue;
@@ -76,16 +84,33 @@ pub(super) fn respond(
         claims: &claims,
     };
     let minted = mint(issuer, client, Some(subject), &granted, lifetime, now)?;
-    grants.record_access_token(family, &minted.jti, minted.exp)?;
-    let refresh_token = match refresh {
-        Some(rotated) => Some(rotated),
-        None if granted.granted.iter().any(|s| s == OFFLINE_ACCESS) => Some(grants.issue_refresh(
-            authorization.clone(),
-            family,
-            policy(client),
-            numeric_date(now),
-        )?),
-        None => None,
+    let access = AccessToken {
+        jti: &minted.jti,
+        exp: minted.exp,
+    };
+    let at = numeric_date(now);
+    let refresh_token = match spend {
+        Spend::Code(code) => {
+            let offline = granted.granted.iter().any(|s| s == OFFLINE_ACCESS);
+            let refresh = offline.then(|| policy(client));
+            grants
+                .redeem_code(code, authorization, at, access, refresh)
+                .await?
+                .map_err(|refused| {
+                    if refused == CodeRefusal::Replayed {
+                        tracing::warn!(client_id = %client.client_id, "an authorization code was replayed; every token issued from it is revoked");
+                    }
+                    OAuthError::InvalidGrant(refused.to_string())
+                })?
+                .refresh_token
+        }
+        Spend::Refresh(token, policy) => {
+            let used = grants
+                .use_refresh(token, &client.client_id, policy, at, access)
+                .await?
+                .map_err(|refused| refresh_refusal(client, refused))?;
+            Some(used.token)
+        }
     };
     let id_token = if granted.granted.iter().any(|s| s == oidc::OPENID) {
         Some(oidc::id_token(

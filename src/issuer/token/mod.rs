@@ -57,29 +57,12 @@ pub async fn endpoint(
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let result = match form::read(&parts.headers, body, within).await {
-        // Codes and refresh tokens wait for the grant store's disk: off the async threads.
-        Ok(form) if form.get("grant_type") != Some(GrantType::ClientCredentials.as_str()) => {
-            let grants = grants.clone();
-            tokio::task::spawn_blocking(move || {
-                let issuer = snapshot.config.issuer.as_ref().ok_or_else(no_issuer)?;
-                issue(
-                    &snapshot.config,
-                    issuer,
-                    &grants,
-                    &parts.headers,
-                    &form,
-                    now,
-                )
-            })
-            .await
-            .unwrap_or_else(|e| Err(OAuthError::ServerError(e.to_string())))
-        }
-        Ok(form) => snapshot
-            .config
-            .issuer
-            .as_ref()
-            .ok_or_else(no_issuer)
-            .and_then(|issuer| issue(&snapshot.config, issuer, grants, &parts.headers, &form, now)),
+        Ok(form) => match snapshot.config.issuer.as_ref() {
+            Some(issuer) => {
+                issue(&snapshot.config, issuer, grants, &parts.headers, &form, now).await
+            }
+            None => Err(no_issuer()),
+        },
         Err(e) => Err(e),
     };
     match result {
@@ -100,7 +83,7 @@ fn no_issuer() -> OAuthError {
 }
 
 /// The token endpoint without HTTP: a parsed form and the request headers in, a token out.
-pub fn token(
+pub async fn token(
     config: &Config,
     issuer: &IssuerConfig,
     grants: &Grants,
@@ -108,7 +91,9 @@ pub fn token(
     form: &Form,
     now: SystemTime,
 ) -> Result<TokenResponse, OAuthError> {
-    issue(config, issuer, grants, headers, form, now).map(|issued| issued.response)
+    issue(config, issuer, grants, headers, form, now)
+        .await
+        .map(|issued| issued.response)
 }
 
 /// A token issued, with whom to and how (for the metrics).
@@ -118,7 +103,7 @@ struct Issued {
     grant: GrantType,
 }
 
-fn issue(
+async fn issue(
     config: &Config,
     issuer: &IssuerConfig,
     grants: &Grants,
@@ -143,10 +128,11 @@ fn issue(
             client_credentials::client_credentials(config, issuer, client, form, now)?
         }
         GrantType::AuthorizationCode => {
-            authorization_code::authorization_code(config, issuer, grants, client, form, now)?
+            authorization_code::authorization_code(config, issuer, grants, client, form, now)
+                .await?
         }
         GrantType::RefreshToken => {
-            refresh_token::refresh_token(config, issuer, grants, client, form, now)?
+            refresh_token::refresh_token(config, issuer, grants, client, form, now).await?
         }
     };
     Ok(Issued {
@@ -236,16 +222,17 @@ allowed_scopes = ["read", "tx"]
                 headers.insert(http::header::AUTHORIZATION, value);
             }
             let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             for raw in [body, form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish().into_bytes()] {
                 if let Ok(form) = Form::parse(&raw) {
-                    let _ = token(&config, issuer, &grants, &headers, &form, now);
+                    let _ = runtime.block_on(token(&config, issuer, &grants, &headers, &form, now));
                 }
             }
         }
     }
 
-    #[test]
-    fn the_clock_is_passed_in() {
+    #[tokio::test]
+    async fn the_clock_is_passed_in() {
         let (_dir, config) = fixture();
         let issuer = config.issuer.as_ref().unwrap();
         let form = Form::parse(
@@ -254,7 +241,9 @@ allowed_scopes = ["read", "tx"]
         .unwrap();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let grants = Grants::open(&config.issuer.as_ref().unwrap().data_dir).unwrap();
-        let issued = token(&config, issuer, &grants, &HeaderMap::new(), &form, now).unwrap();
+        let issued = token(&config, issuer, &grants, &HeaderMap::new(), &form, now)
+            .await
+            .unwrap();
         let payload = issued.access_token.split('.').nth(1).unwrap();
         let claims: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();

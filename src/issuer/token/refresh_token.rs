@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use super::grant::{redeem, respond, user, Issue};
+use super::grant::{redeem, respond, user, Issue, Spend};
 use super::TokenResponse;
 use crate::config::{Config, IssuerConfig};
 use crate::grants::{Grants, RefreshPolicy, RefreshRefusal};
@@ -14,7 +14,7 @@ use crate::jwt::numeric_date;
 use crate::resources::{Client, GrantType, RefreshTokenUsage};
 
 /// `grant_type=refresh_token`.
-pub(super) fn refresh_token(
+pub(super) async fn refresh_token(
     config: &Config,
     issuer: &IssuerConfig,
     grants: &Grants,
@@ -27,22 +27,18 @@ pub(super) fn refresh_token(
         .get("refresh_token")
         .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".into()))?;
     let policy = policy(client);
-    let refusal = |r: RefreshRefusal| {
-        if r == RefreshRefusal::Reused {
-            tracing::warn!(client_id = %client.client_id, "a rotated refresh token was used again; its family is revoked");
-        }
-        OAuthError::InvalidGrant(r.to_string())
-    };
     let stored = grants
-        .usable_refresh(token, policy, at)?
+        .usable_refresh(token, policy, at)
+        .await?
         .filter(|g| g.authorization.client_id == client.client_id);
     let Some(stored) = stored else {
         // Not live: find out why (and revoke the family when a rotated token came back).
-        let why = match grants.use_refresh(token, &client.client_id, policy, at)? {
-            Err(r) => r,
-            Ok(_) => RefreshRefusal::Unknown,
-        };
-        return Err(refusal(why));
+        return Err(refresh_refusal(
+            client,
+            grants
+                .refuse_refresh(token, &client.client_id, policy, at)
+                .await?,
+        ));
     };
     let user = user(config, &stored.authorization.subject)?;
     let granted = redeem(
@@ -52,9 +48,6 @@ pub(super) fn refresh_token(
         &stored.authorization,
         form,
     )?;
-    let used = grants
-        .use_refresh(token, &client.client_id, policy, at)?
-        .map_err(refusal)?;
     respond(
         Issue {
             config,
@@ -62,15 +55,23 @@ pub(super) fn refresh_token(
             grants,
             client,
             user,
-            authorization: &used.grant.authorization,
-            family: &used.grant.family,
+            authorization: &stored.authorization,
             nonce: None,
             now,
         },
         GrantType::RefreshToken,
         granted,
-        Some(used.token),
+        Spend::Refresh(token, policy),
     )
+    .await
+}
+
+/// The `invalid_grant` of a refused refresh token; a reuse is logged as the alarm it is.
+pub(super) fn refresh_refusal(client: &Client, refused: RefreshRefusal) -> OAuthError {
+    if refused == RefreshRefusal::Reused {
+        tracing::warn!(client_id = %client.client_id, "a rotated refresh token was used again; its family is revoked");
+    }
+    OAuthError::InvalidGrant(refused.to_string())
 }
 
 /// How `client`'s refresh tokens behave.

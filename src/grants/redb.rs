@@ -1,0 +1,535 @@
+//! The embedded store: the grants in one redb file, a few tables of JSON records, each with
+//! an expiry. redb runs one write transaction at a time, so each state change reads and
+//! writes inside one transaction; every commit is durable before it returns, so a grant
+//! survives a crash (`kill -9`) as soon as it is handed out.
+
+use std::path::Path;
+
+use std::collections::BTreeSet;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::{
+    CodeGrant, CodeRefusal, Consent, RefreshGrant, RefreshPolicy, RefreshRefusal, Spend,
+    StoreError, Use, Verdict, KEEP_REDEEMED_CODE,
+};
+
+/// The tables of grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    /// Authorization codes, by SHA-256 of the code.
+    Codes,
+    /// Refresh tokens, by SHA-256 of the token.
+    RefreshTokens,
+    /// Refresh token families (one per code redemption): revoked or not, and the access
+    /// tokens issued in them.
+    Families,
+    /// Consents, by subject and client.
+    Consents,
+}
+
+impl Table {
+    const ALL: [Table; 4] = [
+        Table::Codes,
+        Table::RefreshTokens,
+        Table::Families,
+        Table::Consents,
+    ];
+
+    fn definition(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+        TableDefinition::new(match self {
+            Table::Codes => "codes",
+            Table::RefreshTokens => "refresh_tokens",
+            Table::Families => "families",
+            Table::Consents => "consents",
+        })
+    }
+}
+
+/// The grants in one redb file.
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens (or creates) `dir/grants.redb`, creating `dir` with mode 0700 when missing.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        create_private_dir(dir)
+            .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("grants.redb");
+        let db = Database::create(&path)
+            .map_err(|e| StoreError::Failed(format!("cannot open {}: {e}", path.display())))?;
+        let tx = db.begin_write().map_err(StoreError::failed)?;
+        for table in Table::ALL {
+            tx.open_table(table.definition())
+                .map_err(StoreError::failed)?;
+        }
+        tx.commit().map_err(StoreError::failed)?;
+        Ok(RedbStore { db })
+    }
+}
+
+/// Stored as 8 bytes of big-endian expiry, then the value.
+fn encode(record: &Record) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + record.value.len());
+    bytes.extend_from_slice(&record.expires_at.to_be_bytes());
+    bytes.extend_from_slice(&record.value);
+    bytes
+}
+
+fn decode(bytes: &[u8]) -> Option<Record> {
+    let (expiry, value) = bytes.split_first_chunk::<8>()?;
+    Some(Record {
+        value: value.to_vec(),
+        expires_at: u64::from_be_bytes(*expiry),
+    })
+}
+
+/// A record's bytes and when it may be swept (seconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    /// The serialised record.
+    value: Vec<u8>,
+    /// After this second the record is expired and [`RedbStore::sweep`] removes it.
+    expires_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CodeRecord {
+    grant: CodeGrant,
+    expires_at: u64,
+    /// Once redeemed: the family of what was issued from it.
+    redeemed: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct FamilyRecord {
+    revoked: bool,
+    /// `jti` and `exp` of the access tokens issued in the family.
+    access_tokens: Vec<(String, u64)>,
+}
+
+/// One write transaction's tables, read and written as JSON records.
+struct Tx(WriteTransaction);
+
+impl Tx {
+    fn get<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<(u64, T)>, StoreError> {
+        let open = self
+            .0
+            .open_table(table.definition())
+            .map_err(StoreError::failed)?;
+        let Some(record) = open
+            .get(key)
+            .map_err(StoreError::failed)?
+            .and_then(|v| decode(v.value()))
+        else {
+            return Ok(None);
+        };
+        let value = serde_json::from_slice(&record.value)
+            .map_err(|e| StoreError::Failed(format!("a stored grant is unreadable: {e}")))?;
+        Ok(Some((record.expires_at, value)))
+    }
+
+    fn put<T: Serialize>(
+        &self,
+        table: Table,
+        key: &[u8],
+        value: &T,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let record = Record {
+            value: serde_json::to_vec(value).map_err(StoreError::failed)?,
+            expires_at,
+        };
+        let mut open = self
+            .0
+            .open_table(table.definition())
+            .map_err(StoreError::failed)?;
+        open.insert(key, encode(&record).as_slice())
+            .map_err(StoreError::failed)?;
+        Ok(())
+    }
+
+    /// Stores a new record under a random key.
+    fn insert<T: Serialize>(
+        &self,
+        table: Table,
+        key: &[u8],
+        value: &T,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        if self.exists(table, key)? {
+            return Err(StoreError::Failed(
+                "a random key collided with a stored one".into(),
+            ));
+        }
+        self.put(table, key, value, expires_at)
+    }
+
+    fn exists(&self, table: Table, key: &[u8]) -> Result<bool, StoreError> {
+        let open = self
+            .0
+            .open_table(table.definition())
+            .map_err(StoreError::failed)?;
+        let found = open.get(key).map_err(StoreError::failed)?.is_some();
+        Ok(found)
+    }
+
+    fn commit(self) -> Result<(), StoreError> {
+        self.0.commit().map_err(StoreError::failed)
+    }
+
+    fn family(&self, id: &str) -> Result<Option<(u64, FamilyRecord)>, StoreError> {
+        self.get(Table::Families, id.as_bytes())
+    }
+
+    fn family_revoked(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.family(id)?.is_some_and(|(_, f)| f.revoked))
+    }
+
+    /// Changes family `id` (created when missing), kept at least until `keep_until`.
+    fn update_family(
+        &self,
+        id: &str,
+        keep_until: u64,
+        change: impl FnOnce(&mut FamilyRecord),
+    ) -> Result<FamilyRecord, StoreError> {
+        let (expires_at, mut family) = self
+            .family(id)?
+            .unwrap_or((keep_until, FamilyRecord::default()));
+        change(&mut family);
+        self.put(
+            Table::Families,
+            id.as_bytes(),
+            &family,
+            expires_at.max(keep_until),
+        )?;
+        Ok(family)
+    }
+
+    /// Revokes family `id`: its refresh tokens stop working, its access tokens are revoked.
+    fn revoke_family(&self, id: &str, now: u64) -> Result<(), StoreError> {
+        let family = self.update_family(id, now + KEEP_REDEEMED_CODE, |f| f.revoked = true)?;
+        for (jti, exp) in &family.access_tokens {
+            let mut open = self
+                .0
+                .open_table(Table::Families.definition())
+                .map_err(StoreError::failed)?;
+            let marker = encode(&Record {
+                value: Vec::new(),
+                expires_at: *exp,
+            });
+            open.insert(revoked_jti_key(jti).as_slice(), marker.as_slice())
+                .map_err(StoreError::failed)?;
+        }
+        tracing::info!("grant family revoked");
+        Ok(())
+    }
+
+    /// Records access token `jti` in family `id`.
+    fn record_access_token(&self, id: &str, jti: &str, exp: u64) -> Result<(), StoreError> {
+        self.update_family(id, exp, |f| f.access_tokens.push((jti.to_owned(), exp)))?;
+        Ok(())
+    }
+}
+
+impl RedbStore {
+    fn write(&self) -> Result<Tx, StoreError> {
+        self.db.begin_write().map(Tx).map_err(StoreError::failed)
+    }
+
+    fn read<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<(u64, T)>, StoreError> {
+        let tx = self.db.begin_read().map_err(StoreError::failed)?;
+        let open = tx
+            .open_table(table.definition())
+            .map_err(StoreError::failed)?;
+        let Some(record) = open
+            .get(key)
+            .map_err(StoreError::failed)?
+            .and_then(|v| decode(v.value()))
+        else {
+            return Ok(None);
+        };
+        let value = serde_json::from_slice(&record.value)
+            .map_err(|e| StoreError::Failed(format!("a stored grant is unreadable: {e}")))?;
+        Ok(Some((record.expires_at, value)))
+    }
+
+    pub(super) fn insert_code(
+        &self,
+        key: Vec<u8>,
+        grant: CodeGrant,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        let record = CodeRecord {
+            grant,
+            expires_at,
+            redeemed: None,
+        };
+        tx.insert(Table::Codes, &key, &record, expires_at)?;
+        tx.commit()
+    }
+
+    /// The code's grant while redeemable; a redeemed code revokes its family.
+    pub(super) fn code(
+        &self,
+        key: Vec<u8>,
+        now: u64,
+    ) -> Result<Result<CodeGrant, CodeRefusal>, StoreError> {
+        match self.read::<CodeRecord>(Table::Codes, &key)? {
+            Some((_, record)) if record.redeemed.is_none() && now <= record.expires_at => {
+                Ok(Ok(record.grant))
+            }
+            _ => {
+                let tx = self.write()?;
+                let refusal = refuse_code(&tx, &key, now)?;
+                tx.commit()?;
+                Ok(Err(refusal))
+            }
+        }
+    }
+
+    pub(super) fn redeem_code(
+        &self,
+        key: Vec<u8>,
+        now: u64,
+        spend: Spend,
+    ) -> Result<Result<(), CodeRefusal>, StoreError> {
+        let tx = self.write()?;
+        let record = match tx.get::<CodeRecord>(Table::Codes, &key)? {
+            Some((_, record)) if record.redeemed.is_none() && now <= record.expires_at => record,
+            _ => {
+                let refusal = refuse_code(&tx, &key, now)?;
+                tx.commit()?;
+                return Ok(Err(refusal));
+            }
+        };
+        let mut keep = (now + KEEP_REDEEMED_CODE).max(spend.exp);
+        if let Some((refresh_key, first)) = &spend.refresh {
+            keep = keep.max(first.absolute_expiry);
+            tx.insert(
+                Table::RefreshTokens,
+                refresh_key,
+                first,
+                first.absolute_expiry,
+            )?;
+        }
+        tx.update_family(&spend.family, keep, |f| {
+            f.access_tokens.push((spend.jti.clone(), spend.exp))
+        })?;
+        let redeemed = CodeRecord {
+            redeemed: Some(spend.family.clone()),
+            ..record
+        };
+        tx.put(Table::Codes, &key, &redeemed, now + KEEP_REDEEMED_CODE)?;
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    /// The refresh token and whether its family is revoked.
+    pub(super) fn refresh(&self, key: Vec<u8>) -> Result<Option<(RefreshGrant, bool)>, StoreError> {
+        let Some((_, grant)) = self.read::<RefreshGrant>(Table::RefreshTokens, &key)? else {
+            return Ok(None);
+        };
+        let revoked = self
+            .read::<FamilyRecord>(Table::Families, grant.family.as_bytes())?
+            .is_some_and(|(_, f)| f.revoked);
+        Ok(Some((grant, revoked)))
+    }
+
+    pub(super) fn use_refresh(
+        &self,
+        key: Vec<u8>,
+        now: u64,
+        used: Use,
+    ) -> Result<Result<RefreshGrant, RefreshRefusal>, StoreError> {
+        let tx = self.write()?;
+        let Some((_, grant)) = tx.get::<RefreshGrant>(Table::RefreshTokens, &key)? else {
+            return Ok(Err(RefreshRefusal::Unknown));
+        };
+        let revoked = tx.family_revoked(&grant.family)?;
+        match grant.judge(revoked, &used.client_id, used.policy, now) {
+            Verdict::Use => {}
+            Verdict::Refuse(refusal) => return Ok(Err(refusal)),
+            Verdict::RevokeFamily => {
+                tx.revoke_family(&grant.family, now)?;
+                tx.commit()?;
+                return Ok(Err(RefreshRefusal::Reused));
+            }
+        }
+        let (updated, next) = grant.used(used.policy, now);
+        tx.put(
+            Table::RefreshTokens,
+            &key,
+            &updated,
+            updated.absolute_expiry,
+        )?;
+        let issued = match (next, &used.successor) {
+            (Some(next), Some(successor)) => {
+                tx.insert(Table::RefreshTokens, successor, &next, next.absolute_expiry)?;
+                next
+            }
+            _ => updated,
+        };
+        tx.record_access_token(&grant.family, &used.jti, used.exp)?;
+        tx.commit()?;
+        Ok(Ok(issued))
+    }
+
+    /// Judges a use of the token without using it; a reuse revokes the family. `None`: it
+    /// is usable.
+    pub(super) fn judge_refresh(
+        &self,
+        key: Vec<u8>,
+        client_id: String,
+        policy: RefreshPolicy,
+        now: u64,
+    ) -> Result<Option<RefreshRefusal>, StoreError> {
+        let tx = self.write()?;
+        let Some((_, grant)) = tx.get::<RefreshGrant>(Table::RefreshTokens, &key)? else {
+            return Ok(Some(RefreshRefusal::Unknown));
+        };
+        let revoked = tx.family_revoked(&grant.family)?;
+        match grant.judge(revoked, &client_id, policy, now) {
+            Verdict::Use => Ok(None),
+            Verdict::Refuse(refusal) => Ok(Some(refusal)),
+            Verdict::RevokeFamily => {
+                tx.revoke_family(&grant.family, now)?;
+                tx.commit()?;
+                Ok(Some(RefreshRefusal::Reused))
+            }
+        }
+    }
+
+    pub(super) fn revoke_refresh(
+        &self,
+        key: Vec<u8>,
+        client_id: String,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let tx = self.write()?;
+        match tx.get::<RefreshGrant>(Table::RefreshTokens, &key)? {
+            Some((_, grant)) if grant.authorization.client_id == client_id => {
+                tx.revoke_family(&grant.family, now)?;
+                tx.commit()?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    pub(super) fn access_token_revoked(&self, jti: String) -> Result<bool, StoreError> {
+        // A marker: its presence is the answer.
+        let tx = self.db.begin_read().map_err(StoreError::failed)?;
+        let open = tx
+            .open_table(Table::Families.definition())
+            .map_err(StoreError::failed)?;
+        let found = open
+            .get(revoked_jti_key(&jti).as_slice())
+            .map_err(StoreError::failed)?;
+        Ok(found.is_some())
+    }
+
+    pub(super) fn consent(
+        &self,
+        subject: String,
+        client_id: String,
+        now: u64,
+    ) -> Result<Option<Consent>, StoreError> {
+        Ok(self
+            .read::<Consent>(Table::Consents, &consent_key(&subject, &client_id))?
+            .filter(|(expires_at, _)| *expires_at >= now)
+            .map(|(_, c)| c))
+    }
+
+    pub(super) fn remember_consent(
+        &self,
+        subject: String,
+        client_id: String,
+        approved: BTreeSet<(String, String)>,
+        until: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let key = consent_key(&subject, &client_id);
+        let tx = self.write()?;
+        let mut consent = tx
+            .get::<Consent>(Table::Consents, &key)?
+            .filter(|(expires_at, _)| *expires_at >= now)
+            .map(|(_, c)| c)
+            .unwrap_or_default();
+        consent.approved.extend(approved);
+        tx.put(Table::Consents, &key, &consent, until)?;
+        tx.commit()
+    }
+
+    /// Removes every record that expired before `now`; returns how many.
+    pub(super) fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+        let tx = self.db.begin_write().map_err(StoreError::failed)?;
+        let mut removed = 0;
+        for table in Table::ALL {
+            let mut open = tx
+                .open_table(table.definition())
+                .map_err(StoreError::failed)?;
+            open.retain(|_, v| {
+                let keep = decode(v).is_some_and(|r| r.expires_at >= now);
+                removed += usize::from(!keep);
+                keep
+            })
+            .map_err(StoreError::failed)?;
+        }
+        tx.commit().map_err(StoreError::failed)?;
+        Ok(removed)
+    }
+}
+
+/// Why the code under `key` cannot be redeemed; a redeemed one revokes its family.
+fn refuse_code(tx: &Tx, key: &[u8], now: u64) -> Result<CodeRefusal, StoreError> {
+    Ok(match tx.get::<CodeRecord>(Table::Codes, key)? {
+        None => CodeRefusal::Unknown,
+        Some((
+            _,
+            CodeRecord {
+                redeemed: Some(family),
+                ..
+            },
+        )) => {
+            tx.revoke_family(&family, now)?;
+            CodeRefusal::Replayed
+        }
+        Some((_, record)) if now > record.expires_at => CodeRefusal::Expired,
+        Some(_) => CodeRefusal::Unknown,
+    })
+}
+
+fn consent_key(subject: &str, client_id: &str) -> Vec<u8> {
+    // Length-prefixed, so no two (subject, client) pairs share a key.
+    format!("{}:{subject}{client_id}", subject.len()).into_bytes()
+}
+
+fn revoked_jti_key(jti: &str) -> Vec<u8> {
+    format!("revoked-jti:{jti}").into_bytes()
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
