@@ -219,16 +219,28 @@ impl Roles {
     /// and the gateway, for the roles the file configures.
     fn new(config: &Config, metrics: &Arc<Metrics>, clock: &Clock) -> Result<Self, StartError> {
         let service = match &config.issuer {
-            Some(issuer) => Some(Arc::new(issuer::Service {
-                grants: match &config.store {
-                    Some(store) => grants::Grants::postgres(Arc::new(grants::PgStore::new(store)?)),
-                    None => grants::Grants::open(&issuer.data_dir)?,
-                },
-                sessions: issuer::session::Sessions::default(),
-                passwords: issuer::passwords::Passwords::per_cpu(),
-                metrics: metrics.clone(),
-                clock: clock.clone(),
-            })),
+            Some(issuer) => {
+                let (grants, sessions) = match &config.store {
+                    Some(store) => {
+                        let store = Arc::new(grants::PgStore::new(store)?);
+                        (
+                            grants::Grants::postgres(store.clone()),
+                            issuer::session::Sessions::postgres(store),
+                        )
+                    }
+                    None => (
+                        grants::Grants::open(&issuer.data_dir)?,
+                        issuer::session::Sessions::default(),
+                    ),
+                };
+                Some(Arc::new(issuer::Service {
+                    grants,
+                    sessions,
+                    passwords: issuer::passwords::Passwords::per_cpu(),
+                    metrics: metrics.clone(),
+                    clock: clock.clone(),
+                }))
+            }
             None => None,
         };
         let gateway = config

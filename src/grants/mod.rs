@@ -549,8 +549,8 @@ fn sliding(policy: RefreshPolicy, now: u64, absolute_expiry: u64) -> u64 {
     }
 }
 
-/// The key a code or refresh token is stored under: its SHA-256.
-fn hash(token: &str) -> Vec<u8> {
+/// The key a code, refresh token, session or pending id is stored under: its SHA-256.
+pub(crate) fn hash(token: &str) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
         .as_ref()
         .to_vec()

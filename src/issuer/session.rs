@@ -1,13 +1,14 @@
-//! What the interactive pages remember between requests, in memory: signed-in sessions,
-//! authorize requests waiting for a login or a consent, and failed logins (for the slowdown).
-//! Each map is bounded; a restart signs everybody out, while codes, refresh tokens and
-//! consents live on in the grant store.
+//! What the interactive pages remember between requests: signed-in sessions, authorize
+//! requests waiting for a login or a consent, and failed logins (for the slowdown). Without
+//! `[store]` they live in this process's memory, each map bounded (a restart signs everybody
+//! out); with it, in PostgreSQL, so that every instance of a fleet sees the same ones.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::authorize::AuthorizeRequest;
+use crate::grants::{PgStore, StoreError};
 use crate::protocol::random_token;
 
 /// How long a sign-in lasts.
@@ -17,9 +18,9 @@ const PENDING_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// Most entries of each map.
 const MAX_ENTRIES: usize = 10_000;
 /// Failed logins per username or address allowed before the slowdown starts.
-const FREE_FAILURES: u32 = 5;
+pub(crate) const FREE_FAILURES: u32 = 5;
 /// Failures older than this are forgotten.
-const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+pub(crate) const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// The longest wait the slowdown imposes.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -30,7 +31,7 @@ pub struct Session {
     pub subject: String,
     /// When they signed in (seconds since the epoch).
     pub auth_time: u64,
-    expires: SystemTime,
+    pub(crate) expires: SystemTime,
 }
 
 /// An authorize request waiting for the user.
@@ -44,17 +45,27 @@ pub struct Pending {
     pub session: Option<String>,
     /// The browser cookie of the browser the page was shown in.
     pub browser: String,
-    expires: SystemTime,
+    pub(crate) expires: SystemTime,
 }
 
 /// Login attempts since the last success, for one username or address.
 #[derive(Debug)]
-struct Failures {
-    count: u32,
-    last: SystemTime,
+pub(crate) struct Failures {
+    pub(crate) count: u32,
+    pub(crate) last: SystemTime,
 }
 
 impl Failures {
+    /// How long an attempt at `now` must wait, if at all.
+    pub(crate) fn wait(&self, now: SystemTime) -> Option<Duration> {
+        let since = now.duration_since(self.last).unwrap_or_default();
+        if since >= FAILURE_WINDOW {
+            return None;
+        }
+        let wait = self.next_allowed().duration_since(now).unwrap_or_default();
+        (!wait.is_zero()).then_some(wait)
+    }
+
     /// When the next attempt may be made.
     fn next_allowed(&self) -> SystemTime {
         if self.count < FREE_FAILURES {
@@ -65,15 +76,33 @@ impl Failures {
     }
 }
 
-/// The full map could not take another entry.
+/// Why a session, a pending request or a count could not be kept or read.
 #[derive(Debug, thiserror::Error)]
-#[error("too many sign-ins are in progress")]
-pub struct Full;
+pub enum SessionError {
+    /// The map in memory is full.
+    #[error("too many sign-ins are in progress")]
+    Full,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
-/// Sessions, pending requests and failure counts.
-#[derive(Default)]
+/// Sessions, pending requests and failure counts, in memory or in PostgreSQL.
 pub struct Sessions {
-    inner: Mutex<Inner>,
+    backend: Backend,
+}
+
+enum Backend {
+    Memory(Mutex<Inner>),
+    Postgres(Arc<PgStore>),
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            backend: Backend::Memory(Mutex::default()),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -83,103 +112,24 @@ struct Inner {
     failures: HashMap<String, Failures>,
 }
 
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // The maps stay consistent even if a holder panicked: every update is one insert or
-        // remove.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The session with this id, live at `now`.
-    pub fn session(&self, id: &str, now: SystemTime) -> Option<Session> {
-        self.lock()
-            .sessions
-            .get(id)
-            .filter(|s| s.expires > now)
-            .cloned()
-    }
-
-    /// Signs `subject` in at `now`; returns the session id for the cookie.
-    pub fn sign_in(&self, subject: &str, now: SystemTime) -> Result<String, Full> {
-        let mut inner = self.lock();
-        inner.sessions.retain(|_, s| s.expires > now);
-        if inner.sessions.len() >= MAX_ENTRIES {
-            return Err(Full);
-        }
-        let id = random_token();
-        inner.sessions.insert(
-            id.clone(),
-            Session {
-                subject: subject.to_owned(),
-                auth_time: crate::jwt::numeric_date(now),
-                expires: now + SESSION_LIFETIME,
-            },
-        );
-        Ok(id)
-    }
-
-    /// Keeps `request` for the page about to be shown at `now`; returns its id.
-    pub fn park(
-        &self,
-        request: AuthorizeRequest,
-        session: Option<String>,
-        browser: &str,
-        now: SystemTime,
-    ) -> Result<(String, Pending), Full> {
-        let mut inner = self.lock();
-        inner.pending.retain(|_, p| p.expires > now);
-        if inner.pending.len() >= MAX_ENTRIES {
-            return Err(Full);
-        }
-        let id = random_token();
-        let pending = Pending {
-            request,
-            csrf: random_token(),
-            session,
-            browser: browser.to_owned(),
-            expires: now + PENDING_LIFETIME,
-        };
-        inner.pending.insert(id.clone(), pending.clone());
-        Ok((id, pending))
-    }
-
-    /// The pending request `id`, still live at `now`.
-    pub fn pending(&self, id: &str, now: SystemTime) -> Option<Pending> {
-        self.lock()
-            .pending
-            .get(id)
-            .filter(|p| p.expires > now)
-            .cloned()
-    }
-
-    /// Forgets the pending request `id` (it was answered).
-    pub fn finish(&self, id: &str) {
-        self.lock().pending.remove(id);
-    }
-
-    /// Counts a login attempt against each of `keys` (a username, a client address) before its
-    /// password is checked, so that parallel attempts cannot all pass the check on one count.
-    /// Refused, uncounted, with how long to wait, while any of the keys must wait; a success
-    /// clears the count with [`Sessions::succeeded`].
-    pub fn attempt(&self, keys: &[String], now: SystemTime) -> Result<(), Duration> {
-        let since = |t: SystemTime| now.duration_since(t).unwrap_or_default();
-        let mut inner = self.lock();
+impl Inner {
+    /// Counts an attempt against each of `keys`, unless one must wait.
+    fn attempt(&mut self, keys: &[String], now: SystemTime) -> Result<(), Duration> {
         let wait = keys
             .iter()
-            .filter_map(|k| inner.failures.get(k))
-            .filter(|f| since(f.last) < FAILURE_WINDOW)
-            .map(|f| f.next_allowed().duration_since(now).unwrap_or_default())
-            .filter(|wait| !wait.is_zero())
+            .filter_map(|k| self.failures.get(k))
+            .filter_map(|f| f.wait(now))
             .max();
         if let Some(wait) = wait {
             return Err(wait);
         }
-        inner.failures.retain(|_, f| since(f.last) < FAILURE_WINDOW);
+        let since = |t: SystemTime| now.duration_since(t).unwrap_or_default();
+        self.failures.retain(|_, f| since(f.last) < FAILURE_WINDOW);
         for key in keys {
-            if inner.failures.len() >= MAX_ENTRIES && !inner.failures.contains_key(key) {
+            if self.failures.len() >= MAX_ENTRIES && !self.failures.contains_key(key) {
                 continue;
             }
-            let failures = inner.failures.entry(key.clone()).or_insert(Failures {
+            let failures = self.failures.entry(key.clone()).or_insert(Failures {
                 count: 0,
                 last: now,
             });
@@ -188,12 +138,135 @@ impl Sessions {
         }
         Ok(())
     }
+}
+
+impl Sessions {
+    /// Sessions kept in PostgreSQL, shared by a fleet.
+    pub fn postgres(store: Arc<PgStore>) -> Self {
+        Sessions {
+            backend: Backend::Postgres(store),
+        }
+    }
+
+    fn memory(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+        // The maps stay consistent even if a holder panicked: every update is one insert or
+        // remove.
+        inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session with this id, live at `now`.
+    pub async fn session(&self, id: &str, now: SystemTime) -> Result<Option<Session>, StoreError> {
+        match &self.backend {
+            Backend::Memory(inner) => Ok(Self::memory(inner)
+                .sessions
+                .get(id)
+                .filter(|s| s.expires > now)
+                .cloned()),
+            Backend::Postgres(store) => store.session(id, now).await,
+        }
+    }
+
+    /// Signs `subject` in at `now`; returns the session id for the cookie.
+    pub async fn sign_in(&self, subject: &str, now: SystemTime) -> Result<String, SessionError> {
+        let id = random_token();
+        let session = Session {
+            subject: subject.to_owned(),
+            auth_time: crate::jwt::numeric_date(now),
+            expires: now + SESSION_LIFETIME,
+        };
+        match &self.backend {
+            Backend::Memory(inner) => {
+                let mut inner = Self::memory(inner);
+                inner.sessions.retain(|_, s| s.expires > now);
+                if inner.sessions.len() >= MAX_ENTRIES {
+                    return Err(SessionError::Full);
+                }
+                inner.sessions.insert(id.clone(), session);
+            }
+            Backend::Postgres(store) => store.sign_in(&id, &session).await?,
+        }
+        Ok(id)
+    }
+
+    /// Keeps `request` for the page about to be shown at `now`; returns its id.
+    pub async fn park(
+        &self,
+        request: AuthorizeRequest,
+        session: Option<String>,
+        browser: &str,
+        now: SystemTime,
+    ) -> Result<(String, Pending), SessionError> {
+        let id = random_token();
+        let pending = Pending {
+            request,
+            csrf: random_token(),
+            session,
+            browser: browser.to_owned(),
+            expires: now + PENDING_LIFETIME,
+        };
+        match &self.backend {
+            Backend::Memory(inner) => {
+                let mut inner = Self::memory(inner);
+                inner.pending.retain(|_, p| p.expires > now);
+                if inner.pending.len() >= MAX_ENTRIES {
+                    return Err(SessionError::Full);
+                }
+                inner.pending.insert(id.clone(), pending.clone());
+            }
+            Backend::Postgres(store) => store.park(&id, &pending).await?,
+        }
+        Ok((id, pending))
+    }
+
+    /// The pending request `id`, still live at `now`.
+    pub async fn pending(&self, id: &str, now: SystemTime) -> Result<Option<Pending>, StoreError> {
+        match &self.backend {
+            Backend::Memory(inner) => Ok(Self::memory(inner)
+                .pending
+                .get(id)
+                .filter(|p| p.expires > now)
+                .cloned()),
+            Backend::Postgres(store) => store.pending(id, now).await,
+        }
+    }
+
+    /// Forgets the pending request `id` (it was answered).
+    pub async fn finish(&self, id: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Memory(inner) => {
+                Self::memory(inner).pending.remove(id);
+                Ok(())
+            }
+            Backend::Postgres(store) => store.finish(id).await,
+        }
+    }
+
+    /// Counts a login attempt against each of `keys` (a username, a client address) before its
+    /// password is checked, so that parallel attempts cannot all pass the check on one count
+    /// (on every instance of a fleet). Refused, uncounted, with how long to wait, while any of
+    /// the keys must wait; a success clears the count with [`Sessions::succeeded`].
+    pub async fn attempt(
+        &self,
+        keys: &[String],
+        now: SystemTime,
+    ) -> Result<Result<(), Duration>, StoreError> {
+        match &self.backend {
+            Backend::Memory(inner) => Ok(Self::memory(inner).attempt(keys, now)),
+            Backend::Postgres(store) => store.attempt(keys, now).await,
+        }
+    }
 
     /// Clears the failures of each of `keys` after a successful login.
-    pub fn succeeded(&self, keys: &[String]) {
-        let mut inner = self.lock();
-        for key in keys {
-            inner.failures.remove(key);
+    pub async fn succeeded(&self, keys: &[String]) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Memory(inner) => {
+                let mut inner = Self::memory(inner);
+                for key in keys {
+                    inner.failures.remove(key);
+                }
+                Ok(())
+            }
+            Backend::Postgres(store) => store.succeeded(keys).await,
         }
     }
 }
@@ -202,55 +275,77 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_slowdown_starts_after_the_free_failures_and_doubles() {
+    #[tokio::test]
+    async fn the_slowdown_starts_after_the_free_failures_and_doubles() {
         let sessions = Sessions::default();
         let keys = ["user:alice".to_owned()];
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
         for _ in 0..FREE_FAILURES {
-            assert_eq!(sessions.attempt(&keys, start), Ok(()));
+            assert_eq!(sessions.attempt(&keys, start).await.unwrap(), Ok(()));
         }
         // The sixth waits a second after the fifth, and is not counted.
-        assert_eq!(sessions.attempt(&keys, start), Err(Duration::from_secs(1)));
+        assert_eq!(
+            sessions.attempt(&keys, start).await.unwrap(),
+            Err(Duration::from_secs(1))
+        );
         let later = start + Duration::from_millis(400);
         assert_eq!(
-            sessions.attempt(&keys, later),
+            sessions.attempt(&keys, later).await.unwrap(),
             Err(Duration::from_millis(600))
         );
         let then = start + Duration::from_secs(1);
-        assert_eq!(sessions.attempt(&keys, then), Ok(()));
-        assert_eq!(sessions.attempt(&keys, then), Err(Duration::from_secs(2)));
+        assert_eq!(sessions.attempt(&keys, then).await.unwrap(), Ok(()));
+        assert_eq!(
+            sessions.attempt(&keys, then).await.unwrap(),
+            Err(Duration::from_secs(2))
+        );
         // Another key is not slowed down; success clears.
-        assert_eq!(sessions.attempt(&["user:bob".to_owned()], then), Ok(()));
-        sessions.succeeded(&keys);
-        assert_eq!(sessions.attempt(&keys, then), Ok(()));
+        assert_eq!(
+            sessions
+                .attempt(&["user:bob".to_owned()], then)
+                .await
+                .unwrap(),
+            Ok(())
+        );
+        sessions.succeeded(&keys).await.unwrap();
+        assert_eq!(sessions.attempt(&keys, then).await.unwrap(), Ok(()));
     }
 
-    #[test]
-    fn failures_are_forgotten_after_the_window() {
+    #[tokio::test]
+    async fn failures_are_forgotten_after_the_window() {
         let sessions = Sessions::default();
         let keys = ["addr:192.0.2.1".to_owned()];
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
         for _ in 0..FREE_FAILURES {
-            assert_eq!(sessions.attempt(&keys, start), Ok(()));
+            assert_eq!(sessions.attempt(&keys, start).await.unwrap(), Ok(()));
         }
-        assert!(sessions.attempt(&keys, start).is_err());
-        assert_eq!(sessions.attempt(&keys, start + FAILURE_WINDOW), Ok(()));
+        assert!(sessions.attempt(&keys, start).await.unwrap().is_err());
+        assert_eq!(
+            sessions
+                .attempt(&keys, start + FAILURE_WINDOW)
+                .await
+                .unwrap(),
+            Ok(())
+        );
     }
 
-    #[test]
-    fn sessions_and_pending_requests_end_with_their_lifetimes() {
+    #[tokio::test]
+    async fn sessions_and_pending_requests_end_with_their_lifetimes() {
         let sessions = Sessions::default();
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
-        let id = sessions.sign_in("818727", start).unwrap();
-        let session = sessions.session(&id, start).unwrap();
+        let id = sessions.sign_in("818727", start).await.unwrap();
+        let session = sessions.session(&id, start).await.unwrap().unwrap();
         assert_eq!(
             (session.subject.as_str(), session.auth_time),
             ("818727", 1_750_000_000)
         );
         let last = start + SESSION_LIFETIME - Duration::from_secs(1);
-        assert!(sessions.session(&id, last).is_some());
-        assert!(sessions.session(&id, start + SESSION_LIFETIME).is_none());
-        assert!(sessions.session("other", start).is_none());
+        assert!(sessions.session(&id, last).await.unwrap().is_some());
+        assert!(sessions
+            .session(&id, start + SESSION_LIFETIME)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(sessions.session("other", start).await.unwrap().is_none());
     }
 }

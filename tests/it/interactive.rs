@@ -53,7 +53,7 @@ impl Browser {
         self.send(Request::get(url), String::new()).await
     }
 
-    async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Reply {
+    pub async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Reply {
         let req = Request::builder()
             .method(Method::POST)
             .uri(url)
@@ -73,7 +73,7 @@ pub fn hidden(page: &str, name: &str) -> String {
 }
 
 /// The query parameters of a redirect.
-fn query(reply: &Reply) -> HashMap<String, String> {
+pub fn query(reply: &Reply) -> HashMap<String, String> {
     let location = reply
         .header("location")
         .unwrap_or_else(|| panic!("no redirect ({}): {}", reply.status, reply.text()));
@@ -102,7 +102,7 @@ fn authorize_url(isogate: &Isogate, params: &[(&str, &str)]) -> String {
 }
 
 /// The authorize URL of the issuer listening at `base` (`http://ip:port`).
-fn authorize_url_at(base: &str, params: &[(&str, &str)]) -> String {
+pub fn authorize_url_at(base: &str, params: &[(&str, &str)]) -> String {
     format!("{base}/connect/authorize?{}", form_body(params))
 }
 
@@ -134,7 +134,7 @@ async fn log_in(
 }
 
 /// [`log_in`] at the issuer listening at `base`.
-async fn log_in_at(
+pub async fn log_in_at(
     base: &str,
     browser: &mut Browser,
     page: &Reply,
@@ -198,7 +198,7 @@ async fn code_at(base: &str, params: &[(&str, &str)]) -> String {
         .unwrap_or_else(|| panic!("no code: {q:?}"))
 }
 
-async fn web_token(isogate: &Isogate, form: &[(&str, &str)]) -> Reply {
+pub async fn web_token(isogate: &Isogate, form: &[(&str, &str)]) -> Reply {
     post_form(
         &isogate.issuer_url("/connect/token"),
         form,
@@ -218,14 +218,19 @@ async fn tokens_for(isogate: &Isogate, resource: &str) -> Value {
 }
 
 /// Uses refresh token `token` as the web client, with `extra` parameters.
-async fn refresh(isogate: &Isogate, token: &str, extra: &[(&str, &str)]) -> Reply {
+pub async fn refresh(isogate: &Isogate, token: &str, extra: &[(&str, &str)]) -> Reply {
     let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", token)];
     form.extend_from_slice(extra);
     web_token(isogate, &form).await
 }
 
 /// Redeems `code` as the web client, with its PKCE verifier and at most one resource.
-async fn redeem(isogate: &Isogate, code: &str, verifier: &str, resource: Option<&str>) -> Reply {
+pub async fn redeem(
+    isogate: &Isogate,
+    code: &str,
+    verifier: &str,
+    resource: Option<&str>,
+) -> Reply {
     let mut form = vec![
         ("grant_type", "authorization_code"),
         ("code", code),
@@ -236,7 +241,7 @@ async fn redeem(isogate: &Isogate, code: &str, verifier: &str, resource: Option<
     web_token(isogate, &form).await
 }
 
-fn error_of(reply: &Reply) -> String {
+pub fn error_of(reply: &Reply) -> String {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
     reply.json()["error"].as_str().unwrap().to_owned()
 }

@@ -18,13 +18,14 @@ const CONSENT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Ctx<'_> {
     pub(super) async fn consent(&self, form: &Form) -> Result<Response<Body>, Failure> {
-        let (pending_id, pending) = self.pending(form)?;
-        let session = pending
-            .session
-            .as_deref()
-            .and_then(|id| self.service.sessions.session(id, self.now))
-            .ok_or_else(Failure::expired)?;
-        self.service.sessions.finish(&pending_id);
+        let (pending_id, pending) = self.pending(form).await?;
+        let sessions = &self.service.sessions;
+        let session = match pending.session.as_deref() {
+            Some(id) => sessions.session(id, self.now).await?,
+            None => None,
+        };
+        let session = session.ok_or_else(Failure::expired)?;
+        sessions.finish(&pending_id).await?;
         let request = pending.request;
         if form.get("decision") != Some("allow") {
             tracing::info!(client_id = %request.client_id, subject = %session.subject, "consent denied");
@@ -86,7 +87,7 @@ impl Ctx<'_> {
         resources::consent_pairs(&self.config.model, &request.scopes, &request.resources)
     }
 
-    pub(super) fn show_consent(
+    pub(super) async fn show_consent(
         &self,
         request: AuthorizeRequest,
         session_id: String,
@@ -133,7 +134,7 @@ impl Ctx<'_> {
             .service
             .sessions
             .park(request.clone(), Some(session_id), &self.browser, self.now)
-            .map_err(|_| Failure::busy())?;
+            .await?;
         let html = pages::consent(
             &self.issuer.url("/connect/authorize/consent"),
             &id,

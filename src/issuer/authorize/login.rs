@@ -17,7 +17,7 @@ impl Ctx<'_> {
         form: &Form,
         peer: SocketAddr,
     ) -> Result<Response<Body>, Failure> {
-        let (pending_id, pending) = self.pending(form)?;
+        let (pending_id, pending) = self.pending(form).await?;
         let username = form.get("username").unwrap_or("");
         let password = form.get("password").unwrap_or("");
         let sessions = &self.service.sessions;
@@ -25,7 +25,7 @@ impl Ctx<'_> {
             format!("user:{}", username.to_lowercase()),
             format!("addr:{}", peer.ip()),
         ];
-        if let Err(wait) = sessions.attempt(&keys, self.now) {
+        if let Err(wait) = sessions.attempt(&keys, self.now).await? {
             let message = format!(
                 "Too many failed sign-in attempts. Wait {} seconds and try again.",
                 wait.as_secs().max(1)
@@ -49,12 +49,10 @@ impl Ctx<'_> {
                 "The username or password is incorrect.",
             );
         };
-        sessions.succeeded(&keys);
-        sessions.finish(&pending_id);
+        sessions.succeeded(&keys).await?;
+        sessions.finish(&pending_id).await?;
         self.service.metrics.login("ok");
-        let session_id = sessions
-            .sign_in(&user.subject, self.now)
-            .map_err(|_| Failure::busy())?;
+        let session_id = sessions.sign_in(&user.subject, self.now).await?;
         tracing::info!(client_id = %pending.request.client_id, subject = %user.subject, "user signed in");
         let mut request = pending.request;
         request.prompt.login = false;
@@ -89,12 +87,13 @@ impl Ctx<'_> {
 
     /// The pending request a form answers, after checking its anti-forgery token and that
     /// it comes from the browser the page was shown in.
-    pub(super) fn pending(&self, form: &Form) -> Result<(String, Pending), Failure> {
+    pub(super) async fn pending(&self, form: &Form) -> Result<(String, Pending), Failure> {
         let id = form.get("request").ok_or_else(Failure::expired)?;
         let pending = self
             .service
             .sessions
             .pending(id, self.now)
+            .await?
             .ok_or_else(Failure::expired)?;
         let csrf = form.get("csrf").unwrap_or("");
         let same_form = bool::from(subtle::ConstantTimeEq::ct_eq(
@@ -116,7 +115,7 @@ impl Ctx<'_> {
         Ok((id.to_owned(), pending))
     }
 
-    pub(super) fn show_login(
+    pub(super) async fn show_login(
         &self,
         request: AuthorizeRequest,
         username: &str,
@@ -127,7 +126,7 @@ impl Ctx<'_> {
             .service
             .sessions
             .park(request, None, &self.browser, self.now)
-            .map_err(|_| Failure::busy())?;
+            .await?;
         self.login_page(&id, &pending, username, error, status)
     }
 

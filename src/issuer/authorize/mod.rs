@@ -27,6 +27,7 @@ use super::Service;
 use crate::config::{Config, IssuerConfig, User};
 use crate::grants::{Authorization, CodeGrant, StoreError};
 use crate::http::Body;
+use crate::issuer::session::SessionError;
 use crate::state::Snapshot;
 
 /// How long a code may wait for redemption.
@@ -72,6 +73,15 @@ impl Failure {
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         Failure::Store(e)
+    }
+}
+
+impl From<SessionError> for Failure {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Full => Failure::busy(),
+            SessionError::Store(e) => Failure::Store(e),
+        }
     }
 }
 
@@ -201,10 +211,16 @@ impl<'a> Ctx<'a> {
         session_id: Option<&str>,
         status: StatusCode,
     ) -> Result<Response<Body>, Failure> {
-        let sessions = &self.service.sessions;
-        let session = session_id
-            .and_then(|id| Some((id, sessions.session(id, self.now)?)))
-            .filter(|(_, s)| self.user_by_subject(&s.subject).is_some());
+        let session = match session_id {
+            Some(id) => self
+                .service
+                .sessions
+                .session(id, self.now)
+                .await?
+                .map(|session| (id, session)),
+            None => None,
+        };
+        let session = session.filter(|(_, s)| self.user_by_subject(&s.subject).is_some());
         let Some((session_id, session)) = session.filter(|_| !request.prompt.login) else {
             if request.prompt.none {
                 return Err(Failure::back(
@@ -213,7 +229,7 @@ impl<'a> Ctx<'a> {
                     "the user is not signed in",
                 ));
             }
-            return self.show_login(request, "", None, StatusCode::OK);
+            return self.show_login(request, "", None, StatusCode::OK).await;
         };
         if request.prompt.consent || self.needs_consent(&request, &session.subject).await? {
             if request.prompt.none {
@@ -223,7 +239,7 @@ impl<'a> Ctx<'a> {
                     "the user has not consented",
                 ));
             }
-            return self.show_consent(request, session_id.to_owned());
+            return self.show_consent(request, session_id.to_owned()).await;
         }
         self.issue_code(request, &session.subject, session.auth_time, status)
             .await

@@ -10,8 +10,8 @@ use crate::issuer::form::Form;
 use crate::issuer::OAuthError;
 use crate::resources::{self, Client, GrantType};
 
-/// A validated authorize request.
-#[derive(Debug, Clone)]
+/// A validated authorize request (kept as JSON while a page waits, in a fleet's store).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AuthorizeRequest {
     pub(super) client_id: String,
     pub(super) redirect_uri: String,
@@ -24,7 +24,7 @@ pub struct AuthorizeRequest {
 }
 
 /// The OpenID Connect `prompt` values isogate acts on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Prompt {
     pub(super) none: bool,
     pub(super) login: bool,

@@ -22,6 +22,34 @@ use super::{
 };
 use crate::config::StoreConfig;
 
+/// Runs `$body` (an expression that may use `?` and yields `Result<_, OpError>`) with `$c`,
+/// a pooled connection, within `connect_timeout`; again after a serialization failure, a
+/// deadlock or a lost race. A macro rather than a function taking an async closure: the
+/// futures stay `Send` for any lifetime, as the listeners need.
+macro_rules! run {
+    ($store:expr, |$c:ident| $body:expr) => {{
+        let store: &PgStore = $store;
+        let mut client = store.client().await?;
+        let mut tries = 0;
+        loop {
+            let $c = &mut client;
+            let outcome: Result<Result<_, OpError>, _> =
+                tokio::time::timeout(store.timeout, async { $body }).await;
+            match outcome {
+                Err(_) => {
+                    // Mid-statement: the connection's state is unknown, so it is not reused.
+                    drop(Conn::take(client));
+                    break Err(store.timed_out());
+                }
+                Ok(Err(e)) if e.retryable() && tries < RETRIES => tries += 1,
+                Ok(result) => break result.map_err(OpError::into_store),
+            }
+        }
+    }};
+}
+
+mod sessions;
+
 /// The schema versions this binary knows, in order: `MIGRATIONS[n]` takes version `n` to
 /// `n + 1`. Never edit one that has shipped; add the next.
 const MIGRATIONS: &[&str] = &[
@@ -68,6 +96,26 @@ const MIGRATIONS: &[&str] = &[
         expires_at BIGINT NOT NULL,
         PRIMARY KEY (subject, client_id, scope, resource)
     );",
+    // 2: sign-ins (times in milliseconds since the epoch).
+    "CREATE TABLE isogate_sessions (
+        hash BYTEA PRIMARY KEY,
+        subject TEXT NOT NULL,
+        auth_time BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE TABLE isogate_pending (
+        hash BYTEA PRIMARY KEY,
+        request_json TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        session TEXT,
+        browser TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE TABLE isogate_login_failures (
+        key TEXT PRIMARY KEY,
+        count INT NOT NULL,
+        last_at BIGINT NOT NULL
+    );",
 ];
 
 /// The advisory lock held while migrating ("isogate" in ASCII).
@@ -92,32 +140,6 @@ impl std::fmt::Debug for PgStore {
         // The URL may hold a password: never printed.
         f.debug_struct("PgStore").finish_non_exhaustive()
     }
-}
-
-/// Runs `$body` (an expression that may use `?` and yields `Result<_, OpError>`) with `$c`,
-/// a pooled connection, within `connect_timeout`; again after a serialization failure, a
-/// deadlock or a lost race. A macro rather than a function taking an async closure: the
-/// futures stay `Send` for any lifetime, as the listeners need.
-macro_rules! run {
-    ($store:expr, |$c:ident| $body:expr) => {{
-        let store: &PgStore = $store;
-        let mut client = store.client().await?;
-        let mut tries = 0;
-        loop {
-            let $c = &mut client;
-            let outcome: Result<Result<_, OpError>, _> =
-                tokio::time::timeout(store.timeout, async { $body }).await;
-            match outcome {
-                Err(_) => {
-                    // Mid-statement: the connection's state is unknown, so it is not reused.
-                    drop(Conn::take(client));
-                    break Err(store.timed_out());
-                }
-                Ok(Err(e)) if e.retryable() && tries < RETRIES => tries += 1,
-                Ok(result) => break result.map_err(OpError::into_store),
-            }
-        }
-    }};
 }
 
 impl PgStore {
@@ -541,14 +563,15 @@ impl PgStore {
                 return Ok(0);
             }
             let mut removed = 0;
-            for sql in [
+            let grants = [
                 "DELETE FROM isogate_codes WHERE keep_until < $1",
                 "DELETE FROM isogate_refresh_tokens WHERE absolute_expiry < $1",
                 "DELETE FROM isogate_families WHERE keep_until < $1",
                 "DELETE FROM isogate_access_tokens WHERE exp < $1",
                 "DELETE FROM isogate_revoked_tokens WHERE exp < $1",
                 "DELETE FROM isogate_consents WHERE expires_at < $1",
-            ] {
+            ];
+            for sql in grants.into_iter().chain(sessions::SWEEP) {
                 removed += exec(&tx, sql, &[&at]).await?;
             }
             tx.commit().await?;
@@ -557,7 +580,7 @@ impl PgStore {
     }
 }
 
-type Conn = deadpool_postgres::Object;
+pub(super) type Conn = deadpool_postgres::Object;
 
 const SELECT_REFRESH: &str = "
     SELECT r.family, r.authorization_json, r.absolute_expiry, r.sliding_expiry, r.consumed_at,
@@ -739,8 +762,9 @@ impl OpError {
                     None => e.to_string(),
                 };
                 // A connection that broke, or a server that is shutting down or starting.
+                let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
                 let unreachable = e.is_closed()
-                    || e.as_db_error().is_none()
+                    || io
                     || e.code().is_some_and(|c| {
                         c.code().starts_with("08")
                             || *c == SqlState::ADMIN_SHUTDOWN
@@ -791,10 +815,10 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, OpError> {
 }
 
 /// Seconds since the epoch as PostgreSQL's BIGINT.
-fn int(seconds: u64) -> i64 {
+pub(super) fn int(seconds: u64) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
-fn uint(seconds: i64) -> u64 {
+pub(super) fn uint(seconds: i64) -> u64 {
     u64::try_from(seconds).unwrap_or(0)
 }

@@ -1,0 +1,189 @@
+//! SPEC §7 against the real server: two isogate instances on one PostgreSQL behave as one
+//! issuer, for a browser and for a client. The instances share their key files, as a fleet
+//! behind a load balancer does.
+
+use http::StatusCode;
+
+use crate::interactive::{
+    authorize_url_at, error_of, log_in_at, pkce, query, redeem, refresh, seed_request, Browser,
+    USERS,
+};
+use crate::postgres;
+use crate::support::*;
+
+/// Two instances on one fresh database, or `None` when PostgreSQL is not there (see
+/// `postgres.rs`).
+pub async fn fleet() -> Option<(Isogate, Isogate)> {
+    let url = postgres::database().await?;
+    let toml = format!(
+        "{}{SEED}{USERS}\n[store]\nurl = \"{url}\"\n",
+        issuer_section("http://isogate.test")
+    );
+    let a = Isogate::start(&toml).await;
+    // The second instance signs with the first one's keys.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    for key in ["es256.pem", "rs256.pem"] {
+        std::fs::copy(
+            a.path(&format!("keys/{key}")),
+            dir.path().join("keys").join(key),
+        )
+        .unwrap();
+    }
+    let b = Isogate::start_in(dir, &toml).await;
+    Some((a, b))
+}
+
+#[tokio::test]
+async fn signed_in_at_one_instance_a_browser_is_signed_in_at_the_other() {
+    let Some((a, b)) = fleet().await else { return };
+    let (base_a, base_b) = (a.issuer_url(""), b.issuer_url(""));
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::default();
+    let page = browser
+        .get(&authorize_url_at(&base_a, &seed_request(&challenge)))
+        .await;
+    let done = log_in_at(&base_a, &mut browser, &page, "alice", "alice").await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());
+
+    // At B, with the cookie A set: a code at once, no login page.
+    let (verifier_b, challenge_b) = pkce();
+    let at_b = browser
+        .get(&authorize_url_at(&base_b, &seed_request(&challenge_b)))
+        .await;
+    assert_eq!(at_b.status, StatusCode::FOUND, "{}", at_b.text());
+    let code_b = query(&at_b)["code"].clone();
+
+    // B's code redeems at A; replayed at B it is refused, and what it issued is revoked.
+    let tokens = redeem(&a, &code_b, &verifier_b, Some("urn:invoices")).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text());
+    let tokens = tokens.json();
+    let replay = redeem(&b, &code_b, &verifier_b, Some("urn:invoices")).await;
+    assert_eq!(error_of(&replay), "invalid_grant");
+    assert!(
+        replay.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{}",
+        replay.text()
+    );
+    let refreshed = refresh(
+        &b,
+        tokens["refresh_token"].as_str().unwrap(),
+        &[("resource", "urn:invoices")],
+    )
+    .await;
+    assert_eq!(error_of(&refreshed), "invalid_grant");
+    let introspected = introspect(&b, tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(introspected["active"], false, "{introspected}");
+
+    // A's own code still redeems once, at B, and its refresh token works at A.
+    let code_a = query(&done)["code"].clone();
+    let tokens = redeem(&b, &code_a, &verifier, Some("urn:products")).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text());
+    let tokens = tokens.json();
+    let introspected = introspect(&a, tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(
+        introspected["active"], false,
+        "an invoices API sees no products token"
+    );
+    let next = refresh(
+        &a,
+        tokens["refresh_token"].as_str().unwrap(),
+        &[("resource", "urn:invoices")],
+    )
+    .await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.text());
+    let next = next.json();
+    let introspected = introspect(&b, next["access_token"].as_str().unwrap()).await;
+    assert_eq!(introspected["active"], true, "{introspected}");
+}
+
+#[tokio::test]
+async fn of_twenty_refreshes_split_over_two_instances_one_wins_and_the_family_is_revoked() {
+    let Some((a, b)) = fleet().await else { return };
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::default();
+    let page = browser
+        .get(&authorize_url_at(
+            &a.issuer_url(""),
+            &seed_request(&challenge),
+        ))
+        .await;
+    let done = log_in_at(&a.issuer_url(""), &mut browser, &page, "alice", "alice").await;
+    let tokens = redeem(&a, &query(&done)["code"], &verifier, Some("urn:invoices")).await;
+    let token = tokens.json()["refresh_token"].as_str().unwrap().to_owned();
+    let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    let tries: Vec<_> = (0..20)
+        .map(|i| {
+            let instance = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let token = token.clone();
+            tokio::spawn(async move {
+                refresh(&instance, &token, &[("resource", "urn:invoices")]).await
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for reply in tries {
+        let reply = reply.await.unwrap();
+        match reply.status {
+            StatusCode::OK => won.push(reply.json()),
+            _ => assert_eq!(error_of(&reply), "invalid_grant"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one refresh wins");
+    // The others were reuses: the winner's tokens are revoked too.
+    let winner = &won[0];
+    let again = refresh(
+        &b,
+        winner["refresh_token"].as_str().unwrap(),
+        &[("resource", "urn:invoices")],
+    )
+    .await;
+    assert_eq!(error_of(&again), "invalid_grant");
+    let introspected = introspect(&a, winner["access_token"].as_str().unwrap()).await;
+    assert_eq!(introspected["active"], false, "{introspected}");
+}
+
+#[tokio::test]
+async fn the_login_slowdown_counts_failures_at_every_instance() {
+    let Some((a, b)) = fleet().await else { return };
+    let (_, challenge) = pkce();
+    let request = seed_request(&challenge);
+    // Five wrong passwords, alternating between the instances…
+    for i in 0..5 {
+        let base = if i % 2 == 0 {
+            a.issuer_url("")
+        } else {
+            b.issuer_url("")
+        };
+        let mut browser = Browser::default();
+        let page = browser.get(&authorize_url_at(&base, &request)).await;
+        let failed = log_in_at(&base, &mut browser, &page, "alice", "wrong").await;
+        assert!(failed.text().contains("incorrect"), "{}", failed.text());
+    }
+    // …and the sixth waits, at either.
+    for base in [a.issuer_url(""), b.issuer_url("")] {
+        let mut browser = Browser::default();
+        let page = browser.get(&authorize_url_at(&base, &request)).await;
+        let slowed = log_in_at(&base, &mut browser, &page, "alice", "alice").await;
+        assert!(
+            slowed.text().contains("Too many failed sign-in attempts"),
+            "{}",
+            slowed.text()
+        );
+    }
+}
+
+/// Introspects `token` as the invoices API.
+async fn introspect(isogate: &Isogate, token: &str) -> serde_json::Value {
+    let reply = post_form(
+        &isogate.issuer_url("/connect/introspect"),
+        &[("token", token)],
+        Some(("urn:invoices", SECRET)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.json()
+}
