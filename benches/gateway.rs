@@ -437,6 +437,7 @@ fn full_cache(c: &mut Criterion) {
             scope: vec!["read".into()],
             exp: ISSUED_AT + 1_000_000,
             nbf: Some(ISSUED_AT),
+            jti: None,
         })
     };
     let cache = VerifiedCache::new(CACHE_CAPACITY);

@@ -65,6 +65,8 @@ pub struct Server {
 
 /// The roles' state that outlives a reload.
 struct Roles {
+    /// The store, shared by the token service and the gateway's revocation list.
+    grants: Option<grants::Grants>,
     service: Option<Arc<issuer::Service>>,
     gateway: Option<Arc<proxy::Gateway>>,
 }
@@ -79,6 +81,8 @@ struct Started {
 
 /// How often expired grants are swept from the store.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// How often a fleet's instance reads the revocations of the others.
+const REVOCATION_POLL: Duration = Duration::from_secs(1);
 
 /// Descriptors kept aside for what is not a client connection: the grant store, key and
 /// configuration files, the file watch, remote JWKS fetches.
@@ -101,8 +105,8 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let listeners = bind(&config).await?;
         let roles = Roles::new(&config, &metrics, &clock)?;
-        if let (Some(service), Some(store)) = (&roles.service, &config.store) {
-            check_store(&service.grants, store).await?;
+        if let Some(grants) = &roles.grants {
+            start_store(grants, config.store.as_ref(), &clock).await?;
         }
         let grace = config.shutdown_grace;
         let path = config.path.clone();
@@ -215,39 +219,45 @@ async fn bind(
 }
 
 impl Roles {
-    /// The token service (its grant store opened once: changing `data_dir` takes a restart)
-    /// and the gateway, for the roles the file configures.
+    /// The store (opened once: changing `data_dir` or `[store]` takes a restart), the token
+    /// service and the gateway, for the roles the file configures. The gateway refuses the
+    /// revoked tokens the store knows of; a gateway alone has a store only with `[store]`.
     fn new(config: &Config, metrics: &Arc<Metrics>, clock: &Clock) -> Result<Self, StartError> {
-        let service = match &config.issuer {
-            Some(issuer) => {
-                let (grants, sessions) = match &config.store {
-                    Some(store) => {
-                        let store = Arc::new(grants::PgStore::new(store)?);
-                        (
-                            grants::Grants::postgres(store.clone()),
-                            issuer::session::Sessions::postgres(store),
-                        )
-                    }
-                    None => (
-                        grants::Grants::open(&issuer.data_dir)?,
-                        issuer::session::Sessions::default(),
-                    ),
-                };
-                Some(Arc::new(issuer::Service {
-                    grants,
-                    sessions,
-                    passwords: issuer::passwords::Passwords::per_cpu(),
-                    metrics: metrics.clone(),
-                    clock: clock.clone(),
-                }))
-            }
-            None => None,
+        let pg = config
+            .store
+            .as_ref()
+            .map(grants::PgStore::new)
+            .transpose()?
+            .map(Arc::new);
+        let grants = match (&pg, &config.issuer) {
+            (Some(store), _) => Some(grants::Grants::postgres(store.clone())),
+            (None, Some(issuer)) => Some(grants::Grants::open(&issuer.data_dir)?),
+            (None, None) => None,
         };
+        let service = match (&config.issuer, &grants) {
+            (Some(_), Some(grants)) => Some(Arc::new(issuer::Service {
+                grants: grants.clone(),
+                sessions: pg
+                    .clone()
+                    .map_or_else(Default::default, issuer::session::Sessions::postgres),
+                passwords: issuer::passwords::Passwords::per_cpu(),
+                metrics: metrics.clone(),
+                clock: clock.clone(),
+            })),
+            _ => None,
+        };
+        let revoked = grants
+            .as_ref()
+            .map_or_else(Arc::default, |g| g.revoked().clone());
         let gateway = config
             .proxy
             .is_some()
-            .then(|| proxy::Gateway::new(config, metrics.clone(), clock.clone()));
-        Ok(Roles { service, gateway })
+            .then(|| proxy::Gateway::new(config, revoked, metrics.clone(), clock.clone()));
+        Ok(Roles {
+            grants,
+            service,
+            gateway,
+        })
     }
 
     /// Serves each listener with its role: the issuer and the gateway on the worker
@@ -270,6 +280,13 @@ impl Roles {
             admin_listener: None,
             workers: threads,
         };
+        if let Some(grants) = self.grants.as_ref().filter(|g| g.pg().is_some()) {
+            started.tasks.spawn(follow_revocations(
+                grants.clone(),
+                clock.clone(),
+                stop.clone(),
+            ));
+        }
         for (role, addr, socket) in listeners {
             let Some(limits) = state.load().config.limits(role) else {
                 continue;
@@ -287,6 +304,7 @@ impl Roles {
                     started
                         .tasks
                         .spawn(sweep(service.grants.clone(), clock.clone(), rx.clone()));
+
                     let (state, service) = (state.clone(), service.clone());
                     let handle =
                         move |req, peer| issuer::handle(state.clone(), service.clone(), req, peer);
@@ -371,23 +389,59 @@ fn check_descriptors(config: &Config) {
     }
 }
 
-/// Brings the store's schema up to date, when the store answers: `serve` starts without it
-/// (SPEC §7) and tries again on the first request that needs it. A schema newer than this
-/// binary knows stops the start.
-async fn check_store(grants: &grants::Grants, config: &StoreConfig) -> Result<(), StartError> {
-    let Some(store) = grants.pg() else {
-        return Ok(());
-    };
-    match store.migrate().await {
-        Ok(()) => tracing::info!(store = %config.shown, "store ready"),
-        Err(e @ grants::StoreError::SchemaTooNew { .. }) => return Err(StartError::Store(e)),
-        Err(e) => tracing::warn!(
-            store = %config.shown,
-            error = %e,
-            "the store is unavailable: serving what needs no store, and trying again as requests come"
-        ),
+/// Brings the store's schema up to date and reads what is revoked, when the store answers:
+/// `serve` starts without it (SPEC §7) and tries again as requests come. A schema newer than
+/// this binary knows stops the start.
+async fn start_store(
+    grants: &grants::Grants,
+    config: Option<&StoreConfig>,
+    clock: &Clock,
+) -> Result<(), StartError> {
+    if let (Some(store), Some(config)) = (grants.pg(), config) {
+        match store.migrate().await {
+            Ok(()) => tracing::info!(store = %config.shown, "store ready"),
+            Err(e @ grants::StoreError::SchemaTooNew { .. }) => return Err(StartError::Store(e)),
+            Err(e) => {
+                tracing::warn!(
+                    store = %config.shown,
+                    error = %e,
+                    "the store is unavailable: serving what needs no store, and trying again as requests come"
+                );
+                return Ok(());
+            }
+        }
+    }
+    if let Err(e) = grants.sync_revocations(clock.unix()).await {
+        tracing::warn!(error = %e, "reading the revoked access tokens failed");
     }
     Ok(())
+}
+
+/// Follows the store's revocations every [`REVOCATION_POLL`] until `stop`, so that a token
+/// revoked at another instance is refused here within two seconds (SPEC §7).
+async fn follow_revocations(grants: grants::Grants, clock: Clock, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(REVOCATION_POLL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        match grants.sync_revocations(clock.unix()).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("reading the revoked access tokens works again");
+            }
+            Ok(()) => {}
+            // Said once, not every second; the last list keeps being enforced.
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "reading the revoked access tokens failed; the last list stays in force");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Removes expired grants every [`SWEEP_EVERY`] until `stop`.

@@ -6,6 +6,7 @@
 
 mod postgres;
 mod redb;
+mod revoked;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::protocol::random_token;
 
 pub use postgres::PgStore;
 pub use redb::RedbStore;
+pub use revoked::Revoked;
 
 /// How long a redeemed code is remembered, so that a replay revokes what it issued.
 const KEEP_REDEEMED_CODE: u64 = 24 * 3600;
@@ -179,6 +181,8 @@ enum Backend {
 #[derive(Clone)]
 pub struct Grants {
     backend: Backend,
+    /// The revoked access tokens the gateway refuses, kept current by this store.
+    revoked: Arc<Revoked>,
 }
 
 /// Runs a redb call off the async threads (a commit waits for the disk).
@@ -211,6 +215,7 @@ impl Grants {
     pub fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
         Ok(Grants {
             backend: Backend::Redb(Arc::new(RedbStore::open(dir)?)),
+            revoked: Arc::default(),
         })
     }
 
@@ -218,7 +223,60 @@ impl Grants {
     pub fn postgres(store: Arc<PgStore>) -> Self {
         Grants {
             backend: Backend::Postgres(store),
+            revoked: Arc::default(),
         }
+    }
+
+    /// The revoked access tokens, for the gateway.
+    pub fn revoked(&self) -> &Arc<Revoked> {
+        &self.revoked
+    }
+
+    /// Brings [`Grants::revoked`] up to date with the store: every revocation of this instance
+    /// and, on PostgreSQL, of every other. Called after each revocation here, and every second
+    /// on PostgreSQL.
+    pub async fn sync_revocations(&self, now: u64) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Redb(store) => {
+                let store = store.clone();
+                let revoked = blocking(move || store.revoked(now)).await?;
+                self.revoked.extend(revoked, now);
+            }
+            Backend::Postgres(store) => {
+                let cursor = self
+                    .revoked
+                    .cursor
+                    .load(std::sync::atomic::Ordering::Acquire);
+                let (revoked, next) = store.revoked_since(cursor, now).await?;
+                self.revoked.extend(revoked, now);
+                self.revoked
+                    .cursor
+                    .fetch_max(next, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
+        Ok(())
+    }
+
+    /// After a step that revoked something: the gateway learns of it at once. A failure here
+    /// only delays it to the next poll.
+    async fn revoked_now(&self, now: u64) {
+        if let Err(e) = self.sync_revocations(now).await {
+            tracing::warn!(error = %e, "reading the revoked access tokens failed");
+        }
+    }
+
+    /// Revokes access token `jti` (one of this issuer's, expiring at `exp`): the gateway
+    /// refuses it from now on, and introspection answers inactive.
+    pub async fn revoke_access_token(
+        &self,
+        jti: &str,
+        exp: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let jti = jti.to_owned();
+        on_backend!(self, |store| store.revoke_access_token(jti, exp))?;
+        self.revoked_now(now).await;
+        Ok(())
     }
 
     /// The PostgreSQL store, when the grants are kept there.
@@ -252,7 +310,11 @@ impl Grants {
         now: u64,
     ) -> Result<Result<CodeGrant, CodeRefusal>, StoreError> {
         let key = hash(code);
-        on_backend!(self, |store| store.code(key, now))
+        let found = on_backend!(self, |store| store.code(key, now))?;
+        if found == Err(CodeRefusal::Replayed) {
+            self.revoked_now(now).await;
+        }
+        Ok(found)
     }
 
     /// Spends `code` (issued for `authorization`) once, recording `access` and, with
@@ -282,6 +344,9 @@ impl Grants {
                 }),
         };
         let spent = on_backend!(self, |store| store.redeem_code(key, now, spend))?;
+        if spent == Err(CodeRefusal::Replayed) {
+            self.revoked_now(now).await;
+        }
         Ok(spent.map(|()| Redeemed {
             family,
             refresh_token,
@@ -311,6 +376,9 @@ impl Grants {
             successor: successor.as_deref().map(hash),
         };
         let grant = on_backend!(self, |store| store.use_refresh(key, now, used))?;
+        if matches!(grant, Err(RefreshRefusal::Reused)) {
+            self.revoked_now(now).await;
+        }
         Ok(grant.map(|grant| Refreshed {
             grant,
             token: successor.unwrap_or_else(|| token.to_owned()),
@@ -379,7 +447,11 @@ impl Grants {
     ) -> Result<bool, StoreError> {
         let key = hash(token);
         let client_id = client_id.to_owned();
-        on_backend!(self, |store| store.revoke_refresh(key, client_id, now))
+        let revoked = on_backend!(self, |store| store.revoke_refresh(key, client_id, now))?;
+        if revoked {
+            self.revoked_now(now).await;
+        }
+        Ok(revoked)
     }
 
     /// Whether access token `jti` was revoked (its family was).

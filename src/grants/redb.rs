@@ -216,18 +216,24 @@ impl Tx {
     fn revoke_family(&self, id: &str, now: u64) -> Result<(), StoreError> {
         let family = self.update_family(id, now + KEEP_REDEEMED_CODE, |f| f.revoked = true)?;
         for (jti, exp) in &family.access_tokens {
-            let mut open = self
-                .0
-                .open_table(Table::Families.definition())
-                .map_err(StoreError::failed)?;
-            let marker = encode(&Record {
-                value: Vec::new(),
-                expires_at: *exp,
-            });
-            open.insert(revoked_jti_key(jti).as_slice(), marker.as_slice())
-                .map_err(StoreError::failed)?;
+            self.mark_revoked(jti, *exp)?;
         }
         tracing::info!("grant family revoked");
+        Ok(())
+    }
+
+    /// Marks access token `jti` revoked until `exp` (an empty record: its presence says it).
+    fn mark_revoked(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
+        let mut open = self
+            .0
+            .open_table(Table::Families.definition())
+            .map_err(StoreError::failed)?;
+        let marker = encode(&Record {
+            value: Vec::new(),
+            expires_at: exp,
+        });
+        open.insert(revoked_jti_key(jti).as_slice(), marker.as_slice())
+            .map_err(StoreError::failed)?;
         Ok(())
     }
 
@@ -440,6 +446,34 @@ impl RedbStore {
         Ok(found.is_some())
     }
 
+    /// Revokes access token `jti` until its `exp`.
+    pub(super) fn revoke_access_token(&self, jti: String, exp: u64) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        tx.mark_revoked(&jti, exp)?;
+        tx.commit()
+    }
+
+    /// Every revoked access token that has not expired at `now`.
+    pub(super) fn revoked(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let tx = self.db.begin_read().map_err(StoreError::failed)?;
+        let open = tx
+            .open_table(Table::Families.definition())
+            .map_err(StoreError::failed)?;
+        let prefix = REVOKED_JTI.as_bytes();
+        let mut revoked = Vec::new();
+        for entry in open.range(prefix..).map_err(StoreError::failed)? {
+            let (key, value) = entry.map_err(StoreError::failed)?;
+            let Some(jti) = key.value().strip_prefix(prefix) else {
+                break;
+            };
+            let exp = decode(value.value()).map_or(0, |r| r.expires_at);
+            if exp >= now {
+                revoked.push((String::from_utf8_lossy(jti).into_owned(), exp));
+            }
+        }
+        Ok(revoked)
+    }
+
     pub(super) fn consent(
         &self,
         subject: String,
@@ -516,8 +550,11 @@ fn consent_key(subject: &str, client_id: &str) -> Vec<u8> {
     format!("{}:{subject}{client_id}", subject.len()).into_bytes()
 }
 
+/// Where revoked access tokens are marked, in the families' table.
+const REVOKED_JTI: &str = "revoked-jti:";
+
 fn revoked_jti_key(jti: &str) -> Vec<u8> {
-    format!("revoked-jti:{jti}").into_bytes()
+    format!("{REVOKED_JTI}{jti}").into_bytes()
 }
 
 #[cfg(unix)]

@@ -148,8 +148,9 @@ async fn describe(
     }
 }
 
-/// `POST /connect/revocation`: revokes a refresh token (and its family) of the calling client.
-/// Access tokens and unknown tokens are answered 200 too, as RFC 7009 §2.2 says.
+/// `POST /connect/revocation`: revokes a refresh token (and its family) or an access token
+/// (by its `jti`, until it expires; SPEC §7) of the calling client. Other clients' tokens and
+/// unknown ones are answered 200 too, and left alone, as RFC 7009 §2.2 says.
 pub(super) async fn revocation(
     snapshot: Arc<Snapshot>,
     grants: &Grants,
@@ -170,6 +171,9 @@ pub(super) async fn revocation(
             .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
         if grants.revoke_refresh(token, &client.client_id, now).await? {
             tracing::info!(client_id = %client.client_id, "refresh token revoked");
+        } else if let Some((jti, exp)) = own_access_token(&snapshot, token, client, now) {
+            grants.revoke_access_token(&jti, exp, now).await?;
+            tracing::info!(client_id = %client.client_id, "access token revoked");
         }
         Ok::<_, OAuthError>(())
     };
@@ -184,4 +188,21 @@ pub(super) async fn revocation(
             e.response()
         }
     }
+}
+
+/// `jti` and `exp` of `token` when it is one of this issuer's access tokens, unexpired, issued
+/// to `client`.
+fn own_access_token(
+    snapshot: &Snapshot,
+    token: &str,
+    client: &Client,
+    now: u64,
+) -> Option<(String, u64)> {
+    let keys = &snapshot.issuer_docs.as_ref()?.local_keys;
+    let claims = crate::jwt::verify::verify(token, keys).ok()?;
+    let owned = claims.client_id.as_deref() == Some(client.client_id.as_str());
+    if !owned || claims.exp < now {
+        return None;
+    }
+    Some((claims.jti?, claims.exp))
 }

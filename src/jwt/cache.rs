@@ -219,6 +219,7 @@ mod tests {
             scope: vec!["read".into()],
             exp,
             nbf: None,
+            jti: None,
         })
     }
 

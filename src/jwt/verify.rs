@@ -69,6 +69,9 @@ pub enum TokenError {
     /// `nbf` is still ahead, clock skew included.
     #[error("token not yet valid")]
     NotYetValid,
+    /// Revoked with its grant or by `POST /connect/revocation` (SPEC §7).
+    #[error("token revoked")]
+    Revoked,
 }
 
 /// Why a JWK cannot verify tokens. Never carries key material.
@@ -438,6 +441,8 @@ pub struct Claims {
     pub exp: u64,
     /// Not before, seconds since the epoch.
     pub nbf: Option<u64>,
+    /// The token's id, by which it can be revoked.
+    pub jti: Option<String>,
 }
 
 /// Verifies a compact JWS access token against `keys` and returns its claims: size, shape,

@@ -15,6 +15,7 @@ use http::{header, HeaderMap, Method, Response, StatusCode};
 use super::keys::{Keys, Verified};
 use super::resolve::Target;
 use crate::config::Route;
+use crate::grants::Revoked;
 use crate::http::{json, Body};
 use crate::jwt::verify::{check_time, Claims, TokenError};
 use crate::protocol::authorization::{authorization, bearer_token, Credentials, Malformed};
@@ -54,9 +55,12 @@ pub struct Permit {
 }
 
 /// SPEC §4 steps 1 to 6 for `target`, in this order: one bearer token, its signature, `typ`,
-/// `exp`/`nbf` at `now` within `skew`, `aud` with isolation, and the scope this method needs.
+/// `exp`/`nbf` at `now` within `skew`, not `revoked` (SPEC §7, cached or not), `aud` with
+/// isolation, and the scope this method needs.
+#[allow(clippy::too_many_arguments)]
 pub async fn enforce(
     keys: &Keys,
+    revoked: &Revoked,
     headers: &HeaderMap,
     method: &Method,
     target: &Target<'_>,
@@ -73,6 +77,13 @@ pub async fn enforce(
             .map_err(Denial::Token)?,
     };
     check_time(&verified, now, skew).map_err(Denial::Token)?;
+    if verified
+        .jti
+        .as_deref()
+        .is_some_and(|jti| revoked.contains(jti))
+    {
+        return Err(Denial::Token(TokenError::Revoked));
+    }
     audience(&verified, target.resource)?;
     scope(&verified, target.route, target.resource, model, method)?;
     Ok(Permit { verified })
@@ -104,6 +115,7 @@ impl Denial {
                 TokenError::BadTyp => "token_typ",
                 TokenError::Expired => "token_expired",
                 TokenError::NotYetValid => "token_not_yet_valid",
+                TokenError::Revoked => "token_revoked",
             },
             Denial::Audience => "token_audience",
             Denial::NotIsolated => "token_not_isolated",
@@ -260,6 +272,7 @@ mod tests {
             scope: scope.iter().map(|s| s.to_string()).collect(),
             exp: 2_000_000_000,
             nbf: None,
+            jti: None,
         }
     }
 
@@ -509,6 +522,7 @@ mod tests {
             TokenError::BadTyp,
             TokenError::Expired,
             TokenError::NotYetValid,
+            TokenError::Revoked,
         ];
         let reasons: std::collections::BTreeSet<&str> =
             errors.iter().map(|e| Denial::Token(*e).reason()).collect();

@@ -569,6 +569,7 @@ mod tests {
             scope: scope.iter().map(|s| s.to_string()).collect(),
             exp: 2_000_000_000,
             nbf: None,
+            jti: None,
         }
     }
 

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::grants::Revoked;
 use crate::http::Body;
 use crate::metrics::Metrics;
 use crate::state::{Shared, Snapshot};
@@ -34,6 +35,8 @@ pub struct Gateway {
     upstreams: Arc<upstream::Upstreams>,
     /// Trusted keys and the verified-token cache.
     pub keys: Arc<Keys>,
+    /// The revoked access tokens (SPEC §7), kept current by the store.
+    revoked: Arc<Revoked>,
     metrics: Arc<Metrics>,
     clock: Clock,
     /// `https` when the listener speaks TLS, else `http`.
@@ -41,9 +44,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway for `config`, the one its listener starts with, recording into `metrics`;
-    /// call [`Gateway::configure`] again after each reload.
-    pub fn new(config: &Config, metrics: Arc<Metrics>, clock: Clock) -> Arc<Self> {
+    /// A gateway for `config`, the one its listener starts with, refusing what `revoked`
+    /// holds and recording into `metrics`; call [`Gateway::configure`] again after each reload.
+    pub fn new(
+        config: &Config,
+        revoked: Arc<Revoked>,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Arc<Self> {
         let connector = crate::http::connector(Duration::from_secs(5));
         let upstreams = upstream::Upstreams::new(connector.clone());
         let keys = Keys::new(crate::http::client(connector), metrics.clone());
@@ -53,6 +61,7 @@ impl Gateway {
         Arc::new(Gateway {
             upstreams,
             keys,
+            revoked,
             metrics,
             clock,
             scheme,
@@ -158,6 +167,7 @@ async fn decide<'s>(
     let model = &snapshot.config.model;
     let permit = enforce::enforce(
         &gateway.keys,
+        &gateway.revoked,
         req.headers(),
         req.method(),
         &target,

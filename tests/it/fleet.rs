@@ -4,20 +4,23 @@
 
 use http::StatusCode;
 
+use crate::gateway::routes;
 use crate::interactive::{
     authorize_url_at, error_of, log_in_at, pkce, query, redeem, refresh, seed_request, Browser,
     USERS,
 };
 use crate::postgres;
+use crate::servers::Upstream;
 use crate::support::*;
 
-/// Two instances on one fresh database, or `None` when PostgreSQL is not there (see
-/// `postgres.rs`).
-pub async fn fleet() -> Option<(Isogate, Isogate)> {
+/// Two instances on one fresh database, each a token service and a gateway in front of
+/// `upstream`, or `None` when PostgreSQL is not there (see `postgres.rs`).
+pub async fn fleet_before(upstream: &Upstream) -> Option<(Isogate, Isogate)> {
     let url = postgres::database().await?;
     let toml = format!(
-        "{}{SEED}{USERS}\n[store]\nurl = \"{url}\"\n",
-        issuer_section("http://isogate.test")
+        "{}{SEED}{USERS}\n[store]\nurl = \"{url}\"\n\n[proxy]\nlisten = \"127.0.0.1:0\"\n{}",
+        issuer_section("http://isogate.test"),
+        routes(&upstream.url())
     );
     let a = Isogate::start(&toml).await;
     // The second instance signs with the first one's keys.
@@ -32,6 +35,12 @@ pub async fn fleet() -> Option<(Isogate, Isogate)> {
     }
     let b = Isogate::start_in(dir, &toml).await;
     Some((a, b))
+}
+
+/// [`fleet_before`] an upstream that is not used.
+pub async fn fleet() -> Option<(Isogate, Isogate)> {
+    let upstream = Upstream::start().await;
+    fleet_before(&upstream).await
 }
 
 #[tokio::test]
@@ -186,4 +195,46 @@ async fn introspect(isogate: &Isogate, token: &str) -> serde_json::Value {
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     reply.json()
+}
+
+#[tokio::test]
+async fn a_token_revoked_at_one_instance_is_refused_by_the_others_gateway_within_two_seconds() {
+    let upstream = Upstream::start().await;
+    let Some((a, b)) = fleet_before(&upstream).await else {
+        return;
+    };
+    let gate_b = |path: &str| format!("http://{}{path}", b.addr(isogate::Role::Proxy));
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("scope", "read"),
+        ("resource", "urn:invoices"),
+    ];
+    let token = a.access_token(&form).await;
+    // B's gateway takes it (and caches it)…
+    let reply = with_bearer(http::Method::GET, &gate_b("/invoices/1"), &token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    // …until A revokes it.
+    let revoked = post_form(
+        &a.issuer_url("/connect/revocation"),
+        &[("token", &token)],
+        Some(("client", SECRET)),
+    )
+    .await;
+    assert_eq!(revoked.status, StatusCode::OK);
+    let start = std::time::Instant::now();
+    let refused = eventually("B refuses the revoked token", || async {
+        let reply = with_bearer(http::Method::GET, &gate_b("/invoices/1"), &token).await;
+        (reply.status == StatusCode::UNAUTHORIZED).then_some(reply)
+    })
+    .await;
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    let challenge = refused.header("www-authenticate").unwrap();
+    assert!(challenge.contains("token revoked"), "{challenge}");
+    // B's own issuer knows it too.
+    let seen = introspect(&b, &token).await;
+    assert_eq!(seen["active"], false, "{seen}");
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::servers::{JwksServer, Upstream};
 use crate::support::*;
 
-fn routes(upstream: &str) -> String {
+pub fn routes(upstream: &str) -> String {
     format!(
         r#"
 [[routes]]
@@ -1150,4 +1150,82 @@ async fn two_remote_keys_under_one_kid_both_verify() {
         gate.get("/products", &stranger.token(&issuer)).await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// `POST /connect/revocation` of `token` as `client`.
+async fn revoke(gate: &Gate, token: &str, client: &str) -> Reply {
+    post_form(
+        &gate.isogate.issuer_url("/connect/revocation"),
+        &[("token", token)],
+        Some((client, SECRET)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_revoked_access_token_is_refused_at_once_cached_or_not() {
+    let gate = Gate::start().await;
+    let used = gate.token("read", Some("urn:invoices")).await;
+    assert_eq!(gate.get("/invoices/1", &used).await.status, StatusCode::OK);
+    let fresh = gate.token("read", Some("urn:invoices")).await;
+    let kept = gate.token("read", Some("urn:invoices")).await;
+    for token in [&used, &fresh] {
+        assert_eq!(revoke(&gate, token, "client").await.status, StatusCode::OK);
+    }
+    // Cached (used before) or not, each is refused from the revocation on.
+    for token in [&used, &fresh] {
+        let reply = gate.get("/invoices/1", token).await;
+        assert_refused(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
+        let challenge = reply.header("www-authenticate").unwrap();
+        assert!(
+            challenge.contains("error_description=\"token revoked\""),
+            "{challenge}"
+        );
+    }
+    assert_eq!(gate.get("/invoices/1", &kept).await.status, StatusCode::OK);
+    assert_eq!(gate.upstream.count(), 2, "revoked tokens never reach it");
+    let scrape = Scrape::of(&gate.isogate).await;
+    let labels = [
+        ("role", "proxy"),
+        ("route", "/invoices"),
+        ("status", "401"),
+        ("reason", "token_revoked"),
+    ];
+    assert_eq!(scrape.get("isogate_requests_total", &labels), 2.0);
+}
+
+#[tokio::test]
+async fn only_the_client_a_token_was_issued_to_revokes_it_and_a_restart_keeps_it_revoked() {
+    let extra = include_str!("../fixtures/users.toml");
+    let upstream = Upstream::start().await;
+    let toml = issuer_section("http://isogate.test")
+        + SEED
+        + extra
+        + "\n[proxy]\nlisten = \"127.0.0.1:0\"\n"
+        + &routes(&upstream.url());
+    let isogate = Isogate::start(&toml).await;
+    let gate = Gate { isogate, upstream };
+    let token = gate.token("read", Some("urn:invoices")).await;
+    // Another client's revocation is answered 200 and changes nothing (RFC 7009 §2.1).
+    assert_eq!(revoke(&gate, &token, "web").await.status, StatusCode::OK);
+    assert_eq!(gate.get("/invoices/1", &token).await.status, StatusCode::OK);
+    // A token that is not one of ours is answered 200 too.
+    assert_eq!(
+        revoke(&gate, "x.y.z", "client").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(revoke(&gate, &token, "client").await.status, StatusCode::OK);
+    assert_eq!(
+        gate.get("/invoices/1", &token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Restarted on the same folder (the same grant store), it is still refused.
+    let Gate { isogate, upstream } = gate;
+    let Isogate { server, dir, .. } = isogate;
+    server.shutdown().await;
+    let isogate = Isogate::start_existing(dir, &toml).await;
+    let gate = Gate { isogate, upstream };
+    let reply = gate.get("/invoices/1", &token).await;
+    assert_refused(&reply, StatusCode::UNAUTHORIZED, "invalid_token");
 }

@@ -85,9 +85,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE isogate_revoked_tokens (
         jti TEXT PRIMARY KEY,
         exp BIGINT NOT NULL,
-        seq BIGINT NOT NULL DEFAULT nextval('isogate_revocation_seq')
+        seq BIGINT NOT NULL DEFAULT nextval('isogate_revocation_seq'),
+        revoked_at BIGINT NOT NULL
+            DEFAULT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
     );
     CREATE INDEX isogate_revoked_tokens_by_seq ON isogate_revoked_tokens (seq);
+    CREATE INDEX isogate_revoked_tokens_by_time ON isogate_revoked_tokens (revoked_at);
     CREATE TABLE isogate_consents (
         subject TEXT NOT NULL,
         client_id TEXT NOT NULL,
@@ -122,6 +125,9 @@ const MIGRATIONS: &[&str] = &[
 const MIGRATION_LOCK: i64 = 0x0069_736f_6761_7465;
 /// The advisory lock of the sweep: one instance at a time.
 const SWEEP_LOCK: i64 = MIGRATION_LOCK + 1;
+/// How long after it was numbered a revocation is read again, in milliseconds: a transaction
+/// that numbered one commits within this.
+const LATE_COMMITS_MS: i64 = 30_000;
 /// How often a statement is tried again after a serialization failure or a deadlock.
 const RETRIES: usize = 3;
 
@@ -484,6 +490,53 @@ impl PgStore {
         run!(self, |c| {
             let sql = "SELECT 1 FROM isogate_revoked_tokens WHERE jti = $1";
             Ok(one(&*c, sql, &[&jti]).await?.is_some())
+        })
+    }
+
+    /// Revokes access token `jti` until its `exp`.
+    pub(super) async fn revoke_access_token(
+        &self,
+        jti: String,
+        exp: u64,
+    ) -> Result<(), StoreError> {
+        let exp = int(exp);
+        run!(self, |c| {
+            exec(
+                &*c,
+                "INSERT INTO isogate_revoked_tokens (jti, exp) VALUES ($1, $2)
+                 ON CONFLICT (jti) DO NOTHING",
+                &[&jti, &exp],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// The revocations after sequence number `cursor`, and those of the last
+    /// `LATE_COMMITS_MS` in any case (a revocation numbered before another may commit after
+    /// it), with the highest sequence number read.
+    pub(super) async fn revoked_since(
+        &self,
+        cursor: i64,
+        now: u64,
+    ) -> Result<(Vec<(String, u64)>, i64), StoreError> {
+        let at = int(now);
+        run!(self, |c| {
+            let rows = all(
+                &*c,
+                "SELECT jti, exp, seq FROM isogate_revoked_tokens
+                 WHERE (seq > $1 OR revoked_at > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT - $2)
+                   AND exp >= $3",
+                &[&cursor, &LATE_COMMITS_MS, &at],
+            )
+            .await?;
+            let mut next = cursor;
+            let mut revoked = Vec::with_capacity(rows.len());
+            for row in rows {
+                next = next.max(row.try_get(2)?);
+                revoked.push((row.try_get(0)?, uint(row.try_get(1)?)));
+            }
+            Ok((revoked, next))
         })
     }
 

@@ -85,6 +85,8 @@ pub(super) struct Payload {
     exp: Field<NumericDate>,
     #[serde(default)]
     nbf: Field<NumericDate>,
+    #[serde(default)]
+    jti: Field<String>,
 }
 
 impl Claims {
@@ -125,6 +127,7 @@ impl Claims {
             scope,
             exp,
             nbf: optional(payload.nbf, BAD_DATE)?.map(|NumericDate(nbf)| nbf),
+            jti: optional(payload.jti, "jti must be a string")?,
         })
     }
 }

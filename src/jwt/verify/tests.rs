@@ -136,6 +136,7 @@ fn every_alg_verifies_with_the_local_keys() {
                 scope: vec!["read".into(), "write".into()],
                 exp: NOW + 300,
                 nbf: Some(NOW - 10),
+                jti: Some("j1".into()),
             }
         );
     }
@@ -564,8 +565,11 @@ fn exp_and_nbf_must_be_sane_integers() {
 }
 
 #[test]
-fn sub_and_client_id_are_strings_when_present() {
+fn sub_client_id_and_jti_are_strings_when_present() {
     malformed(check(&token(Alg::ES256, &claims_with("sub", json!(42)))));
+    malformed(check(&token(Alg::ES256, &claims_with("jti", json!(7)))));
+    let no_jti = check(&token(Alg::ES256, &claims_without("jti"))).unwrap();
+    assert_eq!(no_jti.jti, None);
     malformed(check(&token(
         Alg::ES256,
         &claims_with("client_id", json!(null)),
@@ -596,6 +600,7 @@ fn check_time_allows_skew_both_ways() {
         scope: Vec::new(),
         exp,
         nbf,
+        jti: None,
     };
     let now = NOW;
     assert_eq!(check_time(&at(now + 1, None), now, Duration::ZERO), Ok(()));
