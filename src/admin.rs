@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::grants::{Health, PgStore};
 use crate::http::{full, json, method_not_allowed, text, Body};
 use crate::metrics::{Metrics, CONTENT_TYPE};
 use crate::reload;
@@ -31,6 +32,8 @@ pub(crate) struct Admin {
     metrics: Arc<Metrics>,
     status: watch::Receiver<reload::Status>,
     state: Shared,
+    /// With `[store]`: the store, and its URL without the password.
+    store: Option<(Arc<PgStore>, String)>,
 }
 
 impl Admin {
@@ -40,6 +43,7 @@ impl Admin {
         status: watch::Receiver<reload::Status>,
         metrics: Arc<Metrics>,
         clock: Clock,
+        store: Option<(Arc<PgStore>, String)>,
     ) -> Self {
         let admin = Admin {
             ready: AtomicBool::new(false),
@@ -47,6 +51,7 @@ impl Admin {
             metrics,
             status,
             state,
+            store,
         };
         admin.loaded(clock.now());
         admin
@@ -81,8 +86,23 @@ impl Admin {
             applied: status.applied,
             rejected: status.rejected,
             last_error: status.last_error.clone(),
+            store: self.store.as_ref().map(|(store, url)| StoreView {
+                backend: "postgres",
+                url: url.clone(),
+                health: store.health(),
+            }),
         }
     }
+}
+
+/// `/config`'s `store`, with `[store]`.
+#[derive(Debug, Serialize)]
+struct StoreView {
+    backend: &'static str,
+    /// Without the password.
+    url: String,
+    #[serde(flatten)]
+    health: Health,
 }
 
 /// `GET /config`.
@@ -100,6 +120,9 @@ struct ConfigView {
     rejected: u64,
     /// Every problem of the last file, when the last reload was rejected.
     last_error: Option<String>,
+    /// With `[store]`: whether PostgreSQL answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<StoreView>,
 }
 
 /// Answers one request to the admin listener.
@@ -180,7 +203,13 @@ resource = "urn:x"
         let (_, status) = watch::channel(reload::Status::default());
         (
             dir,
-            Admin::new(state, status, Arc::new(Metrics::new()), Clock::system()),
+            Admin::new(
+                state,
+                status,
+                Arc::new(Metrics::new()),
+                Clock::system(),
+                None,
+            ),
         )
     }
 

@@ -122,6 +122,9 @@ pub struct Metrics {
     connections_open: Family<RoleLabels, Gauge>,
     connections_refused: Family<RoleLabels, Counter>,
     connections_timed_out: Family<RoleLabels, Counter>,
+    store_up: Gauge,
+    store_round_trip: Histogram,
+    revoked_tokens: Gauge,
 }
 
 impl Default for Metrics {
@@ -215,6 +218,25 @@ impl Metrics {
             "Connections closed by the listener's idle_timeout or request_header_timeout, by listener role",
             connections_timed_out.clone(),
         );
+        let store_up = Gauge::default();
+        registry.register(
+            "isogate_store_up",
+            "With [store]: whether PostgreSQL answered the last statement (1) or not (0); 0 until it first does",
+            store_up.clone(),
+        );
+        let store_round_trip = duration_histogram();
+        registry.register_with_unit(
+            "isogate_store_round_trip",
+            "With [store]: time of the once-a-second read of the revocations, a statement's round trip to PostgreSQL",
+            Unit::Seconds,
+            store_round_trip.clone(),
+        );
+        let revoked_tokens = Gauge::default();
+        registry.register(
+            "isogate_revoked_tokens",
+            "With [store]: revoked access tokens the gateway refuses now (each until it expires)",
+            revoked_tokens.clone(),
+        );
         // Series with a fixed label set exist from the start, so a dashboard sees 0, not nothing.
         let result = |family: &Family<ResultLabels, Counter>, result| {
             family.get_or_create_owned(&ResultLabels { result })
@@ -237,6 +259,9 @@ impl Metrics {
             connections_open,
             connections_refused,
             connections_timed_out,
+            store_up,
+            store_round_trip,
+            revoked_tokens,
         }
     }
 
@@ -325,7 +350,21 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a login attempt: `ok`, `failed` or `slowed`.
+    /// The store answered (with how long the round trip took) or not.
+    pub fn store(&self, answered: Option<std::time::Duration>) {
+        self.store_up.set(i64::from(answered.is_some()));
+        if let Some(took) = answered {
+            self.store_round_trip.observe(took.as_secs_f64());
+        }
+    }
+
+    /// How many revoked access tokens are held.
+    pub fn revoked_tokens(&self, held: usize) {
+        self.revoked_tokens
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a login attempt: `ok`, `failed`, `slowed` or `busy`.
     pub fn login(&self, result: &'static str) {
         self.logins.get_or_create(&ResultLabels { result }).inc();
     }

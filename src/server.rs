@@ -109,6 +109,7 @@ impl Server {
             start_store(grants, config.store.as_ref(), &clock).await?;
         }
         let grace = config.shutdown_grace;
+        let store_url = config.store.as_ref().map(|s| s.shown.clone());
         let path = config.path.clone();
         let named = config.named_files();
         let snapshot = Snapshot::new(config);
@@ -118,11 +119,17 @@ impl Server {
             ..Default::default()
         });
         let state: Shared = Arc::new(ArcSwap::from_pointee(snapshot));
+        let store = roles
+            .grants
+            .as_ref()
+            .and_then(|g| g.pg().cloned())
+            .zip(store_url);
         let admin = Arc::new(admin::Admin::new(
             state.clone(),
             status.subscribe(),
             metrics.clone(),
             clock.clone(),
+            store,
         ));
         let (stop, stop_rx) = watch::channel(false);
         let started = roles.serve(listeners, &state, &admin, &metrics, &clock, stop_rx, grace)?;
@@ -268,7 +275,7 @@ impl Roles {
         listeners: Vec<(Role, SocketAddr, std::net::TcpListener)>,
         state: &Shared,
         admin: &Arc<admin::Admin>,
-        metrics: &Metrics,
+        metrics: &Arc<Metrics>,
         clock: &Clock,
         stop: watch::Receiver<bool>,
         grace: Duration,
@@ -284,6 +291,7 @@ impl Roles {
             started.tasks.spawn(follow_revocations(
                 grants.clone(),
                 clock.clone(),
+                metrics.clone(),
                 stop.clone(),
             ));
         }
@@ -419,7 +427,12 @@ async fn start_store(
 
 /// Follows the store's revocations every [`REVOCATION_POLL`] until `stop`, so that a token
 /// revoked at another instance is refused here within two seconds (SPEC §7).
-async fn follow_revocations(grants: grants::Grants, clock: Clock, mut stop: watch::Receiver<bool>) {
+async fn follow_revocations(
+    grants: grants::Grants,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut every = tokio::time::interval(REVOCATION_POLL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -428,7 +441,11 @@ async fn follow_revocations(grants: grants::Grants, clock: Clock, mut stop: watc
             _ = every.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        match grants.sync_revocations(clock.unix()).await {
+        let start = std::time::Instant::now();
+        let synced = grants.sync_revocations(clock.unix()).await;
+        metrics.store(synced.is_ok().then(|| start.elapsed()));
+        metrics.revoked_tokens(grants.revoked().len());
+        match synced {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!("reading the revoked access tokens works again");

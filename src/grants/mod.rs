@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::random_token;
 
-pub use postgres::PgStore;
+pub use postgres::{Health, PgStore};
 pub use redb::RedbStore;
 pub use revoked::Revoked;
 

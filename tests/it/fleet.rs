@@ -238,3 +238,108 @@ async fn a_token_revoked_at_one_instance_is_refused_by_the_others_gateway_within
     let seen = introspect(&b, &token).await;
     assert_eq!(seen["active"], false, "{seen}");
 }
+
+#[tokio::test]
+async fn the_store_going_away_takes_down_only_what_needs_it_and_service_returns_without_a_restart()
+{
+    let Some(cluster) = postgres::private_cluster() else {
+        return;
+    };
+    let url = cluster.database().await;
+    let upstream = Upstream::start().await;
+    let toml = format!(
+        "{}{SEED}{USERS}\n[store]\nurl = \"{url}\"\nconnect_timeout = \"1s\"\n\n\
+         [proxy]\nlisten = \"127.0.0.1:0\"\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        issuer_section("http://isogate.test"),
+        routes(&upstream.url())
+    );
+    let isogate = Isogate::start(&toml).await;
+    let base = isogate.issuer_url("");
+    let gate = format!("http://{}/invoices/1", isogate.addr(isogate::Role::Proxy));
+    let admin = |path: &str| format!("http://{}{path}", isogate.addr(isogate::Role::Admin));
+    let machine = [
+        ("grant_type", "client_credentials"),
+        ("scope", "read"),
+        ("resource", "urn:invoices"),
+    ];
+    let token = isogate.access_token(&machine).await;
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::default();
+    let page = browser
+        .get(&authorize_url_at(&base, &seed_request(&challenge)))
+        .await;
+    let done = log_in_at(&base, &mut browser, &page, "alice", "alice").await;
+    let tokens = redeem(
+        &isogate,
+        &query(&done)["code"],
+        &verifier,
+        Some("urn:invoices"),
+    )
+    .await;
+    let refresh_token = tokens.json()["refresh_token"].as_str().unwrap().to_owned();
+
+    cluster.stop();
+    // What needs the store: 503 temporarily_unavailable, within connect_timeout.
+    let start = std::time::Instant::now();
+    let refused = refresh(&isogate, &refresh_token, &[("resource", "urn:invoices")]).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.text()
+    );
+    assert_eq!(refused.json()["error"], "temporarily_unavailable");
+    assert!(
+        start.elapsed() < std::time::Duration::from_millis(2500),
+        "{:?}",
+        start.elapsed()
+    );
+    let page = browser
+        .get(&authorize_url_at(&base, &seed_request(&challenge)))
+        .await;
+    assert_eq!(
+        page.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        page.text()
+    );
+    // What does not: client_credentials, discovery, JWKS and the gateway.
+    assert_eq!(isogate.token(&machine).await.status, StatusCode::OK);
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/jwks",
+    ] {
+        assert_eq!(
+            get(&isogate.issuer_url(path)).await.status,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    let reply = with_bearer(http::Method::GET, &gate, &token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(get(&admin("/readyz")).await.status, StatusCode::OK);
+    eventually("isogate_store_up is 0", || async {
+        let metrics = get(&admin("/metrics")).await.text();
+        metrics.contains("isogate_store_up 0").then_some(())
+    })
+    .await;
+    let view = get(&admin("/config")).await.json();
+    assert_eq!(view["store"]["up"], false, "{view}");
+    assert!(view["store"]["last_error"].is_string(), "{view}");
+    assert!(!view.to_string().contains("password"), "{view}");
+
+    // Back: full service, without a restart of isogate.
+    cluster.start_again();
+    let next = eventually("a refresh works again", || async {
+        let reply = refresh(&isogate, &refresh_token, &[("resource", "urn:invoices")]).await;
+        (reply.status == StatusCode::OK).then_some(reply)
+    })
+    .await;
+    assert!(next.json()["access_token"].is_string());
+    eventually("isogate_store_up is 1", || async {
+        let metrics = get(&admin("/metrics")).await.text();
+        metrics.contains("isogate_store_up 1").then_some(())
+    })
+    .await;
+    assert_eq!(get(&admin("/config")).await.json()["store"]["up"], true);
+}

@@ -50,40 +50,62 @@ pub fn cluster() -> Option<&'static Cluster> {
         .as_ref()
 }
 
-/// A new, empty database on the cluster: its URL (trust authentication, no password).
+/// A new, empty database on the shared cluster: its URL (trust authentication, no password).
 pub async fn database() -> Option<String> {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let cluster = cluster()?;
-    let name = format!(
-        "isogate_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres",
-            cluster.port
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connect to the test cluster");
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create a test database");
-    Some(cluster.url(&name))
+    Some(cluster()?.database().await)
+}
+
+/// A cluster of its own, for a test that stops and starts it; `None` as for [`cluster`].
+pub fn private_cluster() -> Option<Cluster> {
+    cluster()?;
+    Some(start(&find_bin()?))
 }
 
 impl Cluster {
+    /// A new, empty database on this cluster: its URL.
+    pub async fn database(&self) -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "isogate_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                self.port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect to the test cluster");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a test database");
+        self.url(&name)
+    }
+
     /// The URL of database `name`.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
-    /// Runs `pg_ctl` with `args` on the cluster (to stop and start it under load).
-    pub fn pg_ctl(&self, args: &[&str]) {
+    /// Stops the server (fast shutdown: connections are closed).
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts it again, on the same port.
+    pub fn start_again(&self) {
+        let log = self.data.with_file_name("log");
+        self.pg_ctl(&["-l", &log.display().to_string(), "-w", "start"]);
+        wait_ready(self.port);
+    }
+
+    /// Runs `pg_ctl` with `args` on the cluster.
+    fn pg_ctl(&self, args: &[&str]) {
         let mut command = self.command("pg_ctl");
         command.arg("-D").arg(&self.data).args(args);
         let status = command.stdout(Stdio::null()).status().expect("run pg_ctl");
@@ -130,8 +152,13 @@ fn find_bin() -> Option<PathBuf> {
 }
 
 fn start(bin: &Path) -> Cluster {
+    static STARTED: AtomicUsize = AtomicUsize::new(0);
     let root = is_root();
-    let base = std::env::temp_dir().join(format!("isogate-pg-{}", std::process::id()));
+    let base = std::env::temp_dir().join(format!(
+        "isogate-pg-{}-{}",
+        std::process::id(),
+        STARTED.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).expect("create the cluster's folder");
     let data = base.join("data");

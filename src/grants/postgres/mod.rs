@@ -29,20 +29,32 @@ use crate::config::StoreConfig;
 macro_rules! run {
     ($store:expr, |$c:ident| $body:expr) => {{
         let store: &PgStore = $store;
-        let mut client = store.client().await?;
-        let mut tries = 0;
-        loop {
-            let $c = &mut client;
-            let outcome: Result<Result<_, OpError>, _> =
-                tokio::time::timeout(store.timeout, async { $body }).await;
-            match outcome {
-                Err(_) => {
-                    // Mid-statement: the connection's state is unknown, so it is not reused.
-                    drop(Conn::take(client));
-                    break Err(store.timed_out());
+        let outcome = run!(@inner store, |$c| $body);
+        store.note(&outcome);
+        outcome
+    }};
+    (@inner $store:ident, |$c:ident| $body:expr) => {{
+        let store = $store;
+        'run: {
+            let mut client = match store.client().await {
+                Ok(client) => client,
+                Err(e) => break 'run Err(e),
+            };
+            let mut tries = 0;
+            loop {
+                let $c = &mut client;
+                let outcome: Result<Result<_, OpError>, _> =
+                    tokio::time::timeout(store.timeout, async { $body }).await;
+                match outcome {
+                    Err(_) => {
+                        // Mid-statement: the connection's state is unknown, so it is not
+                        // reused.
+                        drop(Conn::take(client));
+                        break Err(store.timed_out());
+                    }
+                    Ok(Err(e)) if e.retryable() && tries < RETRIES => tries += 1,
+                    Ok(result) => break result.map_err(OpError::into_store),
                 }
-                Ok(Err(e)) if e.retryable() && tries < RETRIES => tries += 1,
-                Ok(result) => break result.map_err(OpError::into_store),
             }
         }
     }};
@@ -139,6 +151,17 @@ pub struct PgStore {
     migrated: AtomicBool,
     /// Serialises this instance's migration attempts.
     migrating: tokio::sync::Mutex<()>,
+    /// Whether the last statement reached the store, and if not why: for `/config`.
+    health: std::sync::Mutex<Health>,
+}
+
+/// What `/config` says of the store.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Health {
+    /// The last statement reached the store.
+    pub up: bool,
+    /// Why the last one that did not reach it failed.
+    pub last_error: Option<String>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -149,6 +172,26 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
+    /// Whether the last statement reached the store, and the last reason it did not.
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Notes whether a statement reached the store.
+    fn note<T>(&self, outcome: &Result<T, StoreError>) {
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Err(StoreError::Unavailable(why)) => {
+                health.up = false;
+                health.last_error = Some(why.clone());
+            }
+            _ => health.up = true,
+        }
+    }
+
     fn timed_out(&self) -> StoreError {
         StoreError::Unavailable(format!(
             "no answer within connect_timeout ({})",
@@ -195,6 +238,7 @@ impl PgStore {
             timeout: config.connect_timeout,
             migrated: AtomicBool::new(false),
             migrating: tokio::sync::Mutex::new(()),
+            health: std::sync::Mutex::default(),
         })
     }
 
@@ -227,7 +271,9 @@ impl PgStore {
     /// Brings the schema to the newest version this binary knows, unless it is known to be
     /// there already: at start, and on the first use after the store was unreachable.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.client().await.map(drop)
+        let outcome = self.client().await.map(drop);
+        self.note(&outcome);
+        outcome
     }
 
     /// How long a trivial query takes, within `connect_timeout`.
