@@ -305,10 +305,7 @@ async fn the_store_going_away_takes_down_only_what_needs_it_and_service_returns_
     );
     // What does not: client_credentials, discovery, JWKS and the gateway.
     assert_eq!(isogate.token(&machine).await.status, StatusCode::OK);
-    for path in [
-        "/.well-known/openid-configuration",
-        "/.well-known/jwks",
-    ] {
+    for path in ["/.well-known/openid-configuration", "/.well-known/jwks"] {
         assert_eq!(
             get(&isogate.issuer_url(path)).await.status,
             StatusCode::OK,
@@ -342,4 +339,48 @@ async fn the_store_going_away_takes_down_only_what_needs_it_and_service_returns_
     })
     .await;
     assert_eq!(get(&admin("/config")).await.json()["store"]["up"], true);
+}
+
+#[tokio::test]
+async fn serve_starts_with_the_store_down_and_migrates_when_it_comes() {
+    let Some(cluster) = postgres::private_cluster() else {
+        return;
+    };
+    let url = cluster.database().await;
+    cluster.stop();
+    let toml = format!(
+        "{}{SEED}{USERS}\n[store]\nurl = \"{url}\"\nconnect_timeout = \"500ms\"\n",
+        issuer_section("http://isogate.test")
+    );
+    let isogate = Isogate::start(&toml).await;
+    let machine = [("grant_type", "client_credentials"), ("scope", "read")];
+    assert_eq!(isogate.token(&machine).await.status, StatusCode::OK);
+    let (verifier, challenge) = pkce();
+    let base = isogate.issuer_url("");
+    let mut browser = Browser::default();
+    let page = browser
+        .get(&authorize_url_at(&base, &seed_request(&challenge)))
+        .await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    // The database comes: the schema is created on first use, and sign-in works.
+    cluster.start_again();
+    let page = eventually("the login page", || async {
+        let mut browser = Browser::default();
+        let page = browser
+            .get(&authorize_url_at(&base, &seed_request(&challenge)))
+            .await;
+        (page.status == StatusCode::OK).then_some((browser, page))
+    })
+    .await;
+    let (mut browser, page) = page;
+    let done = log_in_at(&base, &mut browser, &page, "alice", "alice").await;
+    let tokens = redeem(
+        &isogate,
+        &query(&done)["code"],
+        &verifier,
+        Some("urn:invoices"),
+    )
+    .await;
+    assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text());
 }
