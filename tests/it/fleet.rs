@@ -384,3 +384,90 @@ async fn serve_starts_with_the_store_down_and_migrates_when_it_comes() {
     .await;
     assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.text());
 }
+
+#[tokio::test]
+async fn kill_9_of_one_instance_under_load_loses_no_grant_it_handed_out() {
+    let Some(url) = postgres::database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{}{SEED}{USERS}\n[store]\nurl = \"{url}\"\n",
+        issuer_section("http://isogate.test")
+    );
+    let path = dir.path().join("isogate.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let mut a = Running::spawn(
+        env!("CARGO_BIN_EXE_isogate"),
+        &["serve", "--config", path.to_str().unwrap()],
+    );
+    let line = a.wait_for("listening role=issuer");
+    let base_a = format!("http://{}", line.rsplit("addr=").next().unwrap().trim());
+    // B: in this process, with A's keys.
+    let b_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(b_dir.path().join("keys")).unwrap();
+    for key in ["es256.pem", "rs256.pem"] {
+        std::fs::copy(
+            dir.path().join("keys").join(key),
+            b_dir.path().join("keys").join(key),
+        )
+        .unwrap();
+    }
+    let b = Isogate::start_in(b_dir, &toml).await;
+
+    // Signed in at A, four workers ask A for codes as fast as it answers…
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::default();
+    let page = browser
+        .get(&authorize_url_at(&base_a, &seed_request(&challenge)))
+        .await;
+    log_in_at(&base_a, &mut browser, &page, "alice", "alice").await;
+    let cookie: Vec<String> = browser
+        .cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let (cookie, url) = (
+        cookie.join("; "),
+        authorize_url_at(&base_a, &seed_request(&challenge)),
+    );
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (cookie, url) = (cookie.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut codes = Vec::new();
+                loop {
+                    let req = http::Request::get(&url)
+                        .header("cookie", &cookie)
+                        .body(http_body_util::Full::default())
+                        .unwrap();
+                    match try_send(req).await {
+                        Some(reply) if reply.status == StatusCode::FOUND => {
+                            codes.push(query(&reply)["code"].clone())
+                        }
+                        _ => return codes,
+                    }
+                }
+            })
+        })
+        .collect();
+    // …and A is killed among them.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    a.signal("KILL");
+    let mut codes = Vec::new();
+    for worker in workers {
+        codes.extend(worker.await.unwrap());
+    }
+    assert!(
+        codes.len() >= 8,
+        "only {} codes before the kill",
+        codes.len()
+    );
+    // Every code A handed out redeems at B.
+    for code in &codes {
+        let reply = redeem(&b, code, &verifier, Some("urn:invoices")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+    let (exit, _) = a.finish();
+    assert_eq!(exit, None, "killed by a signal");
+}

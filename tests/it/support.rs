@@ -181,15 +181,20 @@ impl Reply {
 
 /// Sends one request over a fresh connection.
 pub async fn send(req: Request<Full<Bytes>>) -> Reply {
+    try_send(req).await.expect("request")
+}
+
+/// [`send`], with `None` when the connection fails (a server that was killed).
+pub async fn try_send(req: Request<Full<Bytes>>) -> Option<Reply> {
     let client = Client::builder(TokioExecutor::new()).build_http();
-    let response = client.request(req).await.expect("request");
+    let response = client.request(req).await.ok()?;
     let (parts, body) = response.into_parts();
-    let body = body.collect().await.expect("body").to_bytes();
-    Reply {
+    let body = body.collect().await.ok()?.to_bytes();
+    Some(Reply {
         status: parts.status,
         headers: parts.headers,
         body,
-    }
+    })
 }
 
 pub async fn get(url: &str) -> Reply {
