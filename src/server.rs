@@ -425,8 +425,9 @@ async fn start_store(
     Ok(())
 }
 
-/// Follows the store's revocations every [`REVOCATION_POLL`] until `stop`, so that a token
-/// revoked at another instance is refused here within two seconds (SPEC §7).
+/// Follows the store's revocations as they are notified, and every [`REVOCATION_POLL`] in any
+/// case, until `stop`, so that a token revoked at another instance is refused here within two
+/// seconds (SPEC §7).
 async fn follow_revocations(
     grants: grants::Grants,
     clock: Clock,
@@ -435,11 +436,19 @@ async fn follow_revocations(
 ) {
     let mut every = tokio::time::interval(REVOCATION_POLL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Woken at once by a revocation anywhere (LISTEN); the poll catches what a lost
+    // notification or a reconnect missed.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let listening = grants.pg().cloned().map(|store| {
+        let wake = wake.clone();
+        tokio::spawn(async move { store.listen(&wake).await })
+    });
     let mut failing = false;
     loop {
         tokio::select! {
             _ = every.tick() => {}
-            _ = stop.wait_for(|stop| *stop) => return,
+            _ = wake.notified() => {}
+            _ = stop.wait_for(|stop| *stop) => break,
         }
         let start = std::time::Instant::now();
         let synced = grants.sync_revocations(clock.unix()).await;
@@ -458,6 +467,9 @@ async fn follow_revocations(
             }
             Err(_) => {}
         }
+    }
+    if let Some(listening) = listening {
+        listening.abort();
     }
 }
 

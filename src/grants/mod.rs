@@ -627,3 +627,130 @@ pub(crate) fn hash(token: &str) -> Vec<u8> {
         .as_ref()
         .to_vec()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn grant(consumed_at: Option<u64>) -> RefreshGrant {
+        RefreshGrant {
+            authorization: Authorization {
+                client_id: "web".into(),
+                subject: "818727".into(),
+                scopes: vec!["read".into()],
+                resources: vec!["urn:invoices".into()],
+                auth_time: NOW,
+            },
+            family: "f".into(),
+            absolute_expiry: NOW + 1000,
+            sliding_expiry: NOW + 100,
+            consumed: consumed_at.is_some(),
+            consumed_at,
+        }
+    }
+
+    fn policy(grace: u64) -> RefreshPolicy {
+        RefreshPolicy {
+            one_time: true,
+            absolute: Duration::from_secs(1000),
+            sliding: Duration::from_secs(100),
+            reuse_grace: Duration::from_secs(grace),
+        }
+    }
+
+    #[test]
+    fn a_refresh_is_judged_by_client_then_revocation_then_reuse_then_expiry() {
+        let judge = |g: &RefreshGrant, revoked, client, grace, at| {
+            g.judge(revoked, client, policy(grace), at)
+        };
+        let live = grant(None);
+        let spent = grant(Some(NOW));
+        assert_eq!(judge(&live, false, "web", 0, NOW), Verdict::Use);
+        // Another client's token is unknown to it, whatever else holds.
+        assert_eq!(
+            judge(&spent, true, "other", 0, NOW + 5000),
+            Verdict::Refuse(RefreshRefusal::Unknown)
+        );
+        // A revoked family comes before a reuse.
+        assert_eq!(
+            judge(&spent, true, "web", 0, NOW),
+            Verdict::Refuse(RefreshRefusal::Revoked)
+        );
+        // A reuse revokes even when the token has expired meanwhile.
+        assert_eq!(
+            judge(&spent, false, "web", 0, NOW + 5000),
+            Verdict::RevokeFamily
+        );
+        // Within the grace (to its last second) it is used; after it, a reuse.
+        assert_eq!(judge(&spent, false, "web", 30, NOW + 30), Verdict::Use);
+        assert_eq!(
+            judge(&spent, false, "web", 30, NOW + 31),
+            Verdict::RevokeFamily
+        );
+        // Each lifetime ends it after its last second.
+        assert_eq!(judge(&live, false, "web", 0, NOW + 100), Verdict::Use);
+        assert_eq!(
+            judge(&live, false, "web", 0, NOW + 101),
+            Verdict::Refuse(RefreshRefusal::Expired)
+        );
+        let long_sliding = RefreshGrant {
+            sliding_expiry: NOW + 5000,
+            ..grant(None)
+        };
+        assert_eq!(
+            judge(&long_sliding, false, "web", 0, NOW + 1001),
+            Verdict::Refuse(RefreshRefusal::Expired)
+        );
+        // A token rotated before the grace existed (no time kept) is a reuse.
+        let old = RefreshGrant {
+            consumed: true,
+            consumed_at: None,
+            ..grant(None)
+        };
+        assert_eq!(judge(&old, false, "web", 30, NOW), Verdict::RevokeFamily);
+        assert!(!old.usable(Duration::from_secs(30), NOW));
+    }
+
+    #[test]
+    fn a_use_rotates_or_slides_and_the_grace_counts_from_the_first_rotation() {
+        let (spent, next) = grant(None).used(policy(0), NOW + 10);
+        assert!(spent.consumed);
+        assert_eq!(spent.consumed_at, Some(NOW + 10));
+        let next = next.unwrap();
+        assert!(!next.consumed && next.consumed_at.is_none());
+        assert_eq!(next.sliding_expiry, NOW + 110);
+        assert_eq!(next.absolute_expiry, NOW + 1000);
+        // Used again within the grace: it stays consumed since the first rotation.
+        let (again, _) = spent.used(policy(30), NOW + 20);
+        assert_eq!(again.consumed_at, Some(NOW + 10));
+        // The sliding window never passes the absolute end; none means the absolute end.
+        let (_, late) = grant(None).used(policy(0), NOW + 950);
+        assert_eq!(late.unwrap().sliding_expiry, NOW + 1000);
+        let no_sliding = RefreshPolicy {
+            sliding: Duration::ZERO,
+            ..policy(0)
+        };
+        let (_, next) = grant(None).used(no_sliding, NOW + 10);
+        assert_eq!(next.unwrap().sliding_expiry, NOW + 1000);
+        // Reuse: the same token, slid.
+        let reuse = RefreshPolicy {
+            one_time: false,
+            ..policy(0)
+        };
+        let (slid, none) = grant(None).used(reuse, NOW + 50);
+        assert!(none.is_none() && !slid.consumed);
+        assert_eq!(slid.sliding_expiry, NOW + 150);
+    }
+
+    #[test]
+    fn a_token_is_usable_while_live_or_within_the_grace() {
+        let spent = grant(Some(NOW));
+        assert!(grant(None).usable(Duration::ZERO, NOW + 100));
+        assert!(!grant(None).usable(Duration::ZERO, NOW + 101));
+        assert!(!spent.usable(Duration::ZERO, NOW));
+        assert!(spent.usable(Duration::from_secs(30), NOW + 30));
+        assert!(!spent.usable(Duration::from_secs(30), NOW + 31));
+    }
+}

@@ -627,3 +627,38 @@ async fn an_unreachable_store_is_unavailable_within_connect_timeout() {
         start.elapsed()
     );
 }
+
+/// A revocation committed by one instance wakes every other's listener at once (`LISTEN`), not
+/// only at the next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_wakes_the_other_instances_listener() {
+    let Some(url) = postgres::database().await else {
+        return;
+    };
+    let listener = Arc::new(PgStore::new(&store_config(&url)).unwrap());
+    let revoker = Grants::postgres(Arc::new(PgStore::new(&store_config(&url)).unwrap()));
+    revoker.sync_revocations(NOW).await.unwrap();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let listening = {
+        let (listener, wake) = (listener.clone(), wake.clone());
+        tokio::spawn(async move { listener.listen(&wake).await })
+    };
+    let within = |what: &'static str| {
+        let wake = wake.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(2), wake.notified())
+                .await
+                .unwrap_or_else(|_| panic!("no wake-up: {what}"))
+        }
+    };
+    within("listening").await;
+    revoker
+        .revoke_access_token("jti-a", NOW + 3600, NOW)
+        .await
+        .unwrap();
+    within("an access token revoked").await;
+    let token = first_refresh(&revoker, ONE_TIME, "jti-b", NOW).await;
+    assert!(revoker.revoke_refresh(&token, "web", NOW).await.unwrap());
+    within("a family revoked").await;
+    listening.abort();
+}

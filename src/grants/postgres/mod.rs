@@ -153,6 +153,9 @@ pub struct PgStore {
     migrating: tokio::sync::Mutex<()>,
     /// Whether the last statement reached the store, and if not why: for `/config`.
     health: std::sync::Mutex<Health>,
+    /// Where to connect, and with which TLS, for the connection that listens.
+    pg: tokio_postgres::Config,
+    tls: Option<rustls::ClientConfig>,
 }
 
 /// What `/config` says of the store.
@@ -207,22 +210,25 @@ impl PgStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match &config.tls_roots {
-            Some(roots) => {
-                let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        let tls = match &config.tls_roots {
+            Some(roots) => Some(
+                rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
                     rustls::crypto::aws_lc_rs::default_provider(),
                 ))
                 .with_safe_default_protocol_versions()
                 .map_err(StoreError::failed)?
                 .with_root_certificates(roots.clone())
-                .with_no_client_auth();
-                Manager::from_config(
-                    pg,
-                    tokio_postgres_rustls::MakeRustlsConnect::new(tls),
-                    manager_config,
-                )
-            }
-            None => Manager::from_config(pg, tokio_postgres::NoTls, manager_config),
+                .with_no_client_auth(),
+            ),
+            None => None,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(
+                pg.clone(),
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls.clone()),
+                manager_config,
+            ),
+            None => Manager::from_config(pg.clone(), tokio_postgres::NoTls, manager_config),
         };
         let wait = Some(config.connect_timeout);
         let pool = Pool::builder(manager)
@@ -239,7 +245,34 @@ impl PgStore {
             migrated: AtomicBool::new(false),
             migrating: tokio::sync::Mutex::new(()),
             health: std::sync::Mutex::default(),
+            pg,
+            tls,
         })
+    }
+
+    /// Wakes `wake` whenever any instance commits a revocation (`LISTEN isogate_revoked`), and
+    /// once each time the listening connection is (re)established, as something may have been
+    /// missed meanwhile. Reconnects a second after a failure; runs until dropped.
+    pub async fn listen(&self, wake: &tokio::sync::Notify) {
+        loop {
+            let outcome = match &self.tls {
+                None => match self.pg.connect(tokio_postgres::NoTls).await {
+                    Ok(connected) => drive(connected, wake).await,
+                    Err(e) => Err(e),
+                },
+                Some(tls) => {
+                    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls.clone());
+                    match self.pg.connect(tls).await {
+                        Ok(connected) => drive(connected, wake).await,
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            if let Err(e) = outcome {
+                tracing::debug!(error = %e, "listening for revocations failed; again in a second");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// A pooled connection to a current schema, within `connect_timeout`.
@@ -549,8 +582,11 @@ impl PgStore {
         run!(self, |c| {
             exec(
                 &*c,
-                "INSERT INTO isogate_revoked_tokens (jti, exp) VALUES ($1, $2)
-                 ON CONFLICT (jti) DO NOTHING",
+                "WITH revoked AS (
+                     INSERT INTO isogate_revoked_tokens (jti, exp) VALUES ($1, $2)
+                     ON CONFLICT (jti) DO NOTHING RETURNING 1
+                 )
+                 SELECT pg_notify('isogate_revoked', '') FROM revoked",
                 &[&jti, &exp],
             )
             .await?;
@@ -775,8 +811,48 @@ async fn revoke_family(
         &[&family],
     )
     .await?;
+    // Delivered when the transaction commits: every instance reads the revocations then.
+    exec(tx, "SELECT pg_notify('isogate_revoked', '')", &[]).await?;
     tracing::info!("grant family revoked");
     Ok(())
+}
+
+/// Sends `LISTEN isogate_revoked` on `connected` and wakes `wake` on each notification, until
+/// the connection ends.
+async fn drive<S, T>(
+    (client, mut connection): (tokio_postgres::Client, tokio_postgres::Connection<S, T>),
+    wake: &tokio::sync::Notify,
+) -> Result<(), tokio_postgres::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use std::future::Future;
+    use std::task::Poll;
+    let mut listen = std::pin::pin!(client.batch_execute("LISTEN isogate_revoked"));
+    let mut listening = false;
+    std::future::poll_fn(|cx| {
+        // The connection must be polled for the LISTEN to be sent and answered.
+        if !listening {
+            if let Poll::Ready(result) = listen.as_mut().poll(cx) {
+                result?;
+                listening = true;
+                wake.notify_one();
+            }
+        }
+        loop {
+            match connection.poll_message(cx) {
+                Poll::Ready(Some(Ok(tokio_postgres::AsyncMessage::Notification(_)))) => {
+                    wake.notify_one()
+                }
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await
 }
 
 /// Brings the schema up to date in one transaction, under an advisory lock.
