@@ -745,6 +745,13 @@ mod tests {
     }
 
     #[test]
+    fn a_redeemed_code_is_remembered_for_a_day() {
+        // So that a replay within a day still finds what it issued, and revokes it
+        // (tests/it/grants.rs shows it on both stores).
+        assert_eq!(KEEP_REDEEMED_CODE, 24 * 60 * 60);
+    }
+
+    #[test]
     fn a_token_is_usable_while_live_or_within_the_grace() {
         let spent = grant(Some(NOW));
         assert!(grant(None).usable(Duration::ZERO, NOW + 100));

@@ -86,6 +86,7 @@ on_both_stores!(
     of_concurrent_redemptions_of_one_code_exactly_one_wins,
     of_concurrent_refreshes_of_one_token_exactly_one_wins_and_the_family_is_revoked,
     sweeping_removes_only_what_expired,
+    a_redeemed_code_is_remembered_for_a_day_so_a_late_replay_still_revokes,
 );
 
 fn authorization() -> Authorization {
@@ -539,6 +540,32 @@ async fn sweeping_removes_only_what_expired(grants: Grants) {
     assert!(grants.code(&fresh, NOW + 20).await.unwrap().is_ok());
     assert_eq!(grants.consent("a", "web", NOW).await.unwrap(), None);
     assert_eq!(grants.sweep(NOW + 20).await.unwrap(), 0);
+}
+
+async fn a_redeemed_code_is_remembered_for_a_day_so_a_late_replay_still_revokes(grants: Grants) {
+    let code = grants
+        .issue_code(code_grant(), Duration::from_secs(60), NOW)
+        .await
+        .unwrap();
+    grants
+        .redeem_code(&code, &authorization(), NOW, access("late-0"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    // Swept a little under a day later, the redeemed code is still there…
+    let later = NOW + 24 * 3600 - 60;
+    grants.sweep(later).await.unwrap();
+    assert_eq!(
+        grants.code(&code, later).await.unwrap(),
+        Err(CodeRefusal::Replayed)
+    );
+    // …and gone after it.
+    let after = NOW + 2 * 24 * 3600;
+    grants.sweep(after).await.unwrap();
+    assert_eq!(
+        grants.code(&code, after).await.unwrap(),
+        Err(CodeRefusal::Unknown)
+    );
 }
 
 /// Waits for every task; a panic in one is a failure here.
