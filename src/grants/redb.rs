@@ -123,16 +123,7 @@ impl Tx {
             .0
             .open_table(table.definition())
             .map_err(StoreError::failed)?;
-        let Some(record) = open
-            .get(key)
-            .map_err(StoreError::failed)?
-            .and_then(|v| decode(v.value()))
-        else {
-            return Ok(None);
-        };
-        let value = serde_json::from_slice(&record.value)
-            .map_err(|e| StoreError::Failed(format!("a stored grant is unreadable: {e}")))?;
-        Ok(Some((record.expires_at, value)))
+        typed(&open, key)
     }
 
     fn put<T: Serialize>(
@@ -258,16 +249,7 @@ impl RedbStore {
         let open = tx
             .open_table(table.definition())
             .map_err(StoreError::failed)?;
-        let Some(record) = open
-            .get(key)
-            .map_err(StoreError::failed)?
-            .and_then(|v| decode(v.value()))
-        else {
-            return Ok(None);
-        };
-        let value = serde_json::from_slice(&record.value)
-            .map_err(|e| StoreError::Failed(format!("a stored grant is unreadable: {e}")))?;
-        Ok(Some((record.expires_at, value)))
+        typed(&open, key)
     }
 
     pub(super) fn insert_code(
@@ -524,6 +506,23 @@ impl RedbStore {
         tx.commit().map_err(StoreError::failed)?;
         Ok(removed)
     }
+}
+
+/// The record under `key` in `table` (read or written), with its expiry.
+fn typed<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<(u64, T)>, StoreError> {
+    let Some(record) = table
+        .get(key)
+        .map_err(StoreError::failed)?
+        .and_then(|v| decode(v.value()))
+    else {
+        return Ok(None);
+    };
+    let value = serde_json::from_slice(&record.value)
+        .map_err(|e| StoreError::Failed(format!("a stored grant is unreadable: {e}")))?;
+    Ok(Some((record.expires_at, value)))
 }
 
 /// Why the code under `key` cannot be redeemed; a redeemed one revokes its family.

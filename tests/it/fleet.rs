@@ -77,15 +77,7 @@ async fn signed_in_at_one_instance_a_browser_is_signed_in_at_the_other() {
         "{}",
         replay.text()
     );
-    let refreshed = refresh(
-        &b,
-        tokens["refresh_token"].as_str().unwrap(),
-        &[("resource", "urn:invoices")],
-    )
-    .await;
-    assert_eq!(error_of(&refreshed), "invalid_grant");
-    let introspected = introspect(&b, tokens["access_token"].as_str().unwrap()).await;
-    assert_eq!(introspected["active"], false, "{introspected}");
+    assert_revoked(&b, &b, &tokens).await;
 
     // A's own code still redeems once, at B, and its refresh token works at A.
     let code_a = query(&done)["code"].clone();
@@ -143,15 +135,20 @@ async fn of_twenty_refreshes_split_over_two_instances_one_wins_and_the_family_is
     }
     assert_eq!(won.len(), 1, "exactly one refresh wins");
     // The others were reuses: the winner's tokens are revoked too.
-    let winner = &won[0];
-    let again = refresh(
-        &b,
-        winner["refresh_token"].as_str().unwrap(),
+    assert_revoked(&b, &a, &won[0]).await;
+}
+
+/// The refresh token of `tokens` is refused at `refresh_at`, its access token inactive at
+/// `introspect_at`.
+async fn assert_revoked(refresh_at: &Isogate, introspect_at: &Isogate, tokens: &serde_json::Value) {
+    let refreshed = refresh(
+        refresh_at,
+        tokens["refresh_token"].as_str().unwrap(),
         &[("resource", "urn:invoices")],
     )
     .await;
-    assert_eq!(error_of(&again), "invalid_grant");
-    let introspected = introspect(&a, winner["access_token"].as_str().unwrap()).await;
+    assert_eq!(error_of(&refreshed), "invalid_grant");
+    let introspected = introspect(introspect_at, tokens["access_token"].as_str().unwrap()).await;
     assert_eq!(introspected["active"], false, "{introspected}");
 }
 
