@@ -722,9 +722,12 @@ mod tests {
         assert!(!next.consumed && next.consumed_at.is_none());
         assert_eq!(next.sliding_expiry, NOW + 110);
         assert_eq!(next.absolute_expiry, NOW + 1000);
-        // Used again within the grace: it stays consumed since the first rotation.
-        let (again, _) = spent.used(policy(30), NOW + 20);
+        // Used again within the grace: it stays consumed since the first rotation, and its
+        // own successor starts unused.
+        let (again, successor) = spent.used(policy(30), NOW + 20);
         assert_eq!(again.consumed_at, Some(NOW + 10));
+        let successor = successor.unwrap();
+        assert!(!successor.consumed && successor.consumed_at.is_none());
         // The sliding window never passes the absolute end; none means the absolute end.
         let (_, late) = grant(None).used(policy(0), NOW + 950);
         assert_eq!(late.unwrap().sliding_expiry, NOW + 1000);
@@ -742,6 +745,15 @@ mod tests {
         let (slid, none) = grant(None).used(reuse, NOW + 50);
         assert!(none.is_none() && !slid.consumed);
         assert_eq!(slid.sliding_expiry, NOW + 150);
+    }
+
+    #[test]
+    fn a_first_refresh_token_lives_its_lifetimes_from_now() {
+        let first = first_refresh(grant(None).authorization, "fam", policy(0), NOW);
+        assert_eq!(first.family, "fam");
+        assert_eq!(first.absolute_expiry, NOW + 1000);
+        assert_eq!(first.sliding_expiry, NOW + 100);
+        assert!(!first.consumed && first.consumed_at.is_none());
     }
 
     #[test]

@@ -58,6 +58,8 @@ mod tests {
         assert!(!revoked.contains("a") && revoked.is_empty());
         revoked.extend([("a".to_owned(), 100), ("b".to_owned(), 50)], 10);
         assert!(revoked.contains("a") && revoked.contains("b") && !revoked.contains("c"));
+        assert_eq!(revoked.len(), 2);
+        assert!(!revoked.is_empty());
         revoked.extend([], 60);
         assert!(revoked.contains("a") && !revoked.contains("b"));
         assert_eq!(revoked.len(), 1);
