@@ -275,6 +275,25 @@ async fn the_store_going_away_takes_down_only_what_needs_it_and_service_returns_
     .await;
     let refresh_token = tokens.json()["refresh_token"].as_str().unwrap().to_owned();
 
+    // Load that needs no store, all the while: machine tokens and gateway requests.
+    let (stop_load, load_stopped) = tokio::sync::watch::channel(false);
+    let load = {
+        let (token_url, gate) = (isogate.issuer_url("/connect/token"), gate.clone());
+        let mut stopped = load_stopped.clone();
+        tokio::spawn(async move {
+            let mut answered = 0;
+            while !*stopped.borrow_and_update() {
+                let minted = post_form(&token_url, &machine, Some(("client", SECRET))).await;
+                assert_eq!(minted.status, StatusCode::OK, "{}", minted.text());
+                let token = minted.json()["access_token"].as_str().unwrap().to_owned();
+                let reply = with_bearer(http::Method::GET, &gate, &token).await;
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+                answered += 1;
+            }
+            answered
+        })
+    };
+
     cluster.stop();
     // What needs the store: 503 temporarily_unavailable, within connect_timeout.
     let start = std::time::Instant::now();
@@ -336,6 +355,10 @@ async fn the_store_going_away_takes_down_only_what_needs_it_and_service_returns_
     })
     .await;
     assert_eq!(get(&admin("/config")).await.json()["store"]["up"], true);
+    // The load never saw a failure, down or up.
+    stop_load.send(true).unwrap();
+    let answered = load.await.unwrap();
+    assert!(answered > 10, "only {answered} rounds of load");
 }
 
 #[tokio::test]
