@@ -6,8 +6,8 @@ use http::StatusCode;
 
 use crate::gateway::routes;
 use crate::interactive::{
-    authorize_url_at, error_of, log_in_at, pkce, query, redeem, refresh, seed_request, Browser,
-    USERS,
+    answer_consent, authorize_url_at, error_of, log_in_at, pkce, query, redeem, refresh,
+    seed_request, Browser, USERS,
 };
 use crate::postgres;
 use crate::servers::Upstream;
@@ -490,4 +490,36 @@ async fn kill_9_of_one_instance_under_load_loses_no_grant_it_handed_out() {
     }
     let (exit, _) = a.finish();
     assert_eq!(exit, None, "killed by a signal");
+}
+
+#[tokio::test]
+async fn a_consent_page_shown_by_one_instance_is_answered_at_the_other_and_remembered_by_all() {
+    let Some((a, b)) = fleet().await else { return };
+    let (_, challenge) = pkce();
+    let request = vec![
+        ("client_id", "spa"),
+        ("response_type", "code"),
+        ("redirect_uri", "http://127.0.0.1:1/spa"),
+        ("scope", "read"),
+        ("resource", "urn:products"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    let mut browser = Browser::default();
+    let page = browser
+        .get(&authorize_url_at(&a.issuer_url(""), &request))
+        .await;
+    // Signed in at A, which shows the consent page…
+    let consent = log_in_at(&a.issuer_url(""), &mut browser, &page, "alice", "alice").await;
+    let html = consent.text();
+    assert!(html.contains("Allow access?"), "{html}");
+    // …answered at B.
+    let allowed = answer_consent(&b, &mut browser, &html, "allow", true).await;
+    assert!(query(&allowed).contains_key("code"), "{}", allowed.text());
+    // Remembered for every instance: A gives a code without asking again.
+    let again = browser
+        .get(&authorize_url_at(&a.issuer_url(""), &request))
+        .await;
+    assert_eq!(again.status, StatusCode::FOUND, "{}", again.text());
+    assert!(query(&again).contains_key("code"));
 }

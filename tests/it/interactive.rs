@@ -159,7 +159,7 @@ pub async fn log_in_at(
 
 /// Answers the consent page `html` (allow or deny, remembered or not) and returns the
 /// redirect.
-async fn answer_consent(
+pub async fn answer_consent(
     isogate: &Isogate,
     browser: &mut Browser,
     html: &str,
