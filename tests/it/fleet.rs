@@ -37,6 +37,33 @@ pub async fn fleet_before(upstream: &Upstream) -> Option<(Isogate, Isogate)> {
     Some((a, b))
 }
 
+/// Alice, signed in at the issuer at `base` for the seed request.
+struct SignedIn {
+    /// The browser, with its session cookie.
+    browser: Browser,
+    /// The login's answer: the redirect with the code.
+    done: Reply,
+    /// The PKCE verifier of the request, and its challenge.
+    verifier: String,
+    challenge: String,
+}
+
+async fn sign_in_at(base: &str) -> SignedIn {
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::default();
+    let page = browser
+        .get(&authorize_url_at(base, &seed_request(&challenge)))
+        .await;
+    let done = log_in_at(base, &mut browser, &page, "alice", "alice").await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());
+    SignedIn {
+        browser,
+        done,
+        verifier,
+        challenge,
+    }
+}
+
 /// [`fleet_before`] an upstream that is not used.
 pub async fn fleet() -> Option<(Isogate, Isogate)> {
     let upstream = Upstream::start().await;
@@ -47,13 +74,12 @@ pub async fn fleet() -> Option<(Isogate, Isogate)> {
 async fn signed_in_at_one_instance_a_browser_is_signed_in_at_the_other() {
     let Some((a, b)) = fleet().await else { return };
     let (base_a, base_b) = (a.issuer_url(""), b.issuer_url(""));
-    let (verifier, challenge) = pkce();
-    let mut browser = Browser::default();
-    let page = browser
-        .get(&authorize_url_at(&base_a, &seed_request(&challenge)))
-        .await;
-    let done = log_in_at(&base_a, &mut browser, &page, "alice", "alice").await;
-    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());
+    let SignedIn {
+        mut browser,
+        done,
+        verifier,
+        ..
+    } = sign_in_at(&base_a).await;
 
     // At B, with the cookie A set: a code at once, no login page.
     let (verifier_b, challenge_b) = pkce();
@@ -104,16 +130,9 @@ async fn signed_in_at_one_instance_a_browser_is_signed_in_at_the_other() {
 #[tokio::test]
 async fn of_twenty_refreshes_split_over_two_instances_one_wins_and_the_family_is_revoked() {
     let Some((a, b)) = fleet().await else { return };
-    let (verifier, challenge) = pkce();
-    let mut browser = Browser::default();
-    let page = browser
-        .get(&authorize_url_at(
-            &a.issuer_url(""),
-            &seed_request(&challenge),
-        ))
-        .await;
-    let done = log_in_at(&a.issuer_url(""), &mut browser, &page, "alice", "alice").await;
-    let tokens = redeem(&a, &query(&done)["code"], &verifier, Some("urn:invoices")).await;
+    let signed = sign_in_at(&a.issuer_url("")).await;
+    let code = &query(&signed.done)["code"];
+    let tokens = redeem(&a, code, &signed.verifier, Some("urn:invoices")).await;
     let token = tokens.json()["refresh_token"].as_str().unwrap().to_owned();
     let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
     let tries: Vec<_> = (0..20)
@@ -260,12 +279,12 @@ async fn the_store_going_away_takes_down_only_what_needs_it_and_service_returns_
         ("resource", "urn:invoices"),
     ];
     let token = isogate.access_token(&machine).await;
-    let (verifier, challenge) = pkce();
-    let mut browser = Browser::default();
-    let page = browser
-        .get(&authorize_url_at(&base, &seed_request(&challenge)))
-        .await;
-    let done = log_in_at(&base, &mut browser, &page, "alice", "alice").await;
+    let SignedIn {
+        mut browser,
+        done,
+        verifier,
+        challenge,
+    } = sign_in_at(&base).await;
     let tokens = redeem(
         &isogate,
         &query(&done)["code"],
@@ -436,12 +455,12 @@ async fn kill_9_of_one_instance_under_load_loses_no_grant_it_handed_out() {
     let b = Isogate::start_in(b_dir, &toml).await;
 
     // Signed in at A, four workers ask A for codes as fast as it answers…
-    let (verifier, challenge) = pkce();
-    let mut browser = Browser::default();
-    let page = browser
-        .get(&authorize_url_at(&base_a, &seed_request(&challenge)))
-        .await;
-    log_in_at(&base_a, &mut browser, &page, "alice", "alice").await;
+    let SignedIn {
+        browser,
+        verifier,
+        challenge,
+        ..
+    } = sign_in_at(&base_a).await;
     let cookie: Vec<String> = browser
         .cookies
         .iter()
