@@ -318,8 +318,8 @@ impl Grants {
     }
 
     /// Spends `code` (issued for `authorization`) once, recording `access` and, with
-    /// `refresh`, a first refresh token under that policy, all in one step. A code spent before is a replay: everything issued from
-    /// the first redemption is revoked.
+    /// `refresh`, a first refresh token under that policy, all in one step. A code spent
+    /// before is a replay: everything issued from the first redemption is revoked.
     pub async fn redeem_code(
         &self,
         code: &str,

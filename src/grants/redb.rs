@@ -103,6 +103,13 @@ struct CodeRecord {
     redeemed: Option<String>,
 }
 
+impl CodeRecord {
+    /// Issued, unused and unexpired at `now`.
+    fn redeemable(&self, now: u64) -> bool {
+        self.redeemed.is_none() && now <= self.expires_at
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct FamilyRecord {
     revoked: bool,
@@ -228,10 +235,41 @@ impl Tx {
         Ok(())
     }
 
-    /// Records access token `jti` in family `id`.
-    fn record_access_token(&self, id: &str, jti: &str, exp: u64) -> Result<(), StoreError> {
-        self.update_family(id, exp, |f| f.access_tokens.push((jti.to_owned(), exp)))?;
+    /// Records access token `jti` in family `id`, kept at least until `keep_until`.
+    fn record_access_token(
+        &self,
+        id: &str,
+        jti: &str,
+        exp: u64,
+        keep_until: u64,
+    ) -> Result<(), StoreError> {
+        self.update_family(id, keep_until, |f| {
+            f.access_tokens.push((jti.to_owned(), exp))
+        })?;
         Ok(())
+    }
+
+    /// Judges a use of the refresh token under `key` by `client_id`: its grant when it may be
+    /// used, else why not (a reuse has revoked its family here, to be committed).
+    fn judge_refresh(
+        &self,
+        key: &[u8],
+        client_id: &str,
+        policy: RefreshPolicy,
+        now: u64,
+    ) -> Result<Result<RefreshGrant, RefreshRefusal>, StoreError> {
+        let Some((_, grant)) = self.get::<RefreshGrant>(Table::RefreshTokens, key)? else {
+            return Ok(Err(RefreshRefusal::Unknown));
+        };
+        let revoked = self.family_revoked(&grant.family)?;
+        Ok(match grant.judge(revoked, client_id, policy, now) {
+            Verdict::Use => Ok(grant),
+            Verdict::Refuse(refusal) => Err(refusal),
+            Verdict::RevokeFamily => {
+                self.revoke_family(&grant.family, now)?;
+                Err(RefreshRefusal::Reused)
+            }
+        })
     }
 }
 
@@ -275,9 +313,7 @@ impl RedbStore {
         now: u64,
     ) -> Result<Result<CodeGrant, CodeRefusal>, StoreError> {
         match self.read::<CodeRecord>(Table::Codes, &key)? {
-            Some((_, record)) if record.redeemed.is_none() && now <= record.expires_at => {
-                Ok(Ok(record.grant))
-            }
+            Some((_, record)) if record.redeemable(now) => Ok(Ok(record.grant)),
             _ => {
                 let tx = self.write()?;
                 let refusal = refuse_code(&tx, &key, now)?;
@@ -295,7 +331,7 @@ impl RedbStore {
     ) -> Result<Result<(), CodeRefusal>, StoreError> {
         let tx = self.write()?;
         let record = match tx.get::<CodeRecord>(Table::Codes, &key)? {
-            Some((_, record)) if record.redeemed.is_none() && now <= record.expires_at => record,
+            Some((_, record)) if record.redeemable(now) => record,
             _ => {
                 let refusal = refuse_code(&tx, &key, now)?;
                 tx.commit()?;
@@ -312,9 +348,7 @@ impl RedbStore {
                 first.absolute_expiry,
             )?;
         }
-        tx.update_family(&spend.family, keep, |f| {
-            f.access_tokens.push((spend.jti.clone(), spend.exp))
-        })?;
+        tx.record_access_token(&spend.family, &spend.jti, spend.exp, keep)?;
         let redeemed = CodeRecord {
             redeemed: Some(spend.family.clone()),
             ..record
@@ -342,19 +376,16 @@ impl RedbStore {
         used: Use,
     ) -> Result<Result<RefreshGrant, RefreshRefusal>, StoreError> {
         let tx = self.write()?;
-        let Some((_, grant)) = tx.get::<RefreshGrant>(Table::RefreshTokens, &key)? else {
-            return Ok(Err(RefreshRefusal::Unknown));
-        };
-        let revoked = tx.family_revoked(&grant.family)?;
-        match grant.judge(revoked, &used.client_id, used.policy, now) {
-            Verdict::Use => {}
-            Verdict::Refuse(refusal) => return Ok(Err(refusal)),
-            Verdict::RevokeFamily => {
-                tx.revoke_family(&grant.family, now)?;
-                tx.commit()?;
-                return Ok(Err(RefreshRefusal::Reused));
+        let grant = match tx.judge_refresh(&key, &used.client_id, used.policy, now)? {
+            Ok(grant) => grant,
+            Err(refusal) => {
+                // Only a reuse changed anything (its family is revoked).
+                if refusal == RefreshRefusal::Reused {
+                    tx.commit()?;
+                }
+                return Ok(Err(refusal));
             }
-        }
+        };
         let (updated, next) = grant.used(used.policy, now);
         tx.put(
             Table::RefreshTokens,
@@ -369,7 +400,7 @@ impl RedbStore {
             }
             _ => updated,
         };
-        tx.record_access_token(&grant.family, &used.jti, used.exp)?;
+        tx.record_access_token(&grant.family, &used.jti, used.exp, used.exp)?;
         tx.commit()?;
         Ok(Ok(issued))
     }
@@ -384,19 +415,12 @@ impl RedbStore {
         now: u64,
     ) -> Result<Option<RefreshRefusal>, StoreError> {
         let tx = self.write()?;
-        let Some((_, grant)) = tx.get::<RefreshGrant>(Table::RefreshTokens, &key)? else {
-            return Ok(Some(RefreshRefusal::Unknown));
-        };
-        let revoked = tx.family_revoked(&grant.family)?;
-        match grant.judge(revoked, &client_id, policy, now) {
-            Verdict::Use => Ok(None),
-            Verdict::Refuse(refusal) => Ok(Some(refusal)),
-            Verdict::RevokeFamily => {
-                tx.revoke_family(&grant.family, now)?;
-                tx.commit()?;
-                Ok(Some(RefreshRefusal::Reused))
-            }
+        let judged = tx.judge_refresh(&key, &client_id, policy, now)?;
+        // Only a reuse changed anything (its family is revoked).
+        if judged.as_ref().err() == Some(&RefreshRefusal::Reused) {
+            tx.commit()?;
         }
+        Ok(judged.err())
     }
 
     pub(super) fn revoke_refresh(
