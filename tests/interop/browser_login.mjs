@@ -3,7 +3,7 @@
 //   node tests/interop/browser_login.mjs --issuer http://127.0.0.1:5000 \
 //     --redirect-uri http://127.0.0.1:PORT/callback \
 //     [--client-id web] [--client-secret secret] [--username alice] [--password alice] \
-//     [--chromium /usr/bin/chromium] [--screenshot FILE.png]
+//     [--chromium /usr/bin/chromium] [--screenshot FILE.png] [--then-at http://127.0.0.1:5001]
 //
 // playwright-core drives Debian's headless Chromium (never a browser of Playwright's own):
 // 1. openid-client builds the authorization URL (PKCE S256, state, nonce, scope
@@ -12,7 +12,10 @@
 //    Username and Password fields are found by their labels and filled, "Sign in" is clicked;
 // 3. the browser must land on the redirect URI with code, state and iss in the query (a
 //    listener must answer there: the Rust test runs one), and the page there must load;
-// 4. openid-client redeems the code with resource=urn:invoices and jose verifies the token.
+// 4. openid-client redeems the code with resource=urn:invoices and jose verifies the token;
+// 5. with --then-at (another instance of a fleet on one store), the same browser opens a new
+//    authorization URL at that origin: it must land on the redirect URI with a code at once,
+//    without a login page (the session is the store's), and that code must redeem too.
 // Exits 0 when everything holds, 1 with "FAILED" and a message on stderr otherwise.
 
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -51,11 +54,12 @@ function options() {
       password: { type: 'string', default: 'alice' },
       chromium: { type: 'string', default: '/usr/bin/chromium' },
       screenshot: { type: 'string' },
+      'then-at': { type: 'string' },
     },
     strict: true,
   });
   if (!values.issuer || !values['redirect-uri']) {
-    throw new CheckFailed('usage: browser_login.mjs --issuer URL --redirect-uri URL [--client-id ID] [--client-secret S] [--username U] [--password P] [--chromium PATH] [--screenshot FILE]');
+    throw new CheckFailed('usage: browser_login.mjs --issuer URL --redirect-uri URL [--client-id ID] [--client-secret S] [--username U] [--password P] [--chromium PATH] [--screenshot FILE] [--then-at ORIGIN]');
   }
   return values;
 }
@@ -92,13 +96,8 @@ async function signIn(context, opts, authorizeUrl, screenshot) {
   return { callback, shown };
 }
 
-async function run(opts) {
-  const config = await client.discovery(new URL(opts.issuer), opts['client-id'], undefined,
-    client.ClientSecretBasic(opts['client-secret']), {
-      execute: [client.allowInsecureRequests],
-      timeout: 10,
-    });
-  const metadata = config.serverMetadata();
+// A new authorization request (PKCE S256, state, nonce) for both resources.
+async function authorization(config, opts) {
   const verifier = client.randomPKCECodeVerifier();
   const state = client.randomState();
   const nonce = client.randomNonce();
@@ -111,37 +110,21 @@ async function run(opts) {
     code_challenge_method: 'S256',
   });
   for (const resource of RESOURCES) parameters.append('resource', resource);
-  const authorizeUrl = client.buildAuthorizationUrl(config, parameters);
+  return { verifier, state, nonce, url: client.buildAuthorizationUrl(config, parameters) };
+}
 
-  const screenshot = opts.screenshot ?? join(mkdtempSync(join(tmpdir(), 'isogate-browser-')), 'login.png');
-  const profile = mkdtempSync(join(tmpdir(), 'isogate-chromium-'));
-  let context;
-  let signedIn;
-  try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: opts.chromium,
-      headless: true,
-      args: CHROMIUM_FLAGS,
-      timeout: 30_000,
-    });
-    console.log(`ok Chromium ${context.browser()?.version() ?? ''} started (${opts.chromium})`.replace(' ()', ''));
-    signedIn = await signIn(context, opts, authorizeUrl, screenshot);
-  } finally {
-    await context?.close();
-    rmSync(profile, { recursive: true, force: true });
-  }
-
-  const { callback, shown } = signedIn;
+// Checks the redirect the browser landed on, redeems its code for urn:invoices and verifies
+// the access token; returns the token's claims.
+async function redeem(config, request, callback) {
+  const metadata = config.serverMetadata();
   const query = callback.searchParams;
-  check(query.get('state') === state, `the redirect's state is ${JSON.stringify(query.get('state'))}, expected the one sent`);
+  check(query.get('state') === request.state, `the redirect's state is ${JSON.stringify(query.get('state'))}, expected the one sent`);
   check(query.get('iss') === metadata.issuer, `the redirect's iss is ${JSON.stringify(query.get('iss'))}, expected ${metadata.issuer}`);
   check(query.get('code'), `the redirect has no code: ${[...query.keys()].join(', ')}`);
-  console.log(`ok the browser landed on ${opts['redirect-uri']} with ${[...query.keys()].join(', ')}; the page there says "${shown}"`);
-
   const tokens = await client.authorizationCodeGrant(config, callback, {
-    pkceCodeVerifier: verifier,
-    expectedState: state,
-    expectedNonce: nonce,
+    pkceCodeVerifier: request.verifier,
+    expectedState: request.state,
+    expectedNonce: request.nonce,
     idTokenExpected: true,
   }, { resource: 'urn:invoices' });
   const { payload } = await jose.jwtVerify(tokens.access_token, jose.createRemoteJWKSet(new URL(metadata.jwks_uri)), {
@@ -151,7 +134,69 @@ async function run(opts) {
   });
   check(payload.aud === 'urn:invoices', `aud is ${JSON.stringify(payload.aud)}, expected urn:invoices alone`);
   check(tokens.claims()?.sub === payload.sub, 'the ID token and the access token name different users');
+  return payload;
+}
+
+// With the browser signed in: opens `url` and must land on the redirect URI at once.
+async function authorizeSignedIn(context, opts, url) {
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  const redirectUri = opts['redirect-uri'];
+  await page.goto(url.href, { waitUntil: 'load' });
+  if (!page.url().startsWith(`${redirectUri}?`)) {
+    const heading = await page.getByRole('heading').first().innerText().catch(() => '(no heading)');
+    throw new CheckFailed(`at ${url.origin} the signed-in browser did not land on ${redirectUri}?…: it is at ${page.url()}, showing "${heading.trim()}"`);
+  }
+  const callback = new URL(page.url());
+  await page.close();
+  return callback;
+}
+
+async function run(opts) {
+  const config = await client.discovery(new URL(opts.issuer), opts['client-id'], undefined,
+    client.ClientSecretBasic(opts['client-secret']), {
+      execute: [client.allowInsecureRequests],
+      timeout: 10,
+    });
+  const first = await authorization(config, opts);
+  let second;
+  if (opts['then-at']) {
+    second = await authorization(config, opts);
+    const origin = new URL(opts['then-at']);
+    second.url.protocol = origin.protocol;
+    second.url.host = origin.host;
+  }
+
+  const screenshot = opts.screenshot ?? join(mkdtempSync(join(tmpdir(), 'isogate-browser-')), 'login.png');
+  const profile = mkdtempSync(join(tmpdir(), 'isogate-chromium-'));
+  let context;
+  let signedIn;
+  let secondCallback;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: opts.chromium,
+      headless: true,
+      args: CHROMIUM_FLAGS,
+      timeout: 30_000,
+    });
+    console.log(`ok Chromium ${context.browser()?.version() ?? ''} started (${opts.chromium})`.replace(' ()', ''));
+    signedIn = await signIn(context, opts, first.url, screenshot);
+    if (second) secondCallback = await authorizeSignedIn(context, opts, second.url);
+  } finally {
+    await context?.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+
+  const { callback, shown } = signedIn;
+  console.log(`ok the browser landed on ${opts['redirect-uri']} with ${[...callback.searchParams.keys()].join(', ')}; the page there says "${shown}"`);
+  const payload = await redeem(config, first, callback);
   console.log(`ok the code redeemed: access token aud=${payload.aud} sub=${payload.sub} scope="${payload.scope}", id_token nonce checked`);
+  if (second) {
+    console.log(`ok at ${second.url.origin} the signed-in browser got a code at once, no login page`);
+    const again = await redeem(config, second, secondCallback);
+    check(again.sub === payload.sub, `the second code is for sub=${again.sub}, the first for sub=${payload.sub}`);
+    console.log(`ok the code from ${second.url.origin} redeemed: access token aud=${again.aud} sub=${again.sub}`);
+  }
 }
 
 function describe(error) {

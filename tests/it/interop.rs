@@ -7,7 +7,9 @@
 //!   (PKCE S256, two resource indicators, one narrow token per redemption and refresh),
 //!   driving the login form over HTTP.
 //! - Debian's headless Chromium, driven by playwright-core, signs in on the login page and
-//!   lands on a redirect URI served by the test, whose code openid-client then redeems.
+//!   lands on a redirect URI served by the test, whose code openid-client then redeems; and,
+//!   with two instances on one PostgreSQL (SPEC §7), signs in at one and gets a code at the
+//!   other without signing in again.
 //!
 //! The clients are pinned under tests/interop and installed by `scripts/setup-interop`. When
 //! they are missing these tests are skipped with a notice, unless `ISOGATE_INTEROP=1`, which
@@ -85,7 +87,17 @@ fn config(port: u16, redirect_uri: Option<&str>) -> String {
 struct Server {
     running: Running,
     issuer: String,
-    _dir: tempfile::TempDir,
+    /// Where it listens as the token service (the issuer's, unless it is a second instance).
+    base: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A free loopback port: the OS picks it, and it is released for isogate to bind right after.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
 }
 
 impl Server {
@@ -100,14 +112,38 @@ impl Server {
 
     /// `isogate serve` on the file `config(port)` makes for the port it will listen on.
     fn start_with_config(config: impl Fn(u16) -> String) -> Self {
-        // The OS picks a free port; it is released for isogate to bind right after.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
+        let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("isogate.toml");
-        std::fs::write(&path, config(port)).expect("write config");
+        let mut server = Self::spawn(dir.path(), "isogate.toml", port, &config(port));
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Two instances of the example on the database at `store`, in one folder (so the second
+    /// signs with the keys the first made) and with one issuer, the first one's address: a
+    /// fleet whose load balancer is left out.
+    fn start_fleet(store: &str, redirect_uri: &str) -> (Self, Self) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let toml = format!(
+            "{}\n[store]\nurl = \"{store}\"\n",
+            config(port, Some(redirect_uri))
+        );
+        let first = Self::spawn(dir.path(), "a.toml", port, &toml);
+        let other = free_port();
+        let listen = |port: u16| format!("listen = \"127.0.0.1:{port}\"");
+        assert!(toml.contains(&listen(port)), "the issuer listens on {port}");
+        let toml = toml.replace(&listen(port), &listen(other));
+        let mut second = Self::spawn(dir.path(), "b.toml", other, &toml);
+        second.issuer = first.issuer.clone();
+        second._dir = Some(dir);
+        (first, second)
+    }
+
+    /// `isogate serve` on `toml`, written to `dir/name`, whose token service listens on `port`.
+    fn spawn(dir: &Path, name: &str, port: u16, toml: &str) -> Self {
+        let path = dir.join(name);
+        std::fs::write(&path, toml).expect("write config");
         let path = path.to_str().expect("UTF-8 temp path");
         let mut running =
             Running::spawn(env!("CARGO_BIN_EXE_isogate"), &["serve", "--config", path]);
@@ -118,15 +154,13 @@ impl Server {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
-        assert_eq!(
-            addr.port(),
-            port,
-            "isogate listens where the issuer URL says"
-        );
+        assert_eq!(addr.port(), port, "isogate listens where its file says");
+        let base = format!("http://127.0.0.1:{port}");
         Server {
             running,
-            issuer: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
+            issuer: base.clone(),
+            base,
+            _dir: None,
         }
     }
 
@@ -585,4 +619,69 @@ async fn a_real_browser_signs_in_on_the_login_page_and_lands_on_the_redirect_wit
     );
     assert!(callback.arrivals().is_empty(), "a refused login redirected");
     drop(server);
+}
+
+#[tokio::test]
+async fn a_real_browser_signed_in_at_one_instance_of_a_fleet_gets_a_code_at_the_other() {
+    let dir = interop_dir();
+    if !installed(
+        "headless Chromium (Debian) with playwright-core (npm)",
+        &[
+            PathBuf::from(CHROMIUM),
+            dir.join("node_modules/playwright-core/package.json"),
+            dir.join("node_modules/openid-client/package.json"),
+        ],
+    ) {
+        return;
+    }
+    let Some(store) = crate::postgres::database().await else {
+        return;
+    };
+    let callback = Callback::start();
+    let (a, b) = Server::start_fleet(&store, &callback.uri);
+    let script = dir.join("browser_login.mjs");
+    let outcome = run(
+        Path::new("node"),
+        &[
+            script.to_str().expect("UTF-8 path"),
+            "--issuer",
+            &a.issuer,
+            "--redirect-uri",
+            &callback.uri,
+            "--chromium",
+            CHROMIUM,
+            "--then-at",
+            &b.base,
+        ],
+    );
+    let a = outcome.assert_success(a);
+    let b = outcome.assert_success(b);
+    print!("{}", outcome.stdout);
+    for step in [
+        "ok login page shown",
+        &format!("ok at {} the signed-in browser got a code at once", b.base),
+        &format!(
+            "ok the code from {} redeemed: access token aud=urn:invoices sub=818727",
+            b.base
+        ),
+    ] {
+        assert!(
+            outcome.stdout.contains(step),
+            "missing {step:?}\n{}",
+            outcome.report()
+        );
+    }
+    // Two arrivals at the redirect URI, both naming the one issuer; the second came from B.
+    let arrivals = callback.arrivals();
+    assert_eq!(arrivals.len(), 2, "requests to /callback: {arrivals:?}");
+    for arrival in &arrivals {
+        assert_eq!(arrival["iss"], a.issuer, "{arrivals:?}");
+    }
+    // Alice signed in at A; B issued a code on the session A stored, with no sign-in of its own.
+    let (log_a, log_b) = (a.log(), b.log());
+    assert!(log_a.contains("user signed in"), "{log_a}");
+    assert!(
+        log_b.contains("authorization code issued") && !log_b.contains("user signed in"),
+        "{log_b}"
+    );
 }
