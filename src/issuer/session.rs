@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use base64::Engine;
+
 use super::authorize::AuthorizeRequest;
-use crate::grants::{PgStore, StoreError};
+use crate::grants::{hash, PgStore, StoreError};
 use crate::protocol::random_token;
 
 /// How long a sign-in lasts.
@@ -34,6 +36,36 @@ pub struct Session {
     pub(crate) expires: SystemTime,
 }
 
+/// What is kept of a session id, the bearer secret in the browser's cookie: its SHA-256.
+/// Sessions are found by it, and a consent page remembers its session by it, so that neither
+/// memory nor a database row holds an id that would sign someone in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey(Vec<u8>);
+
+impl SessionKey {
+    /// The key of the session id `id`.
+    pub fn of(id: &str) -> Self {
+        SessionKey(hash(id))
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The key as text (base64url), as a pending row keeps it.
+    pub(crate) fn to_text(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.0)
+    }
+
+    /// The key from [`SessionKey::to_text`]; `None` for anything else.
+    pub(crate) fn from_text(text: &str) -> Option<Self> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()?;
+        (bytes.len() == 32).then_some(SessionKey(bytes))
+    }
+}
+
 /// An authorize request waiting for the user.
 #[derive(Debug, Clone)]
 pub struct Pending {
@@ -42,7 +74,7 @@ pub struct Pending {
     /// The anti-forgery token: in the page's form and in its cookie.
     pub csrf: String,
     /// Set once the user has signed in, while the consent page is shown.
-    pub session: Option<String>,
+    pub session: Option<SessionKey>,
     /// The browser cookie of the browser the page was shown in.
     pub browser: String,
     pub(crate) expires: SystemTime,
@@ -107,7 +139,7 @@ impl Default for Sessions {
 
 #[derive(Default)]
 struct Inner {
-    sessions: HashMap<String, Session>,
+    sessions: HashMap<SessionKey, Session>,
     pending: HashMap<String, Pending>,
     failures: HashMap<String, Failures>,
 }
@@ -154,21 +186,26 @@ impl Sessions {
         inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The session with this id, live at `now`.
-    pub async fn session(&self, id: &str, now: SystemTime) -> Result<Option<Session>, StoreError> {
+    /// The session with this key, live at `now`.
+    pub async fn session(
+        &self,
+        key: &SessionKey,
+        now: SystemTime,
+    ) -> Result<Option<Session>, StoreError> {
         match &self.backend {
             Backend::Memory(inner) => Ok(Self::memory(inner)
                 .sessions
-                .get(id)
+                .get(key)
                 .filter(|s| s.expires > now)
                 .cloned()),
-            Backend::Postgres(store) => store.session(id, now).await,
+            Backend::Postgres(store) => store.session(key, now).await,
         }
     }
 
     /// Signs `subject` in at `now`; returns the session id for the cookie.
     pub async fn sign_in(&self, subject: &str, now: SystemTime) -> Result<String, SessionError> {
         let id = random_token();
+        let key = SessionKey::of(&id);
         let session = Session {
             subject: subject.to_owned(),
             auth_time: crate::jwt::numeric_date(now),
@@ -181,9 +218,9 @@ impl Sessions {
                 if inner.sessions.len() >= MAX_ENTRIES {
                     return Err(SessionError::Full);
                 }
-                inner.sessions.insert(id.clone(), session);
+                inner.sessions.insert(key, session);
             }
-            Backend::Postgres(store) => store.sign_in(&id, &session).await?,
+            Backend::Postgres(store) => store.sign_in(&key, &session).await?,
         }
         Ok(id)
     }
@@ -192,7 +229,7 @@ impl Sessions {
     pub async fn park(
         &self,
         request: AuthorizeRequest,
-        session: Option<String>,
+        session: Option<SessionKey>,
         browser: &str,
         now: SystemTime,
     ) -> Result<(String, Pending), SessionError> {
@@ -334,18 +371,47 @@ mod tests {
         let sessions = Sessions::default();
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
         let id = sessions.sign_in("818727", start).await.unwrap();
-        let session = sessions.session(&id, start).await.unwrap().unwrap();
+        let session = sessions
+            .session(&SessionKey::of(&id), start)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (session.subject.as_str(), session.auth_time),
             ("818727", 1_750_000_000)
         );
         let last = start + SESSION_LIFETIME - Duration::from_secs(1);
-        assert!(sessions.session(&id, last).await.unwrap().is_some());
         assert!(sessions
-            .session(&id, start + SESSION_LIFETIME)
+            .session(&SessionKey::of(&id), last)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(sessions
+            .session(&SessionKey::of(&id), start + SESSION_LIFETIME)
             .await
             .unwrap()
             .is_none());
-        assert!(sessions.session("other", start).await.unwrap().is_none());
+        assert!(sessions
+            .session(&SessionKey::of("other"), start)
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_session_key_is_the_ids_hash_and_reads_back_from_its_text() {
+        let sessions = Sessions::default();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+        let id = sessions.sign_in("818727", now).await.unwrap();
+        let key = SessionKey::of(&id);
+        assert_eq!(key.as_bytes().len(), 32);
+        assert!(!key.to_text().contains(&id));
+        assert_eq!(SessionKey::from_text(&key.to_text()).as_ref(), Some(&key));
+        assert!(sessions.session(&key, now).await.unwrap().is_some());
+        // What an older version wrote in a pending row, the id itself, finds no session.
+        let old = SessionKey::from_text(&id).expect("43 base64url characters");
+        assert!(sessions.session(&old, now).await.unwrap().is_none());
+        assert_eq!(SessionKey::from_text("not base64!"), None);
+        assert_eq!(SessionKey::from_text("c2hvcnQ"), None);
     }
 }

@@ -6,7 +6,7 @@ use http::StatusCode;
 
 use crate::gateway::routes;
 use crate::interactive::{
-    answer_consent, authorize_url_at, error_of, log_in_at, pkce, query, redeem, refresh,
+    answer_consent, authorize_url_at, error_of, hidden, log_in_at, pkce, query, redeem, refresh,
     seed_request, Browser, USERS,
 };
 use crate::postgres;
@@ -532,6 +532,17 @@ async fn a_consent_page_shown_by_one_instance_is_answered_at_the_other_and_remem
     let consent = log_in_at(&a.issuer_url(""), &mut browser, &page, "alice", "alice").await;
     let html = consent.text();
     assert!(html.contains("Allow access?"), "{html}");
+    // The rows behind the page name no bearer secret: not the session id, not the page's id.
+    let session = browser.cookies["isogate_session"].clone();
+    let pending = hidden(&html, "request");
+    let rows = rows_of(&a, &["isogate_sessions", "isogate_pending"]).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for secret in [&session, &pending] {
+        assert!(
+            rows.iter().all(|row| !row.contains(secret.as_str())),
+            "{rows:?}"
+        );
+    }
     // …answered at B.
     let allowed = answer_consent(&b, &mut browser, &html, "allow", true).await;
     assert!(query(&allowed).contains_key("code"), "{}", allowed.text());
@@ -541,4 +552,26 @@ async fn a_consent_page_shown_by_one_instance_is_answered_at_the_other_and_remem
         .await;
     assert_eq!(again.status, StatusCode::FOUND, "{}", again.text());
     assert!(query(&again).contains_key("code"));
+}
+
+/// Every row of `tables` in the database `isogate` uses, each as its JSON text.
+async fn rows_of(isogate: &Isogate, tables: &[&str]) -> Vec<String> {
+    let toml = std::fs::read_to_string(isogate.path("isogate.toml")).unwrap();
+    let url = toml
+        .split("url = \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a [store] url");
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut rows = Vec::new();
+    for table in tables {
+        let query = format!("SELECT row_to_json(t)::TEXT FROM {table} t");
+        for row in client.query(&query, &[]).await.unwrap() {
+            rows.push(row.get(0));
+        }
+    }
+    rows
 }

@@ -1,20 +1,21 @@
 //! Sessions, pending sign-ins and login-failure counts in PostgreSQL (SPEC §7): what a fleet's
 //! instances must agree on for a browser to sign in at one and go on at another. Session and
-//! pending ids are bearer secrets: stored as their SHA-256.
+//! pending ids are bearer secrets: stored as their SHA-256 (a pending row names its session by
+//! that hash too, base64url in its `session` column).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{all, exec, from_json, int, one, to_json, uint, Conn, OpError, PgStore, RETRIES};
 use crate::grants::{hash, StoreError};
-use crate::issuer::session::{Failures, Pending, Session, FAILURE_WINDOW};
+use crate::issuer::session::{Failures, Pending, Session, SessionKey, FAILURE_WINDOW};
 
 impl PgStore {
     pub(crate) async fn session(
         &self,
-        id: &str,
+        key: &SessionKey,
         now: SystemTime,
     ) -> Result<Option<Session>, StoreError> {
-        let (key, at) = (hash(id), millis(now));
+        let (key, at) = (key.as_bytes(), millis(now));
         run!(self, |c| {
             let row = one(
                 &*c,
@@ -32,8 +33,12 @@ impl PgStore {
         })
     }
 
-    pub(crate) async fn sign_in(&self, id: &str, session: &Session) -> Result<(), StoreError> {
-        let key = hash(id);
+    pub(crate) async fn sign_in(
+        &self,
+        key: &SessionKey,
+        session: &Session,
+    ) -> Result<(), StoreError> {
+        let key = key.as_bytes();
         let (auth_time, expires) = (int(session.auth_time), millis(session.expires));
         run!(self, |c| {
             exec(
@@ -50,6 +55,7 @@ impl PgStore {
     pub(crate) async fn park(&self, id: &str, pending: &Pending) -> Result<(), StoreError> {
         let key = hash(id);
         let request = to_json(&pending.request)?;
+        let session = pending.session.as_ref().map(SessionKey::to_text);
         let expires = millis(pending.expires);
         run!(self, |c| {
             exec(
@@ -60,7 +66,7 @@ impl PgStore {
                     &key,
                     &request,
                     &pending.csrf,
-                    &pending.session,
+                    &session,
                     &pending.browser,
                     &expires,
                 ],
@@ -88,7 +94,11 @@ impl PgStore {
             Ok(Some(Pending {
                 request: from_json(row.try_get(0)?)?,
                 csrf: row.try_get(1)?,
-                session: row.try_get(2)?,
+                // A row written by an older version holds the id itself, which as a key
+                // finds no session: its consent page answers as expired.
+                session: row
+                    .try_get::<_, Option<String>>(2)?
+                    .and_then(|text| SessionKey::from_text(&text)),
                 browser: row.try_get(3)?,
                 expires: time(row.try_get(4)?),
             }))

@@ -11,6 +11,7 @@ use super::{AuthorizeRequest, Ctx, Failure};
 use crate::http::Body;
 use crate::issuer::form::Form;
 use crate::issuer::pages::{self, Item};
+use crate::issuer::session::SessionKey;
 use crate::resources::{self, OFFLINE_ACCESS};
 
 /// How long a remembered consent lasts.
@@ -20,8 +21,8 @@ impl Ctx<'_> {
     pub(super) async fn consent(&self, form: &Form) -> Result<Response<Body>, Failure> {
         let (pending_id, pending) = self.pending(form).await?;
         let sessions = &self.service.sessions;
-        let session = match pending.session.as_deref() {
-            Some(id) => sessions.session(id, self.now).await?,
+        let session = match &pending.session {
+            Some(key) => sessions.session(key, self.now).await?,
             None => None,
         };
         let session = session.ok_or_else(Failure::expired)?;
@@ -90,7 +91,7 @@ impl Ctx<'_> {
     pub(super) async fn show_consent(
         &self,
         request: AuthorizeRequest,
-        session_id: String,
+        session: SessionKey,
     ) -> Result<Response<Body>, Failure> {
         let model = &self.config.model;
         let scopes: Vec<Item<'_>> = request
@@ -133,7 +134,7 @@ impl Ctx<'_> {
         let (id, pending) = self
             .service
             .sessions
-            .park(request.clone(), Some(session_id), &self.browser, self.now)
+            .park(request.clone(), Some(session), &self.browser, self.now)
             .await?;
         let html = pages::consent(
             &self.issuer.url("/connect/authorize/consent"),

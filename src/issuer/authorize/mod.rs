@@ -27,7 +27,7 @@ use super::Service;
 use crate::config::{Config, IssuerConfig, User};
 use crate::grants::{Authorization, CodeGrant, StoreError};
 use crate::http::Body;
-use crate::issuer::session::SessionError;
+use crate::issuer::session::{SessionError, SessionKey};
 use crate::state::Snapshot;
 
 /// How long a code may wait for redemption.
@@ -211,17 +211,17 @@ impl<'a> Ctx<'a> {
         session_id: Option<&str>,
         status: StatusCode,
     ) -> Result<Response<Body>, Failure> {
-        let session = match session_id {
-            Some(id) => self
+        let session = match session_id.map(SessionKey::of) {
+            Some(key) => self
                 .service
                 .sessions
-                .session(id, self.now)
+                .session(&key, self.now)
                 .await?
-                .map(|session| (id, session)),
+                .map(|session| (key, session)),
             None => None,
         };
         let session = session.filter(|(_, s)| self.user_by_subject(&s.subject).is_some());
-        let Some((session_id, session)) = session.filter(|_| !request.prompt.login) else {
+        let Some((key, session)) = session.filter(|_| !request.prompt.login) else {
             if request.prompt.none {
                 return Err(Failure::back(
                     &request,
@@ -239,7 +239,7 @@ impl<'a> Ctx<'a> {
                     "the user has not consented",
                 ));
             }
-            return self.show_consent(request, session_id.to_owned()).await;
+            return self.show_consent(request, key).await;
         }
         self.issue_code(request, &session.subject, session.auth_time, status)
             .await
