@@ -7,7 +7,7 @@ mod validate;
 
 pub use host::Host;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -428,31 +428,198 @@ pub fn load(path: &Path, missing_keys: MissingKeys) -> Result<Config, Invalid> {
 }
 
 /// Parses and validates file contents; relative paths are resolved against `dir`.
+///
+/// Every problem is reported at once: all syntax errors; otherwise every unknown key, every
+/// value of the wrong shape and every missing required key (each found by deserializing
+/// again without it), and every problem of meaning in what remains.
 pub fn parse(text: &str, dir: &Path, missing_keys: MissingKeys) -> Result<Config, Vec<Problem>> {
     let lines = Lines::new(text);
-    let root = toml::de::DeTable::parse(text).map_err(|e| vec![lines.problem_from_toml(&e)])?;
-    let mut unknown = Vec::new();
-    let deserializer = toml::de::Deserializer::from(root.clone());
-    let file: raw::File = serde_ignored::deserialize(deserializer, |path| {
-        unknown.push(segments(&path));
-    })
-    .map_err(|e| vec![lines.problem_from_toml(&e)])?;
-
-    let mut problems: Vec<Problem> = unknown
-        .iter()
-        .map(|segs| {
-            let span = locate(root.get_ref(), segs);
-            let (key, last) = key_path(segs);
-            lines.problem(span, key, format!("unknown key `{last}`"))
-        })
-        .collect();
-    let config = validate::validate(file, &lines, dir, missing_keys, &mut problems);
-    problems.sort_by_key(|p| (p.line, p.column));
+    let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
+    let in_order = |mut problems: Vec<Problem>| {
+        problems.sort_by_key(|p| (p.line, p.column));
+        problems
+    };
+    if !syntax.is_empty() {
+        return Err(in_order(
+            syntax.iter().map(|e| lines.problem_from_toml(e)).collect(),
+        ));
+    }
+    let Shapes {
+        file,
+        unknown,
+        mut problems,
+    } = deserialize(&root, &lines).map_err(in_order)?;
+    let mended: BTreeSet<String> = problems.iter().map(|p| p.key.clone()).collect();
+    problems.extend(unknown.iter().map(|segs| {
+        let span = locate(root.get_ref(), segs);
+        let (key, last) = key_path(segs);
+        lines.problem(span, key, format!("unknown key `{last}`"))
+    }));
+    let mut meaning = Vec::new();
+    let config = validate::validate(file, &lines, dir, missing_keys, &mut meaning);
+    // A key already reported as mistyped or missing stood in for by a placeholder: what
+    // validation says about that placeholder is noise.
+    problems.extend(meaning.into_iter().filter(|p| !mended.contains(&p.key)));
     if problems.is_empty() {
         Ok(config)
     } else {
-        Err(problems)
+        Err(in_order(problems))
     }
+}
+
+/// What [`deserialize`] makes of a file.
+struct Shapes {
+    file: raw::File,
+    /// The path of every unknown key.
+    unknown: Vec<Vec<Segment>>,
+    /// The values of the wrong shape and the missing keys.
+    problems: Vec<Problem>,
+}
+
+/// The most shape problems reported before giving up (each costs one more deserialization).
+const MAX_SHAPE_PROBLEMS: usize = 100;
+
+/// Deserializes `root` into the raw shapes, mending it after each error so that the next one
+/// is found too: a value of the wrong shape is removed (a whole array, for a bad element), a
+/// missing required key is given an empty string. `Err` with every problem found when it
+/// cannot go on.
+fn deserialize(
+    original: &toml::Spanned<toml::de::DeTable<'_>>,
+    lines: &Lines<'_>,
+) -> Result<Shapes, Vec<Problem>> {
+    let mut root = original.clone();
+    let mut problems: Vec<Problem> = Vec::new();
+    let mut mended: BTreeSet<Vec<String>> = BTreeSet::new();
+    loop {
+        let mut unknown = Vec::new();
+        let deserializer = toml::de::Deserializer::from(root.clone());
+        let mut ignored = |path: serde_ignored::Path<'_>| unknown.push(segments(&path));
+        let ignoring = serde_ignored::Deserializer::new(deserializer, &mut ignored);
+        let e = match serde_path_to_error::deserialize::<_, raw::File>(ignoring) {
+            Ok(file) => {
+                return Ok(Shapes {
+                    file,
+                    unknown,
+                    problems,
+                })
+            }
+            Err(e) => e,
+        };
+        let at = error_segments(e.path());
+        let message = e.inner().message().trim_end();
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'));
+        let (target, problem) = match missing {
+            Some(field) => {
+                let mut target = at.clone();
+                target.push(Segment::Key(field.to_owned()));
+                let (key, _) = key_path(&target);
+                let span = locate(original.get_ref(), &at).or_else(|| e.inner().span());
+                let problem = lines.problem(span, key, format!("missing required key `{field}`"));
+                (target, problem)
+            }
+            None => {
+                // A bad element of an array: the whole array goes.
+                let mut target = at.clone();
+                if matches!(target.last(), Some(Segment::Index(_))) {
+                    target.pop();
+                }
+                let (key, _) = key_path(&at);
+                let span = locate(original.get_ref(), &at).or_else(|| e.inner().span());
+                (target, lines.problem(span, key, shape_message(message)))
+            }
+        };
+        // Removing a required key makes it missing next time: reported once, as mistyped.
+        if !problems.iter().any(|p| p.key == problem.key) {
+            problems.push(problem);
+        }
+        let mut mend_key: Vec<String> = target.iter().map(|s| format!("{s:?}")).collect();
+        mend_key.push(missing.map_or("remove", |_| "add").to_owned());
+        let again = !mended.insert(mend_key);
+        if again
+            || problems.len() >= MAX_SHAPE_PROBLEMS
+            || !mend(root.get_mut(), &target, missing.is_some())
+        {
+            return Err(problems);
+        }
+    }
+}
+
+/// `invalid type: integer `30`, expected a string` as `expected a string, found integer `30``.
+fn shape_message(message: &str) -> String {
+    let message = redact(message);
+    match message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.rsplit_once(", expected "))
+    {
+        // The value itself is not repeated: it may be a secret in the wrong place.
+        Some((found, expected)) if found.starts_with("string ") => {
+            format!("expected {expected}, found a string")
+        }
+        Some((found, expected)) => format!("expected {expected}, found {found}"),
+        None => message,
+    }
+}
+
+/// The path `serde_path_to_error` reports, without the `Spanned` wrappers.
+fn error_segments(path: &serde_path_to_error::Path) -> Vec<Segment> {
+    use serde_path_to_error::Segment as P;
+    path.iter()
+        .filter_map(|seg| match seg {
+            P::Seq { index } => Some(Segment::Index(*index)),
+            P::Map { key } if !key.starts_with("$__serde_spanned_private") => {
+                Some(Segment::Key(key.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Removes the key at `segments` from `root`, or, when `placeholder`, sets it to `""`.
+/// False when there is no such table to change.
+fn mend(root: &mut toml::de::DeTable<'_>, segments: &[Segment], placeholder: bool) -> bool {
+    use toml::de::DeValue;
+    let Some((Segment::Key(last), parents)) = segments.split_last() else {
+        return false;
+    };
+    let Some(table) = table_at(root, parents) else {
+        return false;
+    };
+    if placeholder {
+        let key = toml::Spanned::new(0..0, std::borrow::Cow::Owned(last.clone()));
+        let value = toml::Spanned::new(0..0, DeValue::String(std::borrow::Cow::Borrowed("")));
+        table.insert(key, value);
+        true
+    } else {
+        table.remove(last.as_str()).is_some()
+    }
+}
+
+/// The table at `segments` (keys, and indexes into arrays of tables).
+fn table_at<'a, 'i>(
+    root: &'a mut toml::de::DeTable<'i>,
+    segments: &[Segment],
+) -> Option<&'a mut toml::de::DeTable<'i>> {
+    use toml::de::DeValue;
+    let mut table = root;
+    let mut rest = segments;
+    while let Some((Segment::Key(key), after)) = rest.split_first() {
+        let mut value = table.get_mut(key.as_str())?.get_mut();
+        rest = after;
+        while let Some((Segment::Index(i), after)) = rest.split_first() {
+            value = match value {
+                DeValue::Array(a) => a.get_mut(*i)?.get_mut(),
+                _ => return None,
+            };
+            rest = after;
+        }
+        table = match value {
+            DeValue::Table(t) => t,
+            _ => return None,
+        };
+    }
+    rest.is_empty().then_some(table)
 }
 
 #[derive(Debug, Clone)]

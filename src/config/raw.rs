@@ -11,6 +11,37 @@ use toml::Spanned;
 /// A value and where it stands in the file.
 pub(super) type S<T> = Spanned<T>;
 
+/// A duration as written, such as `"30s"`: a string, read in validation. Its own type so that
+/// a number in its place is told what to write.
+#[derive(Debug)]
+pub(super) struct Duration(pub String);
+
+impl std::ops::Deref for Duration {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Duration;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration string such as \"30s\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+                Ok(Duration(text.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
 /// The whole resource file.
 #[derive(Debug, Deserialize)]
 pub(super) struct File {
@@ -41,7 +72,7 @@ pub(super) struct File {
     /// `[store]`: PostgreSQL for a fleet.
     pub store: Option<S<Store>>,
     /// How long shutdown waits for in-flight requests. Default `"10s"`.
-    pub shutdown_grace: Option<S<String>>,
+    pub shutdown_grace: Option<S<Duration>>,
 }
 
 /// `[issuer]`.
@@ -52,7 +83,7 @@ pub(super) struct Issuer {
     /// The `iss` value and base URL of every endpoint.
     pub issuer: S<String>,
     /// Default `"1h"`.
-    pub access_token_lifetime: Option<S<String>>,
+    pub access_token_lifetime: Option<S<Duration>>,
     /// Default `false`.
     #[serde(default)]
     pub emit_static_audience: bool,
@@ -66,11 +97,11 @@ pub(super) struct Issuer {
     /// Default 4096.
     pub max_connections: Option<S<i64>>,
     /// Default `"60s"`.
-    pub idle_timeout: Option<S<String>>,
+    pub idle_timeout: Option<S<Duration>>,
     /// Default `"10s"`.
-    pub request_header_timeout: Option<S<String>>,
+    pub request_header_timeout: Option<S<Duration>>,
     /// Default `"10s"`.
-    pub request_body_timeout: Option<S<String>>,
+    pub request_body_timeout: Option<S<Duration>>,
 }
 
 /// `[store]`.
@@ -83,7 +114,7 @@ pub(super) struct Store {
     /// Default 16.
     pub pool_size: Option<S<i64>>,
     /// Default `"3s"`.
-    pub connect_timeout: Option<S<String>>,
+    pub connect_timeout: Option<S<Duration>>,
     /// `tls = { ca }`: verify the server with this CA.
     pub tls: Option<S<StoreTls>>,
 }
@@ -193,7 +224,7 @@ pub(super) struct Client {
     #[serde(default)]
     pub allowed_scopes: Vec<S<String>>,
     /// Overrides `[issuer] access_token_lifetime`.
-    pub access_token_lifetime: Option<S<String>>,
+    pub access_token_lifetime: Option<S<Duration>>,
     /// Exact redirect URIs.
     #[serde(default)]
     pub redirect_uris: Vec<S<String>>,
@@ -208,11 +239,11 @@ pub(super) struct Client {
     /// `"one_time"` (default) | `"reuse"`.
     pub refresh_token_usage: Option<S<String>>,
     /// Default `"30d"`.
-    pub refresh_token_lifetime: Option<S<String>>,
+    pub refresh_token_lifetime: Option<S<Duration>>,
     /// Default `"15d"`.
-    pub refresh_token_sliding_lifetime: Option<S<String>>,
+    pub refresh_token_sliding_lifetime: Option<S<Duration>>,
     /// Default `"0s"` (none).
-    pub refresh_token_reuse_grace: Option<S<String>>,
+    pub refresh_token_reuse_grace: Option<S<Duration>>,
 }
 
 /// `[[users]]`.
@@ -235,9 +266,9 @@ pub(super) struct Proxy {
     /// Socket address to listen on.
     pub listen: S<String>,
     /// Default `"30s"`.
-    pub clock_skew: Option<S<String>>,
+    pub clock_skew: Option<S<Duration>>,
     /// Default `"30s"`.
-    pub upstream_timeout: Option<S<String>>,
+    pub upstream_timeout: Option<S<Duration>>,
     /// TLS certificate and key.
     pub tls: Option<S<Tls>>,
     /// `[[proxy.trusted_issuers]]`.
@@ -246,9 +277,9 @@ pub(super) struct Proxy {
     /// Default 4096.
     pub max_connections: Option<S<i64>>,
     /// Default `"60s"`.
-    pub idle_timeout: Option<S<String>>,
+    pub idle_timeout: Option<S<Duration>>,
     /// Default `"10s"`.
-    pub request_header_timeout: Option<S<String>>,
+    pub request_header_timeout: Option<S<Duration>>,
 }
 
 /// `[[proxy.trusted_issuers]]`.
@@ -291,7 +322,7 @@ pub(super) struct Admin {
     /// Default 64.
     pub max_connections: Option<S<i64>>,
     /// Default `"60s"`.
-    pub idle_timeout: Option<S<String>>,
+    pub idle_timeout: Option<S<Duration>>,
     /// Default `"10s"`.
-    pub request_header_timeout: Option<S<String>>,
+    pub request_header_timeout: Option<S<Duration>>,
 }

@@ -653,3 +653,80 @@ fn the_store_url_comes_from_the_environment_or_from_the_file_without_a_password(
         tokio_postgres::config::SslMode::Disable
     );
 }
+
+#[test]
+fn shape_problems_are_reported_with_their_key_paths_together_with_every_other_problem() {
+    let text = VALID
+        .replace("listen = \"127.0.0.1:0\"", "listen = 5000")
+        .replace(
+            "require_resource_indicator = true",
+            "require_resource_indicator = \"yes\"",
+        )
+        .replace("alg = \"ES256\"", "")
+        .replace(
+            "allowed_scopes = [\"read\"]",
+            "allowed_scopes = [\"read\", \"nope\"]\nfavourite = 1",
+        )
+        + "\n[proxy]\nlisten = \"127.0.0.1:0\"\nclock_skew = 30\n";
+    let p = problems(&text);
+    has(
+        &p,
+        "issuer.listen",
+        3,
+        "expected a string, found integer `5000`",
+    );
+    has(
+        &p,
+        "issuer.signing_keys[0].alg",
+        6,
+        "missing required key `alg`",
+    );
+    has(
+        &p,
+        "api_resources[0].require_resource_indicator",
+        17,
+        "expected a boolean, found a string",
+    );
+    has(&p, "clients[0].allowed_scopes[1]", 23, "\"nope\"");
+    has(&p, "clients[0].favourite", 24, "unknown key `favourite`");
+    has(
+        &p,
+        "proxy.clock_skew",
+        28,
+        "expected a duration string such as \"30s\", found integer `30`",
+    );
+    has(&p, "routes", 0, "at least one [[routes]] entry");
+    // Nothing about the stand-ins that let the rest be checked; in file order.
+    let about = |key: &str| p.iter().filter(|p| p.key == key).count();
+    assert_eq!(about("issuer.signing_keys[0].alg"), 1, "{p:#?}");
+    assert_eq!(about("issuer.listen"), 1, "{p:#?}");
+    assert!(p.windows(2).all(|w| w[0].line <= w[1].line), "{p:#?}");
+}
+
+#[test]
+fn a_bad_element_of_a_list_or_a_section_of_the_wrong_shape_hides_nothing_else() {
+    let text = format!(
+        "proxy = 5\nroutes = [1]\n{}",
+        VALID
+            .replace("\nscopes = [\"read\"]", "\nscopes = [\"read\", 5]")
+            .replace("allowed_scopes = [\"read\"]", "allowed_scopes = [\"nope\"]")
+    );
+    let p = problems(&text);
+    has(&p, "proxy", 1, "found integer `5`");
+    has(&p, "routes[0]", 2, "found integer `1`");
+    has(
+        &p,
+        "api_resources[0].scopes[1]",
+        18,
+        "expected a string, found integer `5`",
+    );
+    has(&p, "clients[0].allowed_scopes[0]", 25, "\"nope\"");
+}
+
+#[test]
+fn every_syntax_error_is_reported_at_once() {
+    let p = problems("[issuer]\nlisten = \nissuer = \"x\"\nkey = = 3\n");
+    assert!(p.len() >= 2, "{p:#?}");
+    assert_eq!(p[0].line, 2, "{p:#?}");
+    assert!(p.iter().any(|p| p.line == 4), "{p:#?}");
+}

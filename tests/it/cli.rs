@@ -59,11 +59,27 @@ fn check_prints_every_problem_and_exits_64() {
             "allowed_scopes = [\"read\", \"write\", \"transaction\"]",
             "allowed_scopes = [\"read\", \"delete\"]\ncolour = 1",
         )
-        .replace("name = \"urn:products\"", "name = \"products\"");
+        .replace("name = \"urn:products\"", "name = \"products\"")
+        // A value of the wrong type and a missing required key hide nothing else.
+        .replace(
+            "require_resource_indicator = true",
+            "require_resource_indicator = 1",
+        )
+        .replace("client_id = \"client\"", "");
     std::fs::write(&path, text).unwrap();
     let (code, out, err) = run(&["check", "--config", path.to_str().unwrap()], None);
     assert_eq!(code, 64, "{out}{err}");
-    assert!(err.contains("3 problems"), "{err}");
+    assert!(err.contains("5 problems"), "{err}");
+    assert!(
+        err.contains(
+            "api_resources[0].require_resource_indicator: expected a boolean, found integer `1`"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("clients[0].client_id: missing required key `client_id`"),
+        "{err}"
+    );
     assert!(
         err.contains("api_resources[1].name: must be an absolute URI"),
         "{err}"
@@ -80,7 +96,7 @@ fn check_prints_every_problem_and_exits_64() {
         .filter_map(|l| l.trim_start().strip_prefix(&prefix))
         .filter(|rest| rest.split(':').take(2).all(|n| n.parse::<usize>().is_ok()))
         .count();
-    assert_eq!(located, 3, "{err}");
+    assert_eq!(located, 5, "{err}");
 }
 
 #[test]

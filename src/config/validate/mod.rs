@@ -67,7 +67,12 @@ impl V<'_> {
         self.report(value.span(), key, message)
     }
 
-    fn duration(&mut self, value: &Option<S<String>>, key: &str, default: Duration) -> Duration {
+    fn duration(
+        &mut self,
+        value: &Option<S<raw::Duration>>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
         let Some(value) = value else { return default };
         match humantime::parse_duration(value.get_ref()) {
             Ok(d) if !d.is_zero() => d,
@@ -91,8 +96,8 @@ impl V<'_> {
         &mut self,
         section: &str,
         max_connections: Option<S<i64>>,
-        idle_timeout: Option<S<String>>,
-        request_header_timeout: Option<S<String>>,
+        idle_timeout: Option<S<raw::Duration>>,
+        request_header_timeout: Option<S<raw::Duration>>,
         default_max: usize,
     ) -> Limits {
         let max_connections = match max_connections {
@@ -125,7 +130,7 @@ impl V<'_> {
     /// A duration that may be zero (which turns something off), at most `max`.
     fn duration_up_to(
         &mut self,
-        value: &Option<S<String>>,
+        value: &Option<S<raw::Duration>>,
         key: &str,
         default: Duration,
         max: Duration,
