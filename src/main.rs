@@ -15,11 +15,22 @@ use isogate::jwt::Alg;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// EX_USAGE: the configuration is invalid.
+/// EX_USAGE: the configuration is invalid. (Any other failure exits 1; clap exits 2 on a
+/// command line it cannot parse.)
 const EXIT_INVALID: u8 = 64;
 
 #[derive(Parser)]
-#[command(version, about = "OAuth 2.0 resource isolation for any HTTP API")]
+#[command(
+    version,
+    about = "OAuth 2.0 resource isolation for any HTTP API",
+    after_help = "\
+Exit codes:
+  0   success
+  1   any other failure: an empty secret, an existing key file, a listener or a grant store
+      that cannot be opened
+  2   a command line that cannot be parsed
+  64  an invalid resource file, or a store schema newer than this isogate"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -30,35 +41,58 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
+    /// Human-readable lines, coloured on a terminal.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run every role the resource file configures.
+    #[command(after_help = "\
+Signals:
+  SIGHUP           reload the resource file and its key files (as a change to them does)
+  SIGTERM, SIGINT  stop accepting, drain in-flight requests for up to shutdown_grace, exit 0
+
+Environment:
+  RUST_LOG         the log filter (default: info), e.g. RUST_LOG=isogate=debug
+  ISOGATE_WORKERS  how many threads serve the token service and the gateway (default: one
+                   per CPU)
+
+Exits 64 on an invalid resource file or a store schema newer than this isogate, 1 when a
+listener or the grant store cannot be opened.")]
     Serve {
-        /// The resource file.
-        #[arg(long)]
+        /// The resource file (TOML); relative paths in it are relative to its folder.
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Validate the resource file and print every problem.
+    /// Validate the resource file and print every problem; exits 64 if there is one.
     Check {
-        /// The resource file.
-        #[arg(long)]
+        /// The resource file (TOML); key files it names need not exist yet.
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Print the stored form of a client or API secret (reads stdin without SECRET).
-    HashSecret { secret: Option<String> },
-    /// Print an Argon2id hash of a user password (reads stdin without PASSWORD).
-    HashPassword { password: Option<String> },
-    /// Write a new PKCS#8 PEM private key with mode 0600.
+    /// Print the stored form of a client or API secret, for `secrets = [...]`.
+    HashSecret {
+        /// The secret. Without it: typed at a prompt without echo when stdin is a terminal,
+        /// else read from stdin without its trailing newline. An empty secret is refused.
+        secret: Option<String>,
+    },
+    /// Print an Argon2id hash of a user password, for `[[users]] password`.
+    HashPassword {
+        /// The password. Without it: typed at a prompt without echo when stdin is a terminal,
+        /// else read from stdin without its trailing newline. An empty password is refused.
+        password: Option<String>,
+    },
+    /// Write a new PKCS#8 PEM private key with mode 0600, and print its kid and the
+    /// `[[issuer.signing_keys]]` entry that uses it.
     Keygen {
-        /// ES256, ES384, RS256, PS256 or EdDSA.
+        /// The key's algorithm: ES256, ES384, RS256, PS256 or EdDSA.
         #[arg(long)]
         alg: Alg,
         /// The file to create; an existing file is never overwritten.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
 }
@@ -69,22 +103,21 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Check { config } => check(&config),
-        Command::HashSecret { secret } => {
-            let secret = argument_or_stdin(secret);
-            println!(
-                "{}",
-                isogate::secret::SecretHash::of(secret.as_bytes()).to_stored()
-            );
-            ExitCode::SUCCESS
-        }
+        Command::HashSecret { secret } => match input("secret", secret) {
+            Ok(secret) => {
+                let stored = isogate::secret::SecretHash::of(secret.as_bytes()).to_stored();
+                print_out(&format!("{stored}\n"))
+            }
+            Err(message) => fail(message),
+        },
         Command::HashPassword { password } => {
-            let password = argument_or_stdin(password);
-            match isogate::secret::hash_password(password.as_bytes()) {
-                Ok(phc) => {
-                    println!("{phc}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(format!("cannot hash the password: {e}")),
+            let hashed = input("password", password).and_then(|password| {
+                isogate::secret::hash_password(password.as_bytes())
+                    .map_err(|e| format!("cannot hash the password: {e}"))
+            });
+            match hashed {
+                Ok(phc) => print_out(&format!("{phc}\n")),
+                Err(message) => fail(message),
             }
         }
         Command::Keygen { alg, out } => keygen(alg, &out),
@@ -103,13 +136,51 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// The argument, or stdin without its trailing newline.
-fn argument_or_stdin(value: Option<String>) -> String {
-    value.unwrap_or_else(|| {
-        let mut input = String::new();
-        let _ = std::io::stdin().read_to_string(&mut input);
-        input.trim_end_matches(['\r', '\n']).to_owned()
-    })
+/// The value to hash: the argument; without one, typed at a prompt without echo when stdin is
+/// a terminal, else stdin without its trailing newline. An empty value is refused: its hash
+/// would let anyone in with nothing.
+fn input(what: &str, argument: Option<String>) -> Result<String, String> {
+    let (value, from) = match argument {
+        Some(value) => (value, "as the argument"),
+        None if std::io::stdin().is_terminal() => (prompt(what)?, "at the prompt"),
+        None => {
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .map_err(|e| format!("cannot read the {what} from stdin: {e}"))?;
+            let value = input.trim_end_matches(['\r', '\n']).to_owned();
+            (value, "on stdin")
+        }
+    };
+    if value.is_empty() {
+        return Err(format!("refusing an empty {what} (given {from})"));
+    }
+    Ok(value)
+}
+
+/// Asks for `what` on stderr and reads it from the terminal on stdin, with echo off until the
+/// line ends. It reads stdin's own terminal (rather than /dev/tty, the controlling one): that
+/// is the terminal `input` found.
+fn prompt(what: &str) -> Result<String, String> {
+    let config = rpassword::ConfigBuilder::new()
+        .input_file_path("/dev/stdin")
+        .output_writer(std::io::stderr())
+        .build();
+    rpassword::prompt_password_with_config(format!("{what} (not echoed): "), config)
+        .map_err(|e| format!("cannot read the {what} from the terminal: {e}"))
+}
+
+/// Writes `text` to stdout; a closed stdout is a failure, so that nothing is taken as written
+/// that was not.
+fn print_out(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("cannot write to stdout: {e}")),
+    }
 }
 
 fn fail(message: String) -> ExitCode {
@@ -168,15 +239,59 @@ fn serve(path: &Path) -> ExitCode {
 }
 
 fn keygen(alg: Alg, out: &Path) -> ExitCode {
-    match isogate::jwt::generate_key_file(out, alg) {
-        Ok(()) => {
-            let _ = writeln!(
-                std::io::stdout(),
-                "wrote a new {alg} key to {}",
-                out.display()
-            );
-            ExitCode::SUCCESS
-        }
+    if let Err(e) = isogate::jwt::generate_key_file(out, alg) {
+        return fail(e.to_string());
+    }
+    // Loaded as `serve` loads it, so the kid printed is the one it will publish.
+    match isogate::jwt::SigningKey::from_file(out, alg, None, false) {
+        Ok(key) => print_out(&keygen_report(&key, out)),
         Err(e) => fail(e.to_string()),
+    }
+}
+
+/// What `keygen` prints: the key's kid, and the entry that makes the resource file use it.
+fn keygen_report(key: &isogate::jwt::SigningKey, out: &Path) -> String {
+    let file = toml::Value::String(out.display().to_string());
+    let relative = if out.is_relative() {
+        "  # relative to the resource file's folder"
+    } else {
+        ""
+    };
+    format!(
+        "wrote a new {alg} key to {path}\n\
+         kid: {kid} (its RFC 7638 thumbprint: serve publishes it unless the entry names a kid)\n\
+         \n\
+         [[issuer.signing_keys]]\n\
+         file = {file}{relative}\n\
+         alg = \"{alg}\"\n",
+        alg = key.alg,
+        path = out.display(),
+        kid = key.kid,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// `--help` explains every subcommand and every argument of each.
+    #[test]
+    fn every_subcommand_and_argument_has_help() {
+        let mut cli = Cli::command();
+        cli.build();
+        let mut missing = Vec::new();
+        for command in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            if command.get_about().is_none() {
+                missing.push(command.get_name().to_owned());
+            }
+            for arg in command.get_arguments() {
+                if arg.get_help().is_none() {
+                    missing.push(format!("{} {}", command.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no help for {missing:?}");
     }
 }

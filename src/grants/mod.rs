@@ -33,6 +33,13 @@ pub enum StoreError {
     /// The store answered with an error, or a record is unreadable.
     #[error("the grant store failed: {0}")]
     Failed(String),
+    /// Another process holds the lock of the redb file at this path: most likely another
+    /// isogate on the same `data_dir`.
+    #[error(
+        "{0} is locked by another process: another isogate may be using this data_dir; stop it, \
+         or give each isogate a data_dir of its own"
+    )]
+    Locked(std::path::PathBuf),
     /// The database's schema is newer than this binary knows: another, newer isogate
     /// migrated it. Never downgraded.
     #[error(

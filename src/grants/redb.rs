@@ -58,8 +58,12 @@ impl RedbStore {
         create_private_dir(dir)
             .map_err(|e| StoreError::Failed(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("grants.redb");
-        let db = Database::create(&path)
-            .map_err(|e| StoreError::Failed(format!("cannot open {}: {e}", path.display())))?;
+        let db = Database::create(&path).map_err(|e| match e {
+            // redb locks the file while it is open, in any process.
+            redb::DatabaseError::DatabaseAlreadyOpen
+            | redb::DatabaseError::LockProtocolMismatch => StoreError::Locked(path.clone()),
+            e => StoreError::Failed(format!("cannot open {}: {e}", path.display())),
+        })?;
         let tx = db.begin_write().map_err(StoreError::failed)?;
         for table in Table::ALL {
             tx.open_table(table.definition())

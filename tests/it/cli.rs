@@ -124,12 +124,157 @@ fn hash_password_prints_an_argon2id_phc_string() {
 }
 
 #[test]
+fn hash_secret_and_hash_password_refuse_an_empty_value_with_exit_1() {
+    for (command, what) in [("hash-secret", "secret"), ("hash-password", "password")] {
+        for (args, stdin, from) in [
+            (vec![command], Some("\n"), "on stdin"),
+            (vec![command], None, "on stdin"),
+            (vec![command, ""], None, "as the argument"),
+        ] {
+            let (code, out, err) = run(&args, stdin);
+            assert_eq!(code, 1, "{args:?} {stdin:?}: {out}{err}");
+            assert_eq!(out, "", "nothing is printed");
+            assert_eq!(
+                err.trim_end(),
+                format!("isogate: refusing an empty {what} (given {from})")
+            );
+        }
+    }
+}
+
+/// A pseudo-terminal for the binary's stdin: the test types at the master side, and reads
+/// there whatever the terminal would show.
+struct Terminal {
+    master: std::fs::File,
+    slave: std::fs::File,
+}
+
+impl Terminal {
+    fn open() -> Self {
+        use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+        use std::os::unix::fs::OpenOptionsExt;
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let name = ptsname(&master, Vec::new()).expect("ptsname");
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            // Never the test's controlling terminal.
+            .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
+            .open(name.to_str().expect("UTF-8 name"))
+            .expect("open the pty's slave");
+        rustix::io::ioctl_fionbio(&master, true).expect("non-blocking master");
+        Terminal {
+            master: master.into(),
+            slave,
+        }
+    }
+
+    fn echoes(&self) -> bool {
+        let modes = rustix::termios::tcgetattr(&self.slave).expect("tcgetattr");
+        modes
+            .local_modes
+            .contains(rustix::termios::LocalModes::ECHO)
+    }
+
+    /// What the terminal has shown since it was last read.
+    fn shown(&mut self) -> String {
+        use std::io::Read;
+        let mut shown = Vec::new();
+        let mut buf = [0; 256];
+        loop {
+            match self.master.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => shown.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("reading the terminal: {e}"),
+            }
+        }
+        String::from_utf8_lossy(&shown).into_owned()
+    }
+
+    /// Runs `args` with this terminal as stdin and stdout and stderr piped; once the prompt is
+    /// on stderr and echo is off, types `line` and Enter. Returns the exit code, stdout,
+    /// stderr, and whether the terminal echoed while the line was read.
+    fn type_at_prompt(&mut self, args: &[&str], line: &str) -> (i32, String, String, bool) {
+        use std::io::{Read, Write};
+        use std::process::Stdio;
+        let mut child = isogate()
+            .args(args)
+            .stdin(Stdio::from(self.slave.try_clone().expect("dup")))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn isogate");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0; 256];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !String::from_utf8_lossy(&err).contains("(not echoed): ") {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(bytes) => err.extend(bytes),
+                Err(_) => panic!("no prompt; stderr: {}", String::from_utf8_lossy(&err)),
+            }
+        }
+        // The prompt comes just before echo is turned off.
+        while self.echoes() {
+            assert!(std::time::Instant::now() < deadline, "echo stays on");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        self.master
+            .write_all(format!("{line}\r").as_bytes())
+            .expect("type");
+        let out = child.wait_with_output().expect("wait");
+        err.extend(rx.iter().flatten());
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+            !self.shown().is_empty(),
+        )
+    }
+}
+
+#[test]
+fn hash_secret_prompts_on_a_terminal_without_echo_and_restores_it() {
+    let mut terminal = Terminal::open();
+    assert!(terminal.echoes(), "a new terminal echoes");
+    let (code, out, err, echoed) = terminal.type_at_prompt(&["hash-secret"], "secret");
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, "sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=\n");
+    assert!(err.starts_with("secret (not echoed): "), "{err}");
+    assert!(!err.contains("secret (not echoed): secret"), "{err}");
+    assert!(!echoed, "the typed secret was shown");
+    assert!(terminal.echoes(), "echo is back on afterwards");
+
+    // Only Enter: refused.
+    let (code, out, err, _) = terminal.type_at_prompt(&["hash-password"], "");
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(out, "");
+    assert!(
+        err.contains("isogate: refusing an empty password (given at the prompt)"),
+        "{err}"
+    );
+    assert!(terminal.echoes());
+}
+
+#[test]
 fn keygen_writes_a_private_pkcs8_key_and_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
     for alg in ["ES256", "ES384", "RS256", "PS256", "EdDSA"] {
         let out = dir.path().join(format!("{alg}.pem"));
         let out_str = out.to_str().unwrap();
-        let (code, _, err) = run(&["keygen", "--alg", alg, "--out", out_str], None);
+        let (code, printed, err) = run(&["keygen", "--alg", alg, "--out", out_str], None);
         assert_eq!(code, 0, "{err}");
         let pem = std::fs::read_to_string(&out).unwrap();
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "{alg}");
@@ -141,8 +286,18 @@ fn keygen_writes_a_private_pkcs8_key_and_never_overwrites() {
                 0o600
             );
         }
-        isogate::jwt::SigningKey::from_file(&out, alg.parse().unwrap(), None, false)
+        let key = isogate::jwt::SigningKey::from_file(&out, alg.parse().unwrap(), None, false)
             .expect("loads as its alg");
+        assert!(
+            printed.contains(&format!("kid: {} ", key.kid)),
+            "{alg}: {printed}"
+        );
+        assert!(
+            printed.ends_with(&format!(
+                "\n[[issuer.signing_keys]]\nfile = \"{out_str}\"\nalg = \"{alg}\"\n"
+            )),
+            "{alg}: {printed}"
+        );
         let (code, _, err) = run(&["keygen", "--alg", alg, "--out", out_str], None);
         assert_ne!(code, 0, "overwrote {alg}");
         assert!(
@@ -162,6 +317,103 @@ fn keygen_writes_a_private_pkcs8_key_and_never_overwrites() {
         None,
     );
     assert_eq!(code, 2);
+}
+
+/// The entry `keygen` prints, pasted as it is into a resource file, makes `serve` publish the
+/// key under the kid `keygen` printed. A relative `--out` is noted as relative to the file's
+/// folder.
+#[tokio::test]
+async fn keygen_prints_the_kid_serve_publishes_and_an_entry_to_paste() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = isogate()
+        .args(["keygen", "--alg", "ES256", "--out", "keys/2027-01.pem"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run keygen");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{printed}");
+    let kid = printed
+        .split("kid: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no kid in {printed}"))
+        .to_owned();
+    let (_, entry) = printed
+        .split_once("\n\n")
+        .unwrap_or_else(|| panic!("no entry in {printed}"));
+    assert_eq!(
+        entry,
+        "[[issuer.signing_keys]]\nfile = \"keys/2027-01.pem\"  # relative to the resource file's folder\nalg = \"ES256\"\n"
+    );
+
+    // The issuer section of the seed with its first key replaced by the pasted entry.
+    let issuer = issuer_section("http://isogate.test");
+    let (head, rest) = issuer.split_once("[[issuer.signing_keys]]").unwrap();
+    let (_, others) = rest.split_once("\n\n").unwrap();
+    let path = dir.path().join("isogate.toml");
+    std::fs::write(&path, format!("{head}{entry}\n{others}{SEED}")).unwrap();
+    let mut running = Running::spawn(
+        env!("CARGO_BIN_EXE_isogate"),
+        &["serve", "--config", path.to_str().unwrap()],
+    );
+    let addr = listening_addr(&running.wait_for("listening role=issuer")).unwrap();
+    let jwks = get(&format!("http://{addr}/.well-known/jwks")).await.json();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|key| key["kid"].as_str())
+        .collect();
+    assert_eq!(kids, [kid.as_str(), "rs"], "{jwks}");
+}
+
+#[test]
+fn serve_help_names_sighup_rust_log_and_isogate_workers() {
+    let (code, out, err) = run(&["serve", "--help"], None);
+    assert_eq!(code, 0, "{err}");
+    for needle in [
+        "SIGHUP           reload the resource file",
+        "RUST_LOG         the log filter",
+        "ISOGATE_WORKERS  how many threads serve",
+        "--config <FILE>",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing in:\n{out}");
+    }
+    let (code, out, _) = run(&["--help"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("64  an invalid resource file"), "{out}");
+    // A command line clap cannot parse exits 2.
+    let (code, _, err) = run(&["serve"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--config <FILE>"), "{err}");
+}
+
+/// Two isogates on one `data_dir`: the second stops at start with exit 1 and says so, and the
+/// first keeps serving.
+#[tokio::test]
+async fn a_second_serve_on_the_same_data_dir_is_told_another_isogate_may_be_using_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, addr) = serve(dir.path(), &[]);
+    let path = dir.path().join("isogate.toml");
+    let (code, _, err) = run(&["serve", "--config", path.to_str().unwrap()], None);
+    assert_eq!(code, 1, "{err}");
+    let store = dir.path().join("data/grants.redb");
+    assert!(
+        err.contains(&format!(
+            "isogate: {} is locked by another process: another isogate may be using this data_dir",
+            store.display()
+        )),
+        "{err}"
+    );
+    let reply = post_form(
+        &format!("http://{addr}/connect/token"),
+        &[("grant_type", "client_credentials")],
+        Some(("client", SECRET)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    running.signal("TERM");
+    assert_eq!(running.finish().0, Some(0));
 }
 
 /// Starts `isogate serve` on a seed config in `dir` and waits for its listening line.

@@ -6,10 +6,10 @@
 //! - openid-client 6 and Authlib's OAuth2Session run the authorization code journey of SPEC §6
 //!   (PKCE S256, two resource indicators, one narrow token per redemption and refresh),
 //!   driving the login form over HTTP.
-//! - Debian's headless Chromium, driven by playwright-core, signs in on the login page and
-//!   lands on a redirect URI served by the test, whose code openid-client then redeems; and,
-//!   with two instances on one PostgreSQL (SPEC §7), signs in at one and gets a code at the
-//!   other without signing in again.
+//! - headless Chromium (`ISOGATE_CHROMIUM`, default Debian's /usr/bin/chromium), driven by
+//!   playwright-core, signs in on the login page and lands on a redirect URI served by the
+//!   test, whose code openid-client then redeems; and, with two instances on one PostgreSQL
+//!   (SPEC §7), signs in at one and gets a code at the other without signing in again.
 //!
 //! The clients are pinned under tests/interop and installed by `scripts/setup-interop`. When
 //! they are missing these tests are skipped with a notice, unless `ISOGATE_INTEROP=1`, which
@@ -56,8 +56,15 @@ fn installed(what: &str, paths: &[PathBuf]) -> bool {
 /// The redirect URI of the example's `web` client (nothing listens there).
 const EXAMPLE_REDIRECT_URI: &str = "http://127.0.0.1:5002/callback";
 
-/// Debian's Chromium, installed by `scripts/setup-interop`.
-const CHROMIUM: &str = "/usr/bin/chromium";
+/// The browser: `ISOGATE_CHROMIUM`, or Debian's Chromium, which `scripts/setup-interop`
+/// installs when that variable does not name a program.
+fn chromium() -> PathBuf {
+    std::env::var_os("ISOGATE_CHROMIUM").map_or_else(|| "/usr/bin/chromium".into(), PathBuf::from)
+}
+
+/// The browser tests' requirements, for [`installed`].
+const BROWSER: &str =
+    "headless Chromium (ISOGATE_CHROMIUM, default /usr/bin/chromium) with playwright-core (npm)";
 
 /// The shipped example, config/isogate.toml, with the issuer on `port` (so that `issuer` is
 /// the real, reachable address), the gateway and admin listeners on ephemeral ports, and the
@@ -541,10 +548,11 @@ async fn authlib_runs_the_code_flow_refreshes_introspects_and_revokes() {
 #[tokio::test]
 async fn a_real_browser_signs_in_on_the_login_page_and_lands_on_the_redirect_with_a_code() {
     let dir = interop_dir();
+    let chromium = chromium();
     if !installed(
-        "headless Chromium (Debian) with playwright-core (npm)",
+        BROWSER,
         &[
-            PathBuf::from(CHROMIUM),
+            chromium.clone(),
             dir.join("node_modules/playwright-core/package.json"),
             dir.join("node_modules/openid-client/package.json"),
         ],
@@ -566,7 +574,7 @@ async fn a_real_browser_signs_in_on_the_login_page_and_lands_on_the_redirect_wit
             "--redirect-uri",
             &redirect_uri,
             "--chromium",
-            CHROMIUM,
+            chromium.to_str().expect("UTF-8 path"),
             "--password",
             password,
         ]
@@ -624,10 +632,11 @@ async fn a_real_browser_signs_in_on_the_login_page_and_lands_on_the_redirect_wit
 #[tokio::test]
 async fn a_real_browser_signed_in_at_one_instance_of_a_fleet_gets_a_code_at_the_other() {
     let dir = interop_dir();
+    let chromium = chromium();
     if !installed(
-        "headless Chromium (Debian) with playwright-core (npm)",
+        BROWSER,
         &[
-            PathBuf::from(CHROMIUM),
+            chromium.clone(),
             dir.join("node_modules/playwright-core/package.json"),
             dir.join("node_modules/openid-client/package.json"),
         ],
@@ -649,7 +658,7 @@ async fn a_real_browser_signed_in_at_one_instance_of_a_fleet_gets_a_code_at_the_
             "--redirect-uri",
             &callback.uri,
             "--chromium",
-            CHROMIUM,
+            chromium.to_str().expect("UTF-8 path"),
             "--then-at",
             &b.base,
         ],
