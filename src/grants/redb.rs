@@ -220,7 +220,11 @@ impl Tx {
         for (jti, exp) in &family.access_tokens {
             self.mark_revoked(jti, *exp)?;
         }
-        tracing::info!("grant family revoked");
+        tracing::info!(
+            family = %id,
+            access_tokens = family.access_tokens.len(),
+            "grant family revoked"
+        );
         Ok(())
     }
 

@@ -143,7 +143,7 @@ pub async fn handle(
         }
         Endpoint::Token => {
             let metrics = &service.metrics;
-            token::endpoint(snapshot.clone(), grants, req, within, now, metrics).await
+            token::endpoint(snapshot.clone(), grants, req, within, now, metrics, peer).await
         }
         Endpoint::Authorize => authorize::authorize(&snapshot, issuer, &service, req, now).await,
         Endpoint::Login => authorize::login(&snapshot, issuer, &service, req, peer, now).await,

@@ -48,6 +48,22 @@ pub enum Denial {
     },
 }
 
+/// A request refused: why, and the token's claims when its signature was verified before a
+/// later step refused it (for the log line: who was refused).
+pub struct Refused {
+    pub denial: Denial,
+    pub verified: Option<Arc<Verified>>,
+}
+
+impl From<Denial> for Refused {
+    fn from(denial: Denial) -> Self {
+        Refused {
+            denial,
+            verified: None,
+        }
+    }
+}
+
 /// A request allowed through: the verified token it carried.
 pub struct Permit {
     /// The token's claims and identity headers.
@@ -67,7 +83,7 @@ pub async fn enforce(
     model: &Model,
     skew: Duration,
     now: u64,
-) -> Result<Permit, Denial> {
+) -> Result<Permit, Refused> {
     let credential = credential(headers)?;
     let verified = match keys.cached(credential, skew, now) {
         Ok(verified) => verified,
@@ -76,17 +92,26 @@ pub async fn enforce(
             .await
             .map_err(Denial::Token)?,
     };
-    check_time(&verified, now, skew).map_err(Denial::Token)?;
-    if verified
-        .jti
-        .as_deref()
-        .is_some_and(|jti| revoked.contains(jti))
-    {
-        return Err(Denial::Token(TokenError::Revoked));
+    let checked = check_time(&verified, now, skew)
+        .map_err(Denial::Token)
+        .and_then(|()| {
+            let revoked = verified
+                .jti
+                .as_deref()
+                .is_some_and(|jti| revoked.contains(jti));
+            if revoked {
+                return Err(Denial::Token(TokenError::Revoked));
+            }
+            audience(&verified, target.resource)?;
+            scope(&verified, target.route, target.resource, model, method)
+        });
+    match checked {
+        Ok(()) => Ok(Permit { verified }),
+        Err(denial) => Err(Refused {
+            denial,
+            verified: Some(verified),
+        }),
     }
-    audience(&verified, target.resource)?;
-    scope(&verified, target.route, target.resource, model, method)?;
-    Ok(Permit { verified })
 }
 
 impl Denial {

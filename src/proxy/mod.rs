@@ -81,7 +81,10 @@ struct Outcome<'s> {
     resource: Option<&'s str>,
     decision: &'static str,
     reason: &'static str,
+    /// The token's claims once its signature verified (also when a later step refused it).
     claims: Option<Arc<keys::Verified>>,
+    /// The step that refused the request and why, in words (never the token).
+    denial: Option<enforce::Denial>,
 }
 
 impl Outcome<'_> {
@@ -92,6 +95,7 @@ impl Outcome<'_> {
             decision: "deny",
             reason,
             claims: None,
+            denial: None,
         }
     }
 
@@ -101,17 +105,61 @@ impl Outcome<'_> {
             .and_then(|c| c.client_id.as_deref())
             .unwrap_or("-")
     }
+
+    fn subject(&self) -> &str {
+        self.claims
+            .as_ref()
+            .and_then(|c| c.sub.as_deref())
+            .unwrap_or("-")
+    }
+}
+
+/// A denial's words in the log line, `-` for none.
+struct Cause<'a>(Option<&'a enforce::Denial>);
+
+impl std::fmt::Display for Cause<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(denial) => denial.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// The request id header: kept when the client sent a usable one, else made here; sent on to
+/// the upstream and logged, so that one request can be followed through both logs.
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// The request's id (see [`X_REQUEST_ID`]): one of at most 128 visible ASCII characters is
+/// kept; any other is replaced.
+fn request_id(headers: &mut http::HeaderMap) -> http::HeaderValue {
+    let sent = headers.get(&X_REQUEST_ID).filter(|v| {
+        let bytes = v.as_bytes();
+        (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic())
+    });
+    if let Some(id) = sent {
+        return id.clone();
+    }
+    let mut bytes = [0u8; 12];
+    aws_lc_rs::rand::fill(&mut bytes).unwrap_or_else(|_| panic!("the system RNG failed"));
+    let id = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+    let id = http::HeaderValue::from_str(&id).unwrap_or(http::HeaderValue::from_static("-"));
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
 }
 
 /// Answers one request to the proxy listener: one log line and one count per request.
 pub async fn handle(
     state: Shared,
     gateway: Arc<Gateway>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
+    // Shared with the request (a reference count), not copied; the query is never logged.
+    let uri = req.uri().clone();
+    let request_id = request_id(req.headers_mut());
     let snapshot = state.load_full();
     let (response, outcome) = decide(&snapshot, &gateway, req, peer).await;
     let latency = started.elapsed();
@@ -125,10 +173,14 @@ pub async fn handle(
         resource = %outcome.resource.unwrap_or("-"),
         decision = %outcome.decision,
         reason = %outcome.reason,
+        cause = %Cause(outcome.denial.as_ref()),
         status,
         latency_us = latency.as_micros() as u64,
         client_id = %outcome.client_id(),
+        sub = %outcome.subject(),
         %peer,
+        path = %uri.path(),
+        request_id = %request_id.to_str().unwrap_or("-"),
         "request"
     );
     response
@@ -159,6 +211,7 @@ async fn decide<'s>(
         decision: "deny",
         reason: "",
         claims: None,
+        denial: None,
     };
     let Some(proxy) = &snapshot.config.proxy else {
         return (resolve::Refusal::NotConfigured.response(), outcome);
@@ -178,10 +231,12 @@ async fn decide<'s>(
     .await;
     let permit = match permit {
         Ok(permit) => permit,
-        Err(denial) => {
-            tracing::debug!(reason = %denial, "request denied");
-            outcome.reason = denial.reason();
-            return (denial.response(&gateway.metadata_url(&target)), outcome);
+        Err(refused) => {
+            let response = refused.denial.response(&gateway.metadata_url(&target));
+            outcome.reason = refused.denial.reason();
+            outcome.claims = refused.verified;
+            outcome.denial = Some(refused.denial);
+            return (response, outcome);
         }
     };
     let identity = permit.verified.identity_for(target.resource, model);

@@ -577,19 +577,26 @@ async fn the_gateway_logs_one_line_per_request_without_the_token() {
     );
     let (mut running, issuer, proxy) = serve_gateway(dir.path(), &gateway, &[]);
     let token = token_from(issuer, "urn:invoices").await;
-    let call = |auth: Option<String>| {
-        let url = format!("http://{proxy}/invoices/7");
+    let products = token_from(issuer, "urn:products").await;
+    let call = |auth: Option<String>, request_id: Option<&'static str>| {
+        let url = format!("http://{proxy}/invoices/7?access_token=in-the-query");
         async move {
             let mut req = http::Request::get(url);
             if let Some(a) = auth {
                 req = req.header("authorization", a);
+            }
+            if let Some(id) = request_id {
+                req = req.header("x-request-id", id);
             }
             send(req.body(http_body_util::Full::default()).unwrap())
                 .await
                 .status
         }
     };
-    assert_eq!(call(Some(format!("Bearer {token}"))).await, StatusCode::OK);
+    assert_eq!(
+        call(Some(format!("Bearer {token}")), None).await,
+        StatusCode::OK
+    );
     let allowed = running.wait_for(" request ");
     for field in [
         "method=GET",
@@ -597,23 +604,59 @@ async fn the_gateway_logs_one_line_per_request_without_the_token() {
         "resource=urn:invoices",
         "decision=allow",
         "reason=ok",
+        "cause=-",
         "status=200",
         "client_id=client",
+        "sub=client",
+        "path=/invoices/7 ",
         "latency_us=",
     ] {
         assert!(allowed.contains(field), "{field} missing in: {allowed}");
     }
+    // The id made for the request went to the upstream and into the line.
+    let made = upstream.last().headers["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(made.len(), 16, "{made}");
+    assert!(allowed.contains(&format!("request_id={made}")), "{allowed}");
+    // One the client sent is kept; a token for another API is refused, and the line says
+    // why and whose it was.
     assert_eq!(
-        call(Some("Bearer x.y.z".into())).await,
+        call(Some(format!("Bearer {products}")), Some("trace-42")).await,
         StatusCode::UNAUTHORIZED
     );
     let denied = running.wait_for(" request ");
-    for field in ["decision=deny", "reason=token_malformed", "status=401"] {
+    for field in [
+        "decision=deny",
+        "reason=token_audience",
+        "cause=invalid_token: the token is not meant for this resource",
+        "client_id=client",
+        "sub=client",
+        "request_id=trace-42",
+    ] {
         assert!(denied.contains(field), "{field} missing in: {denied}");
     }
+    assert_eq!(
+        call(Some("Bearer x.y.z".into()), Some("bad id with spaces")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let denied = running.wait_for(" request ");
+    for field in [
+        "decision=deny",
+        "reason=token_malformed",
+        "cause=invalid_token: malformed token",
+        "status=401",
+        "client_id=-",
+        "sub=-",
+    ] {
+        assert!(denied.contains(field), "{field} missing in: {denied}");
+    }
+    assert!(!denied.contains("bad id"), "{denied}");
     running.signal("TERM");
     let (_, log) = running.finish();
     assert!(!log.contains(&token), "the token was logged");
+    assert!(!log.contains("in-the-query"), "the query was logged");
 }
 
 /// An https upstream is verified against the system's roots (here `SSL_CERT_FILE`, which
@@ -801,4 +844,41 @@ async fn isogate_workers_sets_the_serving_threads() {
     let cpus = std::thread::available_parallelism().unwrap().get();
     assert_eq!(worker_threads_when(running.pid(), cpus), cpus);
     assert!(!token_from(issuer, "urn:invoices").await.is_empty());
+}
+
+#[tokio::test]
+async fn token_service_lines_name_the_client_and_the_peer_and_lists_are_plain_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, addr) = serve_until(dir.path(), &["--log-format", "json"], "\"listening\"");
+    let url = format!("http://{addr}/connect/token");
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("resource", "urn:invoices"),
+    ];
+    let issued = post_form(&url, &form, Some(("client", SECRET))).await;
+    assert_eq!(issued.status, StatusCode::OK, "{}", issued.text());
+    let line: serde_json::Value =
+        serde_json::from_str(&running.wait_for("access token issued")).unwrap();
+    assert_eq!(line["aud"], "urn:invoices", "{line}");
+
+    let refused = post_form(&url, &form, Some(("client", "not-the-secret"))).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let line: serde_json::Value =
+        serde_json::from_str(&running.wait_for("token request refused")).unwrap();
+    let fields = &line;
+    assert_eq!(fields["error"], "invalid_client", "{line}");
+    assert_eq!(fields["client_id"], "client", "{line}");
+    assert!(
+        fields["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{line}"
+    );
+    // A client id that names no client is not written out: it is the caller's text.
+    let stranger = post_form(&url, &form, Some(("forged\nline", "x"))).await;
+    assert_eq!(stranger.status, StatusCode::UNAUTHORIZED);
+    let line: serde_json::Value =
+        serde_json::from_str(&running.wait_for("token request refused")).unwrap();
+    assert_eq!(line["client_id"], "-", "{line}");
+    running.signal("TERM");
+    let (_, log) = running.finish();
+    assert!(!log.contains("not-the-secret"), "a secret was logged");
 }

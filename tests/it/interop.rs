@@ -626,7 +626,17 @@ async fn a_real_browser_signs_in_on_the_login_page_and_lands_on_the_redirect_wit
         refused.report()
     );
     assert!(callback.arrivals().is_empty(), "a refused login redirected");
-    drop(server);
+    // The log says who failed from where, and never with what.
+    let log = server.log();
+    let failed = log
+        .lines()
+        .find(|l| l.contains("login failed"))
+        .unwrap_or_else(|| panic!("no login failed line:\n{log}"));
+    assert!(
+        failed.contains("client_id=web") && failed.contains("peer=127.0.0.1:"),
+        "{failed}"
+    );
+    assert!(!log.contains("not-alice"), "the password was logged");
 }
 
 #[tokio::test]
@@ -688,7 +698,12 @@ async fn a_real_browser_signed_in_at_one_instance_of_a_fleet_gets_a_code_at_the_
     }
     // Alice signed in at A; B issued a code on the session A stored, with no sign-in of its own.
     let (log_a, log_b) = (a.log(), b.log());
-    assert!(log_a.contains("user signed in"), "{log_a}");
+    assert!(
+        log_a
+            .lines()
+            .any(|l| l.contains("user signed in") && l.contains("peer=127.0.0.1:")),
+        "{log_a}"
+    );
     assert!(
         log_b.contains("authorization code issued") && !log_b.contains("user signed in"),
         "{log_b}"

@@ -803,7 +803,7 @@ async fn revoke_family(
         &[&family, &keep],
     )
     .await?;
-    exec(
+    let access_tokens = exec(
         tx,
         "INSERT INTO isogate_revoked_tokens (jti, exp)
          SELECT jti, exp FROM isogate_access_tokens WHERE family = $1
@@ -813,7 +813,7 @@ async fn revoke_family(
     .await?;
     // Delivered when the transaction commits: every instance reads the revocations then.
     exec(tx, "SELECT pg_notify('isogate_revoked', '')", &[]).await?;
-    tracing::info!("grant family revoked");
+    tracing::info!(family, access_tokens, "grant family revoked");
     Ok(())
 }
 

@@ -31,7 +31,7 @@ impl Ctx<'_> {
                 wait.as_secs().max(1)
             );
             self.service.metrics.login("slowed");
-            tracing::info!(client_id = %pending.request.client_id, "login slowed down after repeated failures");
+            tracing::info!(client_id = %pending.request.client_id, %peer, "login slowed down after repeated failures");
             return self.show_login_again(&pending_id, &pending, username, &message);
         }
         let user = self.config.users.iter().find(|u| u.username == username);
@@ -41,7 +41,7 @@ impl Ctx<'_> {
         };
         let Some(user) = user.filter(|_| verified) else {
             self.service.metrics.login("failed");
-            tracing::info!(client_id = %pending.request.client_id, "login failed");
+            tracing::info!(client_id = %pending.request.client_id, %peer, "login failed");
             return self.show_login_again(
                 &pending_id,
                 &pending,
@@ -53,7 +53,7 @@ impl Ctx<'_> {
         sessions.finish(&pending_id).await?;
         self.service.metrics.login("ok");
         let session_id = sessions.sign_in(&user.subject, self.now).await?;
-        tracing::info!(client_id = %pending.request.client_id, subject = %user.subject, "user signed in");
+        tracing::info!(client_id = %pending.request.client_id, subject = %user.subject, %peer, "user signed in");
         let mut request = pending.request;
         request.prompt.login = false;
         let mut response = self

@@ -274,7 +274,7 @@ impl<'a> Ctx<'a> {
             client_id = %request.client_id,
             %subject,
             scope = %request.scopes.join(" "),
-            resources = ?request.resources,
+            resources = %request.resources.join(" "),
             "authorization code issued"
         );
         Ok(redirect::to(

@@ -54,15 +54,25 @@ pub async fn endpoint(
     within: std::time::Duration,
     now: SystemTime,
     metrics: &Metrics,
+    peer: std::net::SocketAddr,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
+    // The client the request names, for the log line of a refusal: only a configured one, as
+    // the text is the caller's.
+    let mut client_id = None;
     let result = match form::read(&parts.headers, body, within).await {
-        Ok(form) => match snapshot.config.issuer.as_ref() {
-            Some(issuer) => {
-                issue(&snapshot.config, issuer, grants, &parts.headers, &form, now).await
+        Ok(form) => {
+            client_id = super::client_auth::presented(&parts.headers, &form)
+                .ok()
+                .map(|p| p.client_id)
+                .filter(|id| snapshot.config.clients.contains_key(id));
+            match snapshot.config.issuer.as_ref() {
+                Some(issuer) => {
+                    issue(&snapshot.config, issuer, grants, &parts.headers, &form, now).await
+                }
+                None => Err(no_issuer()),
             }
-            None => Err(no_issuer()),
-        },
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -72,7 +82,13 @@ pub async fn endpoint(
         }
         Err(e) => {
             metrics.token_refused(e.code());
-            tracing::info!(error = e.code(), reason = %e, "token request refused");
+            tracing::info!(
+                error = e.code(),
+                reason = %e,
+                client_id = client_id.as_deref().unwrap_or("-"),
+                %peer,
+                "token request refused"
+            );
             e.response()
         }
     }
@@ -147,7 +163,7 @@ pub(super) fn log_issued(client: &Client, grant: GrantType, granted: &Granted) {
     tracing::info!(
         client_id = %client.client_id,
         grant_type = grant.as_str(),
-        aud = ?granted.aud,
+        aud = %granted.aud.join(" "),
         scope = %granted.scopes.join(" "),
         "access token issued"
     );
