@@ -81,5 +81,6 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     server.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
 }

@@ -153,7 +153,7 @@ pub(crate) async fn serve<F, Fut>(
     let socket = match TcpListener::from_std(socket) {
         Ok(socket) => socket,
         Err(e) => {
-            tracing::error!(role, error = %e, "cannot accept connections");
+            tracing::error!(role = %role, error = %e, "cannot accept connections");
             return;
         }
     };
@@ -197,12 +197,21 @@ pub(crate) async fn serve<F, Fut>(
         workers.next().spawn(conn.serve(stream));
     }
     drop(socket);
-    if tokio::time::timeout(grace, gate.open.closed())
-        .await
-        .is_err()
-    {
-        tracing::warn!(role, grace = ?grace, "connections still open after the shutdown grace period; closing them");
-    }
+    let open = gate.open.receiver_count();
+    let cut = match tokio::time::timeout(grace, gate.open.closed()).await {
+        Ok(()) => 0,
+        Err(_) => {
+            let cut = gate.open.receiver_count();
+            tracing::warn!(role = %role, grace = %humantime::format_duration(grace), connections = cut, "connections still open after the shutdown grace period; closing them");
+            cut
+        }
+    };
+    tracing::info!(
+        role = %role,
+        connections_drained = open.saturating_sub(cut),
+        connections_cut = cut,
+        "stopped"
+    );
 }
 
 /// The accept side of a listener: accepting with a back-off, and the cap.
@@ -233,7 +242,7 @@ impl Gate {
                     Err(e) => {
                         let role = self.role;
                         self.accept_errors.log(|suppressed| {
-                            tracing::warn!(role, error = %e, suppressed, "accept failed");
+                            tracing::warn!(role = %role, error = %e, suppressed, "accept failed");
                         });
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }

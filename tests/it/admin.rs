@@ -343,11 +343,17 @@ async fn reloads_show_in_the_metrics_and_the_config_view_without_secrets() {
     assert_eq!(view["rejected"], 1);
     assert_eq!(view["hash"], first.hash.as_str(), "the served file's hash");
     let error = view["last_error"].as_str().unwrap();
-    assert!(error.contains("1 problem"), "{error}");
-    assert!(
-        error.contains("invalid type: string \"<redacted>\", expected a sequence"),
-        "{error}"
-    );
+    assert!(error.contains("3 problems"), "each misplaced hash: {error}");
+    for place in [
+        "api_resources[0].secrets",
+        "api_resources[1].secrets",
+        "clients[0].secrets",
+    ] {
+        assert!(
+            error.contains(&format!("{place}: expected a sequence, found a string")),
+            "{error}"
+        );
+    }
     let body = reply.text();
     for secret in [SECRET_HASH, "sha256:", "PRIVATE KEY", "-----BEGIN"] {
         assert!(!body.contains(secret), "{secret} in /config: {body}");

@@ -446,6 +446,14 @@ fn serve_gateway(
         issuer_section("http://isogate.test") + SEED + gateway,
     )
     .unwrap();
+    serve_file(&path, env)
+}
+
+/// `serve` of a written config with an issuer and a gateway, once both listen.
+fn serve_file(
+    path: &Path,
+    env: &[(&str, &str)],
+) -> (Running, std::net::SocketAddr, std::net::SocketAddr) {
     let mut running = Running::spawn_with_env(
         env!("CARGO_BIN_EXE_isogate"),
         &["serve", "--config", path.to_str().unwrap()],
@@ -758,6 +766,66 @@ async fn sigterm_drains_an_in_flight_request_and_exits_0() {
         .unwrap();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("shutting down"), "{log}");
+    let stopped = log
+        .lines()
+        .find(|l| l.contains(" stopped role=proxy"))
+        .unwrap_or_else(|| panic!("no stopped line for the gateway:\n{log}"));
+    assert!(
+        stopped.contains("connections_drained=1 connections_cut=0"),
+        "{stopped}"
+    );
+    assert!(log.trim_end().ends_with("stopped"), "{log}");
+}
+
+/// A request still in flight when `shutdown_grace` ends is cut, and the closing lines say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_outlasting_the_shutdown_grace_is_cut_and_counted() {
+    let upstream = crate::servers::Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("isogate.toml");
+    let gateway = format!(
+        "\n[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\npath_prefix = \"/products\"\nupstream = \"{}\"\nresource = \"urn:products\"\n",
+        upstream.url()
+    );
+    let config = "shutdown_grace = \"1s\"\n".to_owned()
+        + &issuer_section("http://isogate.test")
+        + SEED
+        + &gateway;
+    std::fs::write(&path, config).unwrap();
+    let (running, issuer, proxy) = serve_file(&path, &[]);
+    let token = token_from(issuer, "urn:products").await;
+    let _slow = tokio::spawn(async move {
+        let req = http::Request::get(format!("http://{proxy}/products/slow"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Full::default())
+            .unwrap();
+        send(req).await
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while upstream.count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream saw nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    running.signal("TERM");
+    let (code, log) = tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("shutdown grace period")
+            && l.contains("role=proxy")
+            && l.contains("grace=1s connections=1")),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains(" stopped role=proxy")
+            && l.contains("connections_drained=0 connections_cut=1")),
+        "{log}"
+    );
+    upstream.open_slow();
 }
 
 #[tokio::test]
