@@ -166,6 +166,8 @@ pub(crate) async fn serve<F, Fut>(
         refusals: Throttled::default(),
     };
     let builders = Arc::new(Builders::new());
+    // Requests in flight on any of the listener's connections, for the closing line.
+    let requests = Arc::new(AtomicUsize::new(0));
     while let Some((stream, peer)) = gate.accept(&socket, &mut stop).await {
         let Some(held) = gate.admit() else {
             continue;
@@ -179,7 +181,7 @@ pub(crate) async fn serve<F, Fut>(
                 continue;
             }
         };
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(requests.clone()));
         let conn = Connection {
             handle: handle.clone(),
             activity,
@@ -197,19 +199,19 @@ pub(crate) async fn serve<F, Fut>(
         workers.next().spawn(conn.serve(stream));
     }
     drop(socket);
-    let open = gate.open.receiver_count();
+    let draining = requests.load(Ordering::Acquire);
     let cut = match tokio::time::timeout(grace, gate.open.closed()).await {
         Ok(()) => 0,
         Err(_) => {
-            let cut = gate.open.receiver_count();
-            tracing::warn!(role = %role, grace = %humantime::format_duration(grace), connections = cut, "connections still open after the shutdown grace period; closing them");
+            let cut = requests.load(Ordering::Acquire);
+            tracing::warn!(role = %role, grace = %humantime::format_duration(grace), connections = gate.open.receiver_count(), requests = cut, "connections still open after the shutdown grace period; closing them");
             cut
         }
     };
     tracing::info!(
         role = %role,
-        connections_drained = open.saturating_sub(cut),
-        connections_cut = cut,
+        requests_drained = draining.saturating_sub(cut),
+        requests_cut = cut,
         "stopped"
     );
 }
@@ -428,6 +430,8 @@ impl Builders {
 struct Activity {
     born: Instant,
     in_flight: AtomicUsize,
+    /// Requests in flight on all of the listener's connections.
+    listener: Arc<AtomicUsize>,
     /// When the last request ended, in milliseconds after `born`; [`Activity::NEVER`] before
     /// the first.
     last_end: AtomicU64,
@@ -436,10 +440,11 @@ struct Activity {
 impl Activity {
     const NEVER: u64 = u64::MAX;
 
-    fn new() -> Self {
+    fn new(listener: Arc<AtomicUsize>) -> Self {
         Activity {
             born: Instant::now(),
             in_flight: AtomicUsize::new(0),
+            listener,
             last_end: AtomicU64::new(Self::NEVER),
         }
     }
@@ -447,6 +452,7 @@ impl Activity {
     /// A request begins; it ends when the returned guard drops.
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.listener.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
 
@@ -474,6 +480,7 @@ impl Drop for InFlight {
         // Stored before the count drops, so whoever sees no request in flight sees this end.
         activity.last_end.store(ms, Ordering::Release);
         activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+        activity.listener.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

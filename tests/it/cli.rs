@@ -771,7 +771,7 @@ async fn sigterm_drains_an_in_flight_request_and_exits_0() {
         .find(|l| l.contains(" stopped role=proxy"))
         .unwrap_or_else(|| panic!("no stopped line for the gateway:\n{log}"));
     assert!(
-        stopped.contains("connections_drained=1 connections_cut=0"),
+        stopped.contains("requests_drained=1 requests_cut=0"),
         "{stopped}"
     );
     assert!(log.trim_end().ends_with("stopped"), "{log}");
@@ -817,12 +817,12 @@ async fn a_request_outlasting_the_shutdown_grace_is_cut_and_counted() {
     assert!(
         log.lines().any(|l| l.contains("shutdown grace period")
             && l.contains("role=proxy")
-            && l.contains("grace=1s connections=1")),
+            && l.contains("grace=1s connections=1 requests=1")),
         "{log}"
     );
     assert!(
         log.lines().any(|l| l.contains(" stopped role=proxy")
-            && l.contains("connections_drained=0 connections_cut=1")),
+            && l.contains("requests_drained=0 requests_cut=1")),
         "{log}"
     );
     upstream.open_slow();
