@@ -3,8 +3,9 @@
 //! (`/config`: generation, load time, file, hash, reload counts and the last rejection, never a
 //! secret).
 //!
-//! Readiness: not ready until every listener is bound and serving, ready while serving, and not
-//! ready again from the moment shutdown begins. The admin listener keeps answering during the
+//! Readiness: not ready until every listener is bound and serving and the gateway has the first
+//! key set of every trusted issuer that `wait_for_keys`, ready while serving, and not ready
+//! again from the moment shutdown begins. The admin listener keeps answering during the
 //! drain (so `/readyz` says 503 rather than refusing) and closes last.
 
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ pub(crate) struct Admin {
     state: Shared,
     /// With `[store]`: the store, and its URL without the password.
     store: Option<(Arc<PgStore>, String)>,
+    /// With a gateway: its keys, whose first key sets readiness waits for.
+    keys: Option<Arc<crate::proxy::Keys>>,
 }
 
 impl Admin {
@@ -44,6 +47,7 @@ impl Admin {
         metrics: Arc<Metrics>,
         clock: Clock,
         store: Option<(Arc<PgStore>, String)>,
+        keys: Option<Arc<crate::proxy::Keys>>,
     ) -> Self {
         let admin = Admin {
             ready: AtomicBool::new(false),
@@ -52,6 +56,7 @@ impl Admin {
             status,
             state,
             store,
+            keys,
         };
         admin.loaded(clock.now());
         admin
@@ -62,9 +67,25 @@ impl Admin {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    /// Whether `/readyz` answers 200.
+    /// Whether `/readyz` answers 200 (the server's own readiness, not the key sets').
     pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// `/readyz`: 200 when serving with every awaited key set, else 503 saying why.
+    fn readiness(&self) -> Response<Body> {
+        if !self.is_ready() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
+        }
+        let awaited = self.keys.as_ref().map(|k| k.awaited()).unwrap_or_default();
+        if awaited.is_empty() {
+            return text(StatusCode::OK, "ready\n");
+        }
+        let body = format!(
+            "not ready: waiting for the first key set of {}\n",
+            awaited.join(", ")
+        );
+        text(StatusCode::SERVICE_UNAVAILABLE, body)
     }
 
     /// Records that a configuration was applied at `at`.
@@ -146,8 +167,7 @@ fn answer(admin: &Admin, method: &Method, path: &str) -> Response<Body> {
     }
     let response = match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if admin.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/readyz" => admin.readiness(),
         "/metrics" => match admin.metrics.encode() {
             Ok(body) => {
                 let mut response = Response::new(full(body));
@@ -208,6 +228,7 @@ resource = "urn:x"
                 status,
                 Arc::new(Metrics::new()),
                 Clock::system(),
+                None,
                 None,
             ),
         )

@@ -130,6 +130,7 @@ impl Server {
             metrics.clone(),
             clock.clone(),
             store,
+            roles.gateway.as_ref().map(|g| g.keys.clone()),
         ));
         let (stop, stop_rx) = watch::channel(false);
         let started = roles.serve(listeners, &state, &admin, &metrics, &clock, stop_rx, grace)?;

@@ -262,6 +262,8 @@ pub struct TrustedIssuer {
     pub jwks_uri: Option<String>,
     /// Require `typ: at+jwt` (default true).
     pub require_typ: bool,
+    /// `/readyz` answers 503 from start until its first key set arrives (default true).
+    pub wait_for_keys: bool,
 }
 
 /// A `[[routes]]` entry.

@@ -291,6 +291,8 @@ pub(super) struct TrustedIssuer {
     pub jwks_uri: Option<S<String>>,
     /// Default `true`.
     pub require_typ: Option<bool>,
+    /// Default `true`.
+    pub wait_for_keys: Option<bool>,
 }
 
 /// `[[routes]]`.

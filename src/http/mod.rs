@@ -45,7 +45,7 @@ pub(crate) fn json_bytes(status: StatusCode, bytes: Bytes) -> Response<Body> {
 }
 
 /// A plain-text response.
-pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(

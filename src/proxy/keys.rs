@@ -1,8 +1,12 @@
 //! The keys the gateway trusts: the local issuer's, in-process, and each trusted issuer's
 //! remote JWKS, fetched with a timeout, refreshed in the background, refetched on an unknown
 //! `kid` at most once per 30 s per issuer, and kept as last known good while the issuer is down.
+//!
+//! Readiness: from start, `/readyz` waits for the first key set of each trusted issuer with
+//! `wait_for_keys` (the default). Issuers a reload adds do not make a serving gateway unready,
+//! and an issuer that goes down later leaves its last key set in place.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,8 +89,8 @@ pub struct Miss {
 /// One remote issuer's state.
 struct Remote {
     config: TrustedIssuer,
-    /// The last key set fetched successfully.
-    jwks: Option<JwkSet>,
+    /// The last key set fetched successfully, and when it was fetched.
+    jwks: Option<(JwkSet, Instant)>,
     /// Serialises fetches; holds when the last unknown-kid refetch started.
     fetching: Arc<tokio::sync::Mutex<Option<Instant>>>,
     refresher: Option<tokio::task::JoinHandle<()>>,
@@ -102,6 +106,8 @@ pub struct Keys {
     /// The local issuer and its published keys (retired ones included).
     local: Mutex<Option<(String, JwkSet)>>,
     remotes: Mutex<BTreeMap<String, Remote>>,
+    /// The trusted issuers `/readyz` still waits for; `None` before the first configuration.
+    awaited: Mutex<Option<BTreeSet<String>>>,
     /// Counts cache hits and misses and JWKS fetches.
     metrics: Arc<Metrics>,
 }
@@ -116,6 +122,7 @@ impl Keys {
             cache: VerifiedCache::new(CACHE_CAPACITY),
             local: Mutex::new(None),
             remotes: Mutex::new(BTreeMap::new()),
+            awaited: Mutex::new(None),
             metrics,
         })
     }
@@ -136,7 +143,17 @@ impl Keys {
         {
             let mut remotes = lock(&self.remotes);
             remotes.retain(|issuer, remote| {
-                let keep = wanted.contains(&remote.config);
+                // The same key source; `wait_for_keys` alone changes no key.
+                let same = wanted.iter().find(|w| {
+                    TrustedIssuer {
+                        wait_for_keys: remote.config.wait_for_keys,
+                        ..(*w).clone()
+                    } == remote.config
+                });
+                if let Some(same) = same {
+                    remote.config = same.clone();
+                }
+                let keep = same.is_some();
                 if !keep {
                     if let Some(task) = remote.refresher.take() {
                         task.abort();
@@ -162,7 +179,29 @@ impl Keys {
                 );
             }
         }
+        {
+            let mut awaited = lock(&self.awaited);
+            let waits = |issuer: &String| {
+                lock(&self.remotes)
+                    .get(issuer)
+                    .is_some_and(|r| r.config.wait_for_keys && r.jwks.is_none())
+            };
+            match awaited.as_mut() {
+                None => {
+                    let first = lock(&self.remotes).keys().cloned().collect::<Vec<_>>();
+                    *awaited = Some(first.into_iter().filter(|i| waits(i)).collect());
+                }
+                Some(set) => set.retain(|i| waits(i)),
+            }
+        }
         self.rebuild();
+    }
+
+    /// The trusted issuers whose first key set `/readyz` waits for, in order.
+    pub fn awaited(&self) -> Vec<String> {
+        lock(&self.awaited)
+            .as_ref()
+            .map_or_else(Vec::new, |set| set.iter().cloned().collect())
     }
 
     /// Rebuilds the trusted set from the local keys and every remote's last good JWKS.
@@ -172,7 +211,11 @@ impl Keys {
             sets.push((issuer.clone(), true, jwks.clone()));
         }
         for remote in lock(&self.remotes).values() {
-            let jwks = remote.jwks.clone().unwrap_or_default();
+            let jwks = remote
+                .jwks
+                .as_ref()
+                .map(|(jwks, _)| jwks.clone())
+                .unwrap_or_default();
             sets.push((
                 remote.config.issuer.clone(),
                 remote.config.require_typ,
@@ -269,22 +312,37 @@ impl Keys {
             Ok(jwks) => {
                 let changed = {
                     let mut remotes = lock(&self.remotes);
-                    match remotes.get_mut(&config.issuer) {
-                        Some(remote) if remote.jwks.as_ref() != Some(&jwks) => {
-                            tracing::info!(issuer = %config.issuer, keys = jwks.keys.len(), "JWKS fetched");
-                            remote.jwks = Some(jwks);
-                            true
-                        }
-                        _ => false,
+                    let Some(remote) = remotes.get_mut(&config.issuer) else {
+                        return false;
+                    };
+                    let changed = remote.jwks.as_ref().map(|(j, _)| j) != Some(&jwks);
+                    if changed {
+                        tracing::info!(issuer = %config.issuer, keys = jwks.keys.len(), "JWKS fetched");
                     }
+                    remote.jwks = Some((jwks, Instant::now()));
+                    changed
                 };
+                if let Some(set) = lock(&self.awaited).as_mut() {
+                    set.remove(&config.issuer);
+                }
                 if changed {
                     self.rebuild();
                 }
                 changed
             }
             Err(e) => {
-                tracing::warn!(issuer = %config.issuer, error = %e, "JWKS fetch failed; keeping the last good key set");
+                let fetched = lock(&self.remotes)
+                    .get(&config.issuer)
+                    .and_then(|r| r.jwks.as_ref().map(|(_, at)| at.elapsed()));
+                match fetched {
+                    Some(age) => {
+                        let age = humantime::format_duration(Duration::from_secs(age.as_secs()));
+                        tracing::warn!(issuer = %config.issuer, error = %e, fetched = %format!("{age} ago"), "JWKS fetch failed; keeping the last good key set");
+                    }
+                    None => {
+                        tracing::warn!(issuer = %config.issuer, error = %e, retry_in = %humantime::format_duration(REFETCH_INTERVAL), "JWKS fetch failed; no key set yet, so every token of this issuer is refused until a fetch succeeds");
+                    }
+                }
                 false
             }
         }

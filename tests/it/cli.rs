@@ -476,19 +476,6 @@ async fn token_from(issuer: std::net::SocketAddr, resource: &str) -> String {
         .to_owned()
 }
 
-/// The address in a `listening` line, text or JSON.
-fn listening_addr(line: &str) -> Option<std::net::SocketAddr> {
-    if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
-        return value["addr"].as_str()?.parse().ok();
-    }
-    line.rsplit("addr=")
-        .next()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 #[tokio::test]
 async fn serve_logs_listening_issues_tokens_never_logs_them_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();

@@ -1067,6 +1067,80 @@ async fn a_trusted_issuers_rotating_jwks_is_followed_and_survives_an_outage() {
     assert_eq!(gate.get("/products", &local).await.status, StatusCode::OK);
 }
 
+/// A gateway alone, started while its trusted issuer is down: `/readyz` says what it waits for
+/// (not an issuer with `wait_for_keys = false`), the log says no key set has arrived yet (not
+/// that it keeps one), and once the issuer answers its tokens pass and the gateway is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_while_its_issuer_is_down_is_not_ready_until_the_first_key_set() {
+    let upstream = Upstream::start().await;
+    let key = Remote::new("k1");
+    let idp = JwksServer::start(jwks(&[&key])).await;
+    idp.set(None);
+    let issuer = idp.issuer();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("isogate.toml");
+    let config = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[proxy.trusted_issuers]]\nissuer = \"{issuer}\"\n\n\
+         [[proxy.trusted_issuers]]\nissuer = \"http://127.0.0.1:1\"\nwait_for_keys = false\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[api_scopes]]\nname = \"read\"\n\n\
+         [[api_resources]]\nname = \"urn:products\"\nscopes = [\"read\"]\n\n\
+         [[routes]]\npath_prefix = \"/products\"\nupstream = \"{}\"\nresource = \"urn:products\"\n",
+        upstream.url()
+    );
+    std::fs::write(&path, config).unwrap();
+    let mut running = Running::spawn(
+        env!("CARGO_BIN_EXE_isogate"),
+        &["serve", "--config", path.to_str().unwrap()],
+    );
+    let proxy = listening_addr(&running.wait_for("listening role=proxy")).unwrap();
+    let admin = listening_addr(&running.wait_for("listening role=admin")).unwrap();
+    let failed = running.wait_for(&format!("issuer={issuer} error="));
+    assert!(
+        failed.contains("no key set yet") && failed.contains("retry_in=30s"),
+        "{failed}"
+    );
+
+    let ready = get(&format!("http://{admin}/readyz")).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        ready.text(),
+        format!("not ready: waiting for the first key set of {issuer}\n"),
+        "only the issuer that waits for keys is named"
+    );
+
+    // The issuer comes back; the first token of an unknown kid fetches its keys.
+    idp.set(Some(jwks(&[&key])));
+    let products = format!("http://{proxy}/products");
+    let reply = with_bearer(Method::GET, &products, &key.token(&issuer)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let ready = get(&format!("http://{admin}/readyz")).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.text(), "ready\n");
+
+    // An issuer a reload adds, down too, leaves a serving gateway ready.
+    let added = std::fs::read_to_string(&path).unwrap().replacen(
+        "[admin]",
+        "[[proxy.trusted_issuers]]\nissuer = \"http://127.0.0.1:2\"\n\n[admin]",
+        1,
+    );
+    write_atomically(&path, &added);
+    running.wait_for("configuration reloaded");
+    running.wait_for("issuer=http://127.0.0.1:2 error=");
+    let ready = get(&format!("http://{admin}/readyz")).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
+
+    running.signal("TERM");
+    let (_, log) = tokio::task::spawn_blocking(move || running.finish())
+        .await
+        .unwrap();
+    assert!(
+        !log.contains("keeping the last good key set"),
+        "there was none to keep:\n{log}"
+    );
+}
+
 /// Reads from `stream` until `needle` has arrived (or 10 s pass); returns what was read.
 async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> String {
     use tokio::io::AsyncReadExt;

@@ -296,6 +296,19 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The address in a `listening` line, text or JSON.
+pub fn listening_addr(line: &str) -> Option<std::net::SocketAddr> {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
+        return value["addr"].as_str()?.parse().ok();
+    }
+    line.rsplit("addr=")
+        .next()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A child process whose stderr lines are collected as they come.
 pub struct Running {
     child: std::process::Child,

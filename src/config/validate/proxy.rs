@@ -22,6 +22,7 @@ pub(super) fn proxy_config(v: &mut V<'_>, proxy: S<raw::Proxy>) -> ProxyConfig {
                 issuer,
                 jwks_uri,
                 require_typ,
+                wait_for_keys,
             } = t.into_inner();
             if url::Url::parse(issuer.get_ref())
                 .map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
@@ -47,6 +48,7 @@ pub(super) fn proxy_config(v: &mut V<'_>, proxy: S<raw::Proxy>) -> ProxyConfig {
                 issuer: issuer.into_inner(),
                 jwks_uri: jwks_uri.map(S::into_inner),
                 require_typ: require_typ.unwrap_or(true),
+                wait_for_keys: wait_for_keys.unwrap_or(true),
             }
         })
         .collect();
