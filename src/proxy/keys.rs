@@ -6,7 +6,8 @@
 //! `wait_for_keys` (the default). Issuers a reload adds do not make a serving gateway unready,
 //! and an issuer that goes down later leaves its last key set in place.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,9 @@ struct Remote {
     /// Serialises fetches; holds when the last unknown-kid refetch started.
     fetching: Arc<tokio::sync::Mutex<Option<Instant>>>,
     refresher: Option<tokio::task::JoinHandle<()>>,
+    /// Trusted since the first configuration with `wait_for_keys` every time since: `/readyz`
+    /// waits for this issuer's first key set.
+    gates_readiness: bool,
 }
 
 /// Trusted keys plus the verified-token cache.
@@ -106,8 +110,8 @@ pub struct Keys {
     /// The local issuer and its published keys (retired ones included).
     local: Mutex<Option<(String, JwkSet)>>,
     remotes: Mutex<BTreeMap<String, Remote>>,
-    /// The trusted issuers `/readyz` still waits for; `None` before the first configuration.
-    awaited: Mutex<Option<BTreeSet<String>>>,
+    /// Set by the first [`Keys::configure`]: issuers added later do not gate readiness.
+    configured: AtomicBool,
     /// Counts cache hits and misses and JWKS fetches.
     metrics: Arc<Metrics>,
 }
@@ -122,7 +126,7 @@ impl Keys {
             cache: VerifiedCache::new(CACHE_CAPACITY),
             local: Mutex::new(None),
             remotes: Mutex::new(BTreeMap::new()),
-            awaited: Mutex::new(None),
+            configured: AtomicBool::new(false),
             metrics,
         })
     }
@@ -140,6 +144,7 @@ impl Keys {
             .as_ref()
             .map(|p| p.trusted_issuers.clone())
             .unwrap_or_default();
+        let first = !self.configured.swap(true, Ordering::Relaxed);
         {
             let mut remotes = lock(&self.remotes);
             remotes.retain(|issuer, remote| {
@@ -151,6 +156,7 @@ impl Keys {
                     } == remote.config
                 });
                 if let Some(same) = same {
+                    remote.gates_readiness &= remote.config.wait_for_keys;
                     remote.config = same.clone();
                 }
                 let keep = same.is_some();
@@ -171,6 +177,7 @@ impl Keys {
                 remotes.insert(
                     issuer,
                     Remote {
+                        gates_readiness: first,
                         config,
                         jwks: None,
                         fetching: Arc::new(tokio::sync::Mutex::new(None)),
@@ -179,29 +186,16 @@ impl Keys {
                 );
             }
         }
-        {
-            let mut awaited = lock(&self.awaited);
-            let waits = |issuer: &String| {
-                lock(&self.remotes)
-                    .get(issuer)
-                    .is_some_and(|r| r.config.wait_for_keys && r.jwks.is_none())
-            };
-            match awaited.as_mut() {
-                None => {
-                    let first = lock(&self.remotes).keys().cloned().collect::<Vec<_>>();
-                    *awaited = Some(first.into_iter().filter(|i| waits(i)).collect());
-                }
-                Some(set) => set.retain(|i| waits(i)),
-            }
-        }
         self.rebuild();
     }
 
     /// The trusted issuers whose first key set `/readyz` waits for, in order.
     pub fn awaited(&self) -> Vec<String> {
-        lock(&self.awaited)
-            .as_ref()
-            .map_or_else(Vec::new, |set| set.iter().cloned().collect())
+        lock(&self.remotes)
+            .values()
+            .filter(|r| r.gates_readiness && r.config.wait_for_keys && r.jwks.is_none())
+            .map(|r| r.config.issuer.clone())
+            .collect()
     }
 
     /// Rebuilds the trusted set from the local keys and every remote's last good JWKS.
@@ -322,9 +316,6 @@ impl Keys {
                     remote.jwks = Some((jwks, Instant::now()));
                     changed
                 };
-                if let Some(set) = lock(&self.awaited).as_mut() {
-                    set.remove(&config.issuer);
-                }
                 if changed {
                     self.rebuild();
                 }

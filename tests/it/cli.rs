@@ -718,22 +718,8 @@ async fn sigterm_drains_an_in_flight_request_and_exits_0() {
     assert_eq!(get(&readyz).await.status, StatusCode::OK);
     let token = token_from(issuer, "urn:products").await;
 
-    // The upstream answers `/slow` when the test opens its gate.
-    let slow = tokio::spawn(async move {
-        let req = http::Request::get(format!("http://{proxy}/products/slow"))
-            .header("authorization", format!("Bearer {token}"))
-            .body(http_body_util::Full::default())
-            .unwrap();
-        send(req).await
-    });
+    let slow = slow_request_in_flight(&upstream, proxy, token).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while upstream.count() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the upstream saw nothing"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 
     running.signal("TERM");
     while get(&readyz).await.status != StatusCode::SERVICE_UNAVAILABLE {
@@ -779,21 +765,7 @@ async fn a_request_outlasting_the_shutdown_grace_is_cut_and_counted() {
     std::fs::write(&path, config).unwrap();
     let (running, issuer, proxy) = serve_file(&path, &[]);
     let token = token_from(issuer, "urn:products").await;
-    let _slow = tokio::spawn(async move {
-        let req = http::Request::get(format!("http://{proxy}/products/slow"))
-            .header("authorization", format!("Bearer {token}"))
-            .body(http_body_util::Full::default())
-            .unwrap();
-        send(req).await
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while upstream.count() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the upstream saw nothing"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let _slow = slow_request_in_flight(&upstream, proxy, token).await;
     running.signal("TERM");
     let (code, log) = tokio::task::spawn_blocking(move || running.finish())
         .await
@@ -811,6 +783,31 @@ async fn a_request_outlasting_the_shutdown_grace_is_cut_and_counted() {
         "{log}"
     );
     upstream.open_slow();
+}
+
+/// Sends `GET /products/slow` through the gateway at `proxy` and returns once the upstream
+/// holds it; the upstream answers when the test calls `open_slow`.
+async fn slow_request_in_flight(
+    upstream: &crate::servers::Upstream,
+    proxy: std::net::SocketAddr,
+    token: String,
+) -> tokio::task::JoinHandle<Reply> {
+    let slow = tokio::spawn(async move {
+        let req = http::Request::get(format!("http://{proxy}/products/slow"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Full::default())
+            .unwrap();
+        send(req).await
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while upstream.count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream saw nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    slow
 }
 
 #[tokio::test]
