@@ -6,15 +6,19 @@
 //! or from a fixed set of codes (reasons, OAuth errors, results), so the number of series stays
 //! bounded; a request path, a token or a peer address is never a label.
 
+mod process;
+
 use rustc_hash::FxHashMap;
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 /// The media type of [`Metrics::encode`]'s output.
@@ -48,6 +52,33 @@ struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: Arc<str>,
+    outcome: &'static str,
+}
+
+/// The outcomes of a gateway request, the `outcome` label of its duration: the upstream
+/// answered, the gateway refused, the upstream could not be reached in time, or the gateway
+/// served a protected-resource metadata document.
+const OUTCOMES: [&str; 4] = ["forwarded", "refused", "upstream_error", "metadata"];
+
+/// The index in [`OUTCOMES`] of a gateway request whose log line has `reason`.
+fn outcome(reason: &str) -> usize {
+    match reason {
+        "ok" => 0,
+        "upstream_unreachable" | "upstream_timeout" => 2,
+        "metadata" => 3,
+        _ => 1,
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabels {
+    issuer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,7 +122,8 @@ struct JwksLabels {
 /// The series of one route, looked up once per request by the route's `path_prefix`.
 struct RouteSeries {
     label: Arc<str>,
-    duration: Histogram,
+    /// By [`OUTCOMES`], each made at its first request.
+    durations: [OnceLock<Histogram>; OUTCOMES.len()],
     /// This route's counters of `isogate_requests_total`, by status and reason, as the family
     /// holds them: found without hashing the four labels again.
     requests: RwLock<FxHashMap<(u16, &'static str), Counter>>,
@@ -101,22 +133,35 @@ fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 
+/// A gauge of seconds with a fraction, for times.
+type Seconds = Gauge<f64, AtomicU64>;
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Every metric of one server.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    /// Route label and histogram by `path_prefix`, so that a request allocates nothing to find
+    /// Route label and histograms by `path_prefix`, so that a request allocates nothing to find
     /// its series (routes come from the configuration: this stays small).
     routes: RwLock<FxHashMap<Box<str>, RouteSeries>>,
+    issuer_durations: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     tokens_issued: Family<IssuedLabels, Counter>,
     tokens_refused: Family<ErrorLabels, Counter>,
     logins: Family<ResultLabels, Counter>,
     reloads_applied: Counter,
     reloads_rejected: Counter,
     last_reload_success: Gauge,
+    last_reload_success_time: Seconds,
     generation: Gauge,
     jwks_fetches: Family<JwksLabels, Counter>,
+    jwks_last_success_time: Family<IssuerLabels, Seconds>,
     cache_hits: Counter,
     cache_misses: Counter,
     connections_open: Family<RoleLabels, Gauge>,
@@ -146,10 +191,24 @@ impl Metrics {
         let durations = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
         registry.register_with_unit(
             "isogate_request_duration",
-            "Time from a gateway request's arrival to its response head, by route",
+            "Time from a gateway request's arrival to its response head, by route and outcome (forwarded, refused, upstream_error or metadata)",
             Unit::Seconds,
             durations.clone(),
         );
+        let issuer_durations =
+            Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "isogate_issuer_request_duration",
+            "Time from a token service request's arrival to its response head, by endpoint (its path, \"-\" for none) and outcome (ok below status 400, refused for 4xx, failed for 5xx); _count counts the requests",
+            Unit::Seconds,
+            issuer_durations.clone(),
+        );
+        registry.register(
+            "isogate_build",
+            "The version of isogate running",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register_collector(Box::new(process::Process));
         let tokens_issued = Family::<IssuedLabels, Counter>::default();
         registry.register(
             "isogate_tokens_issued",
@@ -181,6 +240,14 @@ impl Metrics {
             "Whether the last configuration reload was applied (1) or rejected (0); 1 before any reload",
             last_reload_success.clone(),
         );
+        let last_reload_success_time = Seconds::default();
+        last_reload_success_time.set(unix_now());
+        registry.register_with_unit(
+            "isogate_config_last_reload_success_timestamp",
+            "When the configuration being served was loaded (at start, or by the last applied reload), since the Unix epoch",
+            Unit::Seconds,
+            last_reload_success_time.clone(),
+        );
         let generation = Gauge::default();
         generation.set(1);
         registry.register(
@@ -193,6 +260,13 @@ impl Metrics {
             "isogate_jwks_fetches",
             "JWKS fetches from trusted issuers, by issuer and result (ok or error)",
             jwks_fetches.clone(),
+        );
+        let jwks_last_success_time = Family::<IssuerLabels, Seconds>::default();
+        registry.register_with_unit(
+            "isogate_jwks_last_success_timestamp",
+            "When each trusted issuer's JWKS was last fetched successfully, since the Unix epoch; absent until the first success",
+            Unit::Seconds,
+            jwks_last_success_time.clone(),
         );
         let cache = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -246,14 +320,17 @@ impl Metrics {
             requests,
             durations,
             routes: RwLock::new(FxHashMap::default()),
+            issuer_durations,
             tokens_issued,
             tokens_refused,
             logins,
             reloads_applied: result(&reloads, "applied"),
             reloads_rejected: result(&reloads, "rejected"),
             last_reload_success,
+            last_reload_success_time,
             generation,
             jwks_fetches,
+            jwks_last_success_time,
             cache_hits: result(&cache, "hit"),
             cache_misses: result(&cache, "miss"),
             connections_open,
@@ -285,9 +362,10 @@ impl Metrics {
         elapsed: Duration,
     ) {
         let route = route.unwrap_or(NO_ROUTE);
+        let outcome = outcome(reason);
         let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(series) = routes.get(route) {
-            series.duration.observe(elapsed.as_secs_f64());
+            self.observe(series, outcome, elapsed);
             let counters = series
                 .requests
                 .read()
@@ -302,19 +380,38 @@ impl Metrics {
         }
         drop(routes);
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        let series = routes.entry(route.into()).or_insert_with(|| {
-            let label: Arc<str> = route.into();
-            let duration = self.durations.get_or_create_owned(&RouteLabels {
-                route: label.clone(),
-            });
-            RouteSeries {
-                label,
-                duration,
-                requests: RwLock::default(),
-            }
+        let series = routes.entry(route.into()).or_insert_with(|| RouteSeries {
+            label: route.into(),
+            durations: Default::default(),
+            requests: RwLock::default(),
         });
-        series.duration.observe(elapsed.as_secs_f64());
+        self.observe(series, outcome, elapsed);
         self.first_request(series, status, reason);
+    }
+
+    /// Times one request of `series` with the outcome at index `outcome` of [`OUTCOMES`].
+    fn observe(&self, series: &RouteSeries, outcome: usize, elapsed: Duration) {
+        series.durations[outcome]
+            .get_or_init(|| {
+                self.durations.get_or_create_owned(&RouteLabels {
+                    route: series.label.clone(),
+                    outcome: OUTCOMES[outcome],
+                })
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Times one token service request to `endpoint` (its path, [`NO_ROUTE`] for none) that
+    /// was answered with `status`.
+    pub fn issuer_request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
+        let outcome = match status {
+            ..400 => "ok",
+            400..500 => "refused",
+            _ => "failed",
+        };
+        self.issuer_durations
+            .get_or_create(&EndpointLabels { endpoint, outcome })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Counts the first request of a route with this status and reason, and keeps its counter.
@@ -373,6 +470,7 @@ impl Metrics {
     pub fn reload_applied(&self, generation: u64) {
         self.reloads_applied.inc();
         self.last_reload_success.set(1);
+        self.last_reload_success_time.set(unix_now());
         self.generation
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
     }
@@ -385,6 +483,13 @@ impl Metrics {
 
     /// Counts one JWKS fetch from the trusted issuer `issuer` (as configured).
     pub fn jwks_fetch(&self, issuer: &str, ok: bool) {
+        if ok {
+            self.jwks_last_success_time
+                .get_or_create(&IssuerLabels {
+                    issuer: issuer.to_owned(),
+                })
+                .set(unix_now());
+        }
         self.jwks_fetches
             .get_or_create(&JwksLabels {
                 issuer: issuer.to_owned(),
@@ -478,14 +583,14 @@ mod tests {
         assert_eq!(
             sample(
                 &text,
-                "isogate_request_duration_seconds_count{route=\"/invoices\"}"
+                "isogate_request_duration_seconds_count{route=\"/invoices\",outcome=\"forwarded\"}"
             ),
             Some("2")
         );
         assert_eq!(
             sample(
                 &text,
-                "isogate_request_duration_seconds_bucket{le=\"0.0025\",route=\"/invoices\"}"
+                "isogate_request_duration_seconds_bucket{le=\"0.0025\",route=\"/invoices\",outcome=\"forwarded\"}"
             ),
             Some("0"),
             "3 ms is above 2.5 ms"
@@ -493,9 +598,85 @@ mod tests {
         assert_eq!(
             sample(
                 &text,
-                "isogate_request_duration_seconds_bucket{le=\"0.005\",route=\"/invoices\"}"
+                "isogate_request_duration_seconds_bucket{le=\"0.005\",route=\"/invoices\",outcome=\"forwarded\"}"
             ),
             Some("2")
         );
+        assert_eq!(
+            sample(
+                &text,
+                "isogate_request_duration_seconds_count{route=\"-\",outcome=\"refused\"}"
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "isogate_request_duration_seconds_count{route=\"/invoices\",outcome=\"refused\"}"
+            ),
+            None,
+            "no series for an outcome a route has not had"
+        );
+    }
+
+    /// A scrape in which every family has a series.
+    fn everything() -> String {
+        let metrics = Metrics::new();
+        let ms = Duration::from_millis(1);
+        metrics.proxy_request(Some("/invoices"), 200, "ok", ms);
+        metrics.issuer_request("/connect/token", 200, ms);
+        metrics.token_issued("client_credentials", "client");
+        metrics.token_refused("invalid_scope");
+        metrics.store(Some(ms));
+        metrics.revoked_tokens(1);
+        metrics.login("ok");
+        metrics.jwks_fetch("https://issuer.example", true);
+        metrics.connections("proxy").open.inc();
+        metrics.encode().unwrap()
+    }
+
+    /// The names of the metrics an expression of the dashboard reads.
+    fn names_in(expr: &str) -> Vec<&str> {
+        expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("isogate_") || word.starts_with("process_"))
+            .collect()
+    }
+
+    #[test]
+    fn the_dashboard_reads_only_series_that_exist() {
+        let text = everything();
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../docs/grafana/isogate.json")).unwrap();
+        let mut read = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap();
+                for name in names_in(expr) {
+                    assert!(samples.contains(&name), "{name} in {expr:?}");
+                    read += 1;
+                }
+            }
+        }
+        assert!(read > 20, "{read}");
+    }
+
+    #[test]
+    fn the_readme_lists_every_metric() {
+        let readme = include_str!("../README.md");
+        let text = everything();
+        for family in text.lines().filter_map(|l| l.strip_prefix("# HELP ")) {
+            let family = family.split(' ').next().unwrap();
+            assert!(
+                ["", "_total", "_info"]
+                    .iter()
+                    .any(|suffix| readme.contains(&format!("`{family}{suffix}`"))),
+                "{family} is not in the README"
+            );
+        }
     }
 }

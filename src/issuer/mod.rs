@@ -17,6 +17,7 @@ pub use token::{mint, token, Minted, Subject, TokenResponse};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -57,21 +58,38 @@ enum Endpoint {
     Revocation,
 }
 
+const ENDPOINTS: [Endpoint; 10] = [
+    Endpoint::OpenIdConfiguration,
+    Endpoint::AuthorizationServer,
+    Endpoint::Jwks,
+    Endpoint::Token,
+    Endpoint::Authorize,
+    Endpoint::Login,
+    Endpoint::Consent,
+    Endpoint::UserInfo,
+    Endpoint::Introspect,
+    Endpoint::Revocation,
+];
+
 impl Endpoint {
+    /// Its path below the issuer's base path, which is also its metrics label.
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::OpenIdConfiguration => "/.well-known/openid-configuration",
+            Endpoint::AuthorizationServer => "/.well-known/oauth-authorization-server",
+            Endpoint::Jwks => "/.well-known/jwks",
+            Endpoint::Token => "/connect/token",
+            Endpoint::Authorize => "/connect/authorize",
+            Endpoint::Login => "/connect/authorize/login",
+            Endpoint::Consent => "/connect/authorize/consent",
+            Endpoint::UserInfo => "/connect/userinfo",
+            Endpoint::Introspect => "/connect/introspect",
+            Endpoint::Revocation => "/connect/revocation",
+        }
+    }
+
     fn of(path: &str) -> Option<Self> {
-        Some(match path {
-            "/.well-known/openid-configuration" => Endpoint::OpenIdConfiguration,
-            "/.well-known/oauth-authorization-server" => Endpoint::AuthorizationServer,
-            "/.well-known/jwks" => Endpoint::Jwks,
-            "/connect/token" => Endpoint::Token,
-            "/connect/authorize" => Endpoint::Authorize,
-            "/connect/authorize/login" => Endpoint::Login,
-            "/connect/authorize/consent" => Endpoint::Consent,
-            "/connect/userinfo" => Endpoint::UserInfo,
-            "/connect/introspect" => Endpoint::Introspect,
-            "/connect/revocation" => Endpoint::Revocation,
-            _ => return None,
-        })
+        ENDPOINTS.into_iter().find(|e| e.path() == path)
     }
 
     /// The methods it answers, as an `Allow` header says them.
@@ -94,35 +112,51 @@ impl Endpoint {
     }
 }
 
-/// Answers one request to the issuer listener: the clock is read once, here.
+/// Answers one request to the issuer listener and times it by endpoint.
 pub async fn handle(
     state: Shared,
     service: Arc<Service>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
+    let started = Instant::now();
+    let metrics = service.metrics.clone();
+    let (response, endpoint) = answer(state, service, req, peer).await;
+    let endpoint = endpoint.map_or(crate::metrics::NO_ROUTE, Endpoint::path);
+    metrics.issuer_request(endpoint, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// Answers one request, and says which endpoint it reached: the clock is read once, here.
+async fn answer(
+    state: Shared,
+    service: Arc<Service>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> (Response<Body>, Option<Endpoint>) {
     let snapshot = state.load_full();
     let now = service.clock.now();
     let (Some(issuer), Some(docs)) = (&snapshot.config.issuer, &snapshot.issuer_docs) else {
-        return text(
+        let response = text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the token service is not configured\n",
         );
+        return (response, None);
     };
     if let Some(problem) = crate::http::host_problem(&req) {
-        return OAuthError::InvalidRequest(problem.into()).response();
+        return (OAuthError::InvalidRequest(problem.into()).response(), None);
     }
     let path = req.uri().path();
     // An issuer URL with a path (https://id.example.com/tenant) serves below that path.
     let path = path.strip_prefix(issuer.base_path.as_str()).unwrap_or(path);
     let Some(endpoint) = Endpoint::of(path) else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
+        return (text(StatusCode::NOT_FOUND, "not found\n"), None);
     };
     if !endpoint.allows(req.method()) {
-        return method_not_allowed(endpoint.allow());
+        return (method_not_allowed(endpoint.allow()), Some(endpoint));
     }
     let (grants, within) = (&service.grants, issuer.request_body_timeout);
-    match endpoint {
+    let response = match endpoint {
         Endpoint::OpenIdConfiguration if !docs.openid => {
             // A document strict OpenID clients reject is never published.
             text(
@@ -155,7 +189,8 @@ pub async fn handle(
         Endpoint::Revocation => {
             introspect::revocation(snapshot.clone(), grants, req, within, now).await
         }
-    }
+    };
+    (response, Some(endpoint))
 }
 
 /// Discovery and JWKS may be cached briefly; a removed key disappears within a minute.

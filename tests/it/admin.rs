@@ -167,19 +167,65 @@ async fn a_scrape_counts_tokens_gateway_decisions_and_cache_lookups() {
         5,
         "one series per route, status and reason"
     );
-    assert_eq!(
-        scrape.get(
+    // Durations by route and outcome: refusals apart from the upstream's answers.
+    let timed = |route, outcome| {
+        scrape.value(
             "isogate_request_duration_seconds_count",
-            &[("route", "/invoices")]
-        ),
-        3.0
-    );
+            &[("route", route), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(timed("/invoices", "forwarded"), Some(2.0));
+    assert_eq!(timed("/invoices", "refused"), Some(1.0));
+    assert_eq!(timed("/products", "refused"), Some(2.0));
+    assert_eq!(timed("/products", "forwarded"), None);
+    assert_eq!(timed("-", "refused"), Some(1.0));
     assert_eq!(
         scrape.get(
             "isogate_request_duration_seconds_bucket",
-            &[("route", "/invoices"), ("le", "+Inf")]
+            &[
+                ("route", "/invoices"),
+                ("outcome", "forwarded"),
+                ("le", "+Inf")
+            ]
         ),
-        3.0
+        2.0
+    );
+    // The token service's requests, timed by endpoint and outcome.
+    let issued = |outcome| {
+        scrape.value(
+            "isogate_issuer_request_duration_seconds_count",
+            &[("endpoint", "/connect/token"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(issued("ok"), Some(1.0));
+    assert_eq!(issued("refused"), Some(1.0));
+    assert_eq!(issued("failed"), None);
+    // The standard process series and the build.
+    assert_eq!(
+        scrape.get(
+            "isogate_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(scrape.get("process_resident_memory_bytes", &[]) > 1_000_000.0);
+    assert!(scrape.get("process_cpu_seconds_total", &[]) > 0.0);
+    assert!(scrape.get("process_open_fds", &[]) >= 3.0);
+    assert!(scrape.get("process_max_fds", &[]) >= scrape.get("process_open_fds", &[]));
+    assert!(scrape.get("process_threads", &[]) >= 1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = scrape.get("process_start_time_seconds", &[]);
+    assert!(
+        started <= now + 1.0 && started > now - 86_400.0,
+        "{started} {now}"
+    );
+    let loaded = scrape.get("isogate_config_last_reload_success_timestamp_seconds", &[]);
+    assert!(
+        (now - 120.0..=now + 1.0).contains(&loaded),
+        "the first load counts as the last good one: {loaded} {now}"
     );
     assert_eq!(
         scrape.get(
@@ -226,6 +272,16 @@ async fn a_scrape_counts_tokens_gateway_decisions_and_cache_lookups() {
         "isogate_config_last_reload_success",
         "isogate_config_generation",
         "isogate_verified_token_cache",
+        "isogate_issuer_request_duration_seconds",
+        "isogate_config_last_reload_success_timestamp_seconds",
+        "isogate_build",
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_start_time_seconds",
+        "process_open_fds",
+        "process_max_fds",
+        "process_threads",
     ] {
         scrape.help(name);
     }
@@ -282,6 +338,26 @@ async fn jwks_fetches_are_counted_by_issuer_and_result() {
         ),
         1.0
     );
+    // Freshness to alert on: when each issuer's keys last arrived; none yet for the one down.
+    let fetched = scrape.get(
+        "isogate_jwks_last_success_timestamp_seconds",
+        &[("issuer", issuer.as_str())],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - 120.0..=now + 1.0).contains(&fetched),
+        "{fetched} {now}"
+    );
+    assert_eq!(
+        scrape.value(
+            "isogate_jwks_last_success_timestamp_seconds",
+            &[("issuer", down_issuer.as_str())]
+        ),
+        None
+    );
 }
 
 #[tokio::test]
@@ -290,6 +366,8 @@ async fn reloads_show_in_the_metrics_and_the_config_view_without_secrets() {
     let isogate = start(&upstream).await;
     let path = isogate.path("isogate.toml");
     let first = isogate.server.status().borrow().clone();
+    const LOADED: &str = "isogate_config_last_reload_success_timestamp_seconds";
+    let loaded = Scrape::of(&isogate).await.get(LOADED, &[]);
 
     let view = get(&admin_url(&isogate, "/config")).await;
     assert_eq!(view.status, StatusCode::OK);
@@ -336,6 +414,11 @@ async fn reloads_show_in_the_metrics_and_the_config_view_without_secrets() {
     assert_eq!(reloads("applied"), 0.0);
     assert_eq!(scrape.get("isogate_config_last_reload_success", &[]), 0.0);
     assert_eq!(scrape.get("isogate_config_generation", &[]), 1.0);
+    assert_eq!(
+        scrape.get(LOADED, &[]),
+        loaded,
+        "a rejected file is not a good load"
+    );
 
     let reply = get(&admin_url(&isogate, "/config")).await;
     let view = reply.json();
@@ -367,6 +450,10 @@ async fn reloads_show_in_the_metrics_and_the_config_view_without_secrets() {
     assert_eq!(reloads("applied"), 1.0);
     assert_eq!(scrape.get("isogate_config_last_reload_success", &[]), 1.0);
     assert_eq!(scrape.get("isogate_config_generation", &[]), 2.0);
+    assert!(
+        scrape.get(LOADED, &[]) > loaded,
+        "the applied reload's time"
+    );
 
     let view = get(&admin_url(&isogate, "/config")).await.json();
     assert_eq!(view["generation"], 2);
