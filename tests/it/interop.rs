@@ -404,6 +404,80 @@ fn authlib_python() -> Option<PathBuf> {
     installed("Authlib (PyPI)", std::slice::from_ref(&python)).then_some(python)
 }
 
+/// Prometheus's own Python client parses a scrape of the example, after a token, a refusal
+/// and an unreachable upstream, as strict OpenMetrics, with every family of the README's
+/// table that has series by then and with the type the table gives.
+#[tokio::test]
+async fn prometheus_client_parses_the_metrics() {
+    let Some(python) = authlib_python() else {
+        return;
+    };
+    let mut server = Server::start();
+    let proxy =
+        crate::support::listening_addr(&server.running.last_line_with("listening role=proxy"))
+            .expect("the gateway's address");
+    let admin =
+        crate::support::listening_addr(&server.running.last_line_with("listening role=admin"))
+            .expect("the admin address");
+    let token = crate::support::post_form(
+        &format!("{}/connect/token", server.base),
+        &[
+            ("grant_type", "client_credentials"),
+            ("resource", "urn:invoices"),
+        ],
+        Some(("client", SECRET)),
+    )
+    .await;
+    assert_eq!(token.status, http::StatusCode::OK, "{}", token.text());
+    let token = token.json()["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let refused = crate::support::get(&format!("http://{proxy}/invoices/1")).await;
+    assert_eq!(refused.status, http::StatusCode::UNAUTHORIZED);
+    // Nothing listens on the example's upstream port in the tests.
+    let unreachable = crate::support::with_bearer(
+        http::Method::GET,
+        &format!("http://{proxy}/invoices/1"),
+        &token,
+    )
+    .await;
+    assert_eq!(unreachable.status, http::StatusCode::BAD_GATEWAY);
+
+    let script = interop_dir().join("prometheus_scrape.py");
+    let url = format!("http://{admin}/metrics");
+    let outcome = run(
+        &python,
+        &[script.to_str().expect("UTF-8 path"), "--url", &url],
+    );
+    let server = outcome.assert_success(server);
+    print!("{}", outcome.stdout);
+    for family in [
+        "isogate_requests counter",
+        "isogate_request_duration_seconds histogram",
+        "isogate_issuer_request_duration_seconds histogram",
+        "isogate_tokens_issued counter",
+        "isogate_config_last_reload_success_timestamp_seconds gauge",
+        "isogate_verified_token_cache counter",
+        "isogate_connections gauge",
+        "isogate_build info",
+        "process_cpu_seconds counter",
+        "process_resident_memory_bytes gauge",
+        "process_start_time_seconds gauge",
+        "process_open_fds gauge",
+    ] {
+        assert!(
+            outcome
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{family} "))),
+            "no {family}\n{}",
+            outcome.report()
+        );
+    }
+    drop(server);
+}
+
 #[tokio::test]
 async fn authlib_validates_both_discovery_documents() {
     let Some(python) = authlib_python() else {
