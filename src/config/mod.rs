@@ -2,6 +2,7 @@
 //! its key path and line:column) and build the typed, immutable [`Config`].
 
 pub mod host;
+mod known;
 mod raw;
 mod validate;
 
@@ -455,7 +456,18 @@ pub fn parse(text: &str, dir: &Path, missing_keys: MissingKeys) -> Result<Config
     problems.extend(unknown.iter().map(|segs| {
         let span = locate(root.get_ref(), segs);
         let (key, last) = key_path(segs);
-        lines.problem(span, key, format!("unknown key `{last}`"))
+        let table: Vec<&str> = segs[..segs.len().saturating_sub(1)]
+            .iter()
+            .filter_map(|seg| match seg {
+                Segment::Key(k) => Some(k.as_str()),
+                Segment::Index(_) => None,
+            })
+            .collect();
+        let message = match known::nearest(&table, &last) {
+            Some(near) => format!("unknown key `{last}`; did you mean `{near}`?"),
+            None => format!("unknown key `{last}`"),
+        };
+        lines.problem(span, key, message)
     }));
     let mut meaning = Vec::new();
     let config = validate::validate(file, &lines, dir, missing_keys, &mut meaning);

@@ -71,7 +71,12 @@ fn every_unknown_key_is_reported_with_its_position() {
         .replace("[[api_scopes]]", "bogus = true\n[[api_scopes]]")
         + "colour = \"red\"\n";
     let p = problems(&text);
-    has(&p, "issuer.signing_keys[0].algo", 9, "unknown key `algo`");
+    has(
+        &p,
+        "issuer.signing_keys[0].algo",
+        9,
+        "unknown key `algo`; did you mean `alg`?",
+    );
     has(
         &p,
         "issuer.signing_keys[0].bogus",
@@ -79,6 +84,13 @@ fn every_unknown_key_is_reported_with_its_position() {
         "unknown key `bogus`",
     );
     has(&p, "clients[0].colour", 26, "unknown key `colour`");
+    // Only a near miss gets a suggestion.
+    assert!(
+        p.iter()
+            .filter(|p| p.message.contains("did you mean"))
+            .count()
+            == 1
+    );
     assert_eq!(p.len(), 3);
     assert_eq!(p[0].column, 1);
 }

@@ -57,7 +57,7 @@ fn check_prints_every_problem_and_exits_64() {
     let text = text
         .replace(
             "allowed_scopes = [\"read\", \"write\", \"transaction\"]",
-            "allowed_scopes = [\"read\", \"delete\"]\ncolour = 1",
+            "allowed_scopes = [\"read\", \"delete\"]\ncolour = 1\nallowed_scope = []",
         )
         .replace("name = \"urn:products\"", "name = \"products\"")
         // A value of the wrong type and a missing required key hide nothing else.
@@ -69,7 +69,7 @@ fn check_prints_every_problem_and_exits_64() {
     std::fs::write(&path, text).unwrap();
     let (code, out, err) = run(&["check", "--config", path.to_str().unwrap()], None);
     assert_eq!(code, 64, "{out}{err}");
-    assert!(err.contains("5 problems"), "{err}");
+    assert!(err.contains("6 problems"), "{err}");
     assert!(
         err.contains(
             "api_resources[0].require_resource_indicator: expected a boolean, found integer `1`"
@@ -86,7 +86,13 @@ fn check_prints_every_problem_and_exits_64() {
     );
     assert!(err.contains("clients[0].allowed_scopes[1]: no [[identity_resources]] or [[api_scopes]] entry is named \"delete\""), "{err}");
     assert!(
-        err.contains("clients[0].colour: unknown key `colour`"),
+        err.contains("clients[0].colour: unknown key `colour`\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "clients[0].allowed_scope: unknown key `allowed_scope`; did you mean `allowed_scopes`?"
+        ),
         "{err}"
     );
     // Each with file:line:column.
@@ -96,7 +102,7 @@ fn check_prints_every_problem_and_exits_64() {
         .filter_map(|l| l.trim_start().strip_prefix(&prefix))
         .filter(|rest| rest.split(':').take(2).all(|n| n.parse::<usize>().is_ok()))
         .count();
-    assert_eq!(located, 5, "{err}");
+    assert_eq!(located, 6, "{err}");
 }
 
 #[test]
