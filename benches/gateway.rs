@@ -192,7 +192,7 @@ impl Setup {
     /// The route a request for [`PATH`] takes.
     fn route(&self) -> &Route {
         let path = route::normalize(PATH).expect("the bench path is acceptable");
-        let route = route::select(&self.config.routes, Some(HOST), &path)
+        let route = route::scan(&self.config.routes, Some(HOST), &path)
             .expect("a route for the bench path");
         assert_eq!(route.path_prefix, "/invoices");
         route
@@ -475,16 +475,19 @@ fn full_cache(c: &mut Criterion) {
 }
 
 /// Route choice: normalise the path, pick the route with the `Host` header's authority (as
-/// the gateway does: `select` ignores its port and case without allocating).
+/// the gateway does: the index ignores its port and case without allocating).
 fn routing(c: &mut Criterion) {
     let setup = Setup::new(Alg::ES256);
     let routes = &setup.config.routes;
     assert_eq!(routes.len(), 14);
+    let index = route::Index::new(routes);
     let mut group = c.benchmark_group("route");
     group.bench_function("normalize_and_select", |b| {
         b.iter(|| {
             let path = route::normalize(black_box(PATH)).ok()?;
-            route::select(routes, Some(black_box(HOST)), &path).map(|r| r.path_prefix.len())
+            index
+                .select(routes, Some(black_box(HOST)), &path)
+                .map(|r| r.path_prefix.len())
         })
     });
     group.finish();

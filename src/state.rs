@@ -18,6 +18,8 @@ pub struct Snapshot {
     pub config: Config,
     /// Pre-serialised documents of the token service, when it runs.
     pub issuer_docs: Option<IssuerDocs>,
+    /// `config.routes`, indexed for route choice.
+    pub routes: crate::proxy::route::Index,
 }
 
 /// Documents that change only with the configuration, serialised once.
@@ -48,9 +50,11 @@ impl Snapshot {
                 issuer.keys.all().iter().map(VerifyingKey::from_signing_key),
             )])),
         });
+        let routes = crate::proxy::route::Index::new(&config.routes);
         Snapshot {
             config,
             issuer_docs,
+            routes,
         }
     }
 }

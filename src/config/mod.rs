@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
+
 use crate::jwt::KeySet;
 use crate::resources::{Client, Model};
 
@@ -43,7 +45,7 @@ pub struct Config {
     /// Clients by `client_id`.
     pub clients: BTreeMap<String, Client>,
     /// Users who can log in.
-    pub users: Vec<User>,
+    pub users: Users,
     /// `[proxy]`, when the gateway runs.
     pub proxy: Option<ProxyConfig>,
     /// `[[routes]]` in file order.
@@ -213,6 +215,48 @@ pub struct User {
     pub password: String,
     /// Profile claims.
     pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The `[[users]]` in file order, found by subject or username in one lookup (validation
+/// refuses duplicates of either; the first would win).
+#[derive(Debug, Clone, Default)]
+pub struct Users {
+    list: Vec<User>,
+    by_subject: FxHashMap<String, usize>,
+    by_username: FxHashMap<String, usize>,
+}
+
+impl Users {
+    /// Indexes `list`.
+    pub fn new(list: Vec<User>) -> Self {
+        let mut users = Users::default();
+        for (i, user) in list.iter().enumerate() {
+            users.by_subject.entry(user.subject.clone()).or_insert(i);
+            users.by_username.entry(user.username.clone()).or_insert(i);
+        }
+        users.list = list;
+        users
+    }
+
+    /// The user whose `sub` is `subject`.
+    pub fn by_subject(&self, subject: &str) -> Option<&User> {
+        self.list.get(*self.by_subject.get(subject)?)
+    }
+
+    /// The user who logs in as `username`.
+    pub fn by_username(&self, username: &str) -> Option<&User> {
+        self.list.get(*self.by_username.get(username)?)
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
 }
 
 /// `[proxy]`, validated.

@@ -71,9 +71,8 @@ fn authenticate<'s>(
     } = client_auth::presented(headers, form)?;
     let api = config
         .model
-        .api_resources
-        .iter()
-        .find(|r| r.name == client_id && !r.secrets.is_empty());
+        .api_resource(&client_id)
+        .filter(|r| !r.secrets.is_empty());
     match (api, secret) {
         (Some(api), Some(secret)) if matches_any(&api.secrets, secret.as_bytes()) => {
             Ok(Caller::Api(api))

@@ -189,7 +189,7 @@ pub(crate) async fn userinfo(
         );
     }
     let sub = local.claims.sub.unwrap_or_default();
-    let Some(user) = snapshot.config.users.iter().find(|u| u.subject == sub) else {
+    let Some(user) = snapshot.config.users.by_subject(&sub) else {
         return challenge(
             StatusCode::UNAUTHORIZED,
             "invalid_token",

@@ -132,7 +132,10 @@ pub fn resolve<'s, B>(snapshot: &'s Snapshot, req: &Request<B>) -> Result<Resolv
         return metadata(snapshot, req.method(), suffix, host_str).map(Resolved::Metadata);
     }
     // `select` takes the raw authority: it ignores the port and compares case-insensitively.
-    let route = route::select(&config.routes, host_str, &path).ok_or(Refusal::NoRoute)?;
+    let route = snapshot
+        .routes
+        .select(&config.routes, host_str, &path)
+        .ok_or(Refusal::NoRoute)?;
     let resource = config
         .model
         .api_resource(&route.resource)
@@ -167,15 +170,9 @@ fn metadata(
 ) -> Result<Response<Body>, Refusal> {
     let config = &snapshot.config;
     let suffix = if suffix.is_empty() { "/" } else { suffix };
-    let route = config
+    let route = snapshot
         .routes
-        .iter()
-        .find(|r| {
-            r.path_prefix == suffix
-                && r.host
-                    .as_ref()
-                    .is_none_or(|h| host.is_some_and(|got| h.matches(got)))
-        })
+        .exact(&config.routes, host, suffix)
         .ok_or(Refusal::NoRoute)?;
     if !matches!(*method, Method::GET | Method::HEAD) {
         return Err(Refusal::MetadataMethod);

@@ -5,7 +5,11 @@
 //! readings is an authorisation bypass, so [`normalize`] maps every spelling of a path to one
 //! canonical form (the form that is routed *and* forwarded), and refuses the spellings whose
 //! meaning depends on the upstream: encoded `/`, `\` in any form, NUL, `;` path parameters and
-//! double percent-encoding. [`select`] then only has to compare plain strings.
+//! double percent-encoding. [`Index::select`] then only has to compare plain strings.
+
+use std::borrow::Cow;
+
+use rustc_hash::FxHashMap;
 
 use crate::config::Route;
 
@@ -188,6 +192,90 @@ fn push_escape(out: &mut String, b: u8) {
     out.push(char::from(HEX[usize::from(b & 0x0F)]));
 }
 
+/// The routes of a file indexed for [`Index::select`]: host-less routes by prefix, and routes
+/// naming a host by host, then prefix. Prefixes are kept without trailing slashes (the root is
+/// the empty string); each key holds the first route of the file with it.
+#[derive(Debug, Default)]
+pub struct Index {
+    any_host: FxHashMap<Box<str>, usize>,
+    by_host: FxHashMap<Box<str>, FxHashMap<Box<str>, usize>>,
+}
+
+impl Index {
+    /// Indexes `routes` (their positions: pass the same slice to [`Index::select`]).
+    pub fn new(routes: &[Route]) -> Self {
+        let mut index = Index::default();
+        for (i, route) in routes.iter().enumerate() {
+            let prefixes = match &route.host {
+                None => &mut index.any_host,
+                Some(host) => index.by_host.entry(host.as_str().into()).or_default(),
+            };
+            prefixes
+                .entry(route.path_prefix.trim_end_matches('/').into())
+                .or_insert(i);
+        }
+        index
+    }
+
+    /// The route for a request, as [`scan`] chooses it, in time that grows with the number of
+    /// `/` in `path`, not with the number of routes: each prefix `path` could lie under is
+    /// looked up, the longest first, the request's host before no host.
+    ///
+    /// Allocates only for a host with upper-case letters.
+    pub fn select<'a>(
+        &self,
+        routes: &'a [Route],
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<&'a Route> {
+        let named = self.named(host);
+        let mut end = path.len();
+        loop {
+            let prefix = &path[..end];
+            let found = named
+                .and_then(|prefixes| prefixes.get(prefix))
+                .or_else(|| self.any_host.get(prefix));
+            if let Some(&i) = found {
+                return routes.get(i);
+            }
+            if end == 0 {
+                return None;
+            }
+            end = prefix.rfind('/')?;
+        }
+    }
+
+    /// The first route of the file whose `path_prefix` is `prefix` exactly and whose host is
+    /// unset or `host`'s: whose RFC 9728 document `/.well-known/oauth-protected-resource`
+    /// + `prefix` is.
+    pub fn exact<'a>(
+        &self,
+        routes: &'a [Route],
+        host: Option<&str>,
+        prefix: &str,
+    ) -> Option<&'a Route> {
+        let key = if prefix == "/" { "" } else { prefix };
+        let named = self.named(host).and_then(|prefixes| prefixes.get(key));
+        let any = self.any_host.get(key);
+        let first = match (named, any) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        routes.get(*first).filter(|r| r.path_prefix == prefix)
+    }
+
+    /// The prefixes of the routes naming the host of the authority `host`, if any.
+    fn named(&self, host: Option<&str>) -> Option<&FxHashMap<Box<str>, usize>> {
+        let host = host.and_then(crate::config::host::split)?;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
+        self.by_host.get(&*host)
+    }
+}
+
 /// The route for a request: among routes whose `host` is unset or equals the request's host,
 /// the one with the longest `path_prefix` that `path` equals or continues with `/`; on equal
 /// length a route naming the host beats a host-less one, then file order decides.
@@ -195,7 +283,10 @@ fn push_escape(out: &mut String, b: u8) {
 /// `host` is the request's authority (`Host` header or `:authority`), with or without a port;
 /// a missing or malformed one (see [`Host::of`](crate::config::Host::of)) only matches
 /// host-less routes. `path` must come from [`normalize`]. Does not allocate.
-pub fn select<'a>(routes: &'a [Route], host: Option<&str>, path: &str) -> Option<&'a Route> {
+///
+/// This is the rule as a plain scan of every route, the reference [`Index::select`] is tested
+/// and measured against.
+pub fn scan<'a>(routes: &'a [Route], host: Option<&str>, path: &str) -> Option<&'a Route> {
     let host = host.and_then(crate::config::host::split);
     // (route, prefix length, names the host)
     let mut best: Option<(&Route, usize, bool)> = None;

@@ -8,6 +8,9 @@ pub use rules::{
 };
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+use rustc_hash::FxHashMap;
 use std::time::Duration;
 
 use crate::jwt::Alg;
@@ -30,12 +33,76 @@ pub struct Model {
     /// `<issuer>/resources`, whenever the token service runs: the audience of a token that
     /// grants identity scopes only (for `/connect/userinfo`).
     pub identity_audience: Option<String>,
+    /// `api_resources` by name and by the scopes they list, made at first use (validation
+    /// makes it, so that requests never do): a lookup costs the same whatever the file's size.
+    index: OnceLock<ModelIndex>,
+}
+
+/// Positions in [`Model::api_resources`].
+#[derive(Debug, Default)]
+struct ModelIndex {
+    by_name: FxHashMap<Box<str>, usize>,
+    /// Each scope name's listing resources, in file order.
+    by_scope: FxHashMap<Box<str>, Vec<usize>>,
 }
 
 impl Model {
+    /// Makes the lookup index now; call once `api_resources` is complete. Changing
+    /// `api_resources` afterwards is not seen by the lookups.
+    pub fn index(&self) {
+        self.lookups();
+    }
+
+    fn lookups(&self) -> &ModelIndex {
+        self.index.get_or_init(|| {
+            let mut index = ModelIndex::default();
+            for (i, resource) in self.api_resources.iter().enumerate() {
+                index
+                    .by_name
+                    .entry(resource.name.as_str().into())
+                    .or_insert(i);
+                for scope in &resource.scopes {
+                    index
+                        .by_scope
+                        .entry(scope.as_str().into())
+                        .or_default()
+                        .push(i);
+                }
+            }
+            index
+        })
+    }
+
     /// The API resource with this name.
     pub fn api_resource(&self, name: &str) -> Option<&ApiResource> {
-        self.api_resources.iter().find(|r| r.name == name)
+        let &i = self.lookups().by_name.get(name)?;
+        self.api_resources.get(i)
+    }
+
+    /// The API resources that list the API scope `scope`, in file order (one that lists it
+    /// twice comes twice).
+    pub fn listing(&self, scope: &str) -> impl Iterator<Item = &ApiResource> {
+        self.lookups()
+            .by_scope
+            .get(scope)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.api_resources.get(i))
+    }
+
+    /// The API resources that list any of `scopes`, each once, in file order.
+    pub fn listing_any<'a>(&self, scopes: impl Iterator<Item = &'a str>) -> Vec<&ApiResource> {
+        let index = self.lookups();
+        let mut at: Vec<usize> = scopes
+            .filter_map(|scope| index.by_scope.get(scope))
+            .flatten()
+            .copied()
+            .collect();
+        at.sort_unstable();
+        at.dedup();
+        at.into_iter()
+            .filter_map(|i| self.api_resources.get(i))
+            .collect()
     }
 
     /// The API scope that a scope value names: the scope of that exact name (`read`, or

@@ -182,9 +182,8 @@ pub fn consent_pairs(
             pairs.insert((scope.clone(), String::new()));
             continue;
         };
-        let reached = model.api_resources.iter().filter(|r| {
+        let reached = model.listing(&api_scope.name).filter(|r| {
             r.enabled
-                && r.lists(&api_scope.name)
                 && if resources.is_empty() {
                     !r.isolated
                 } else {
@@ -225,15 +224,9 @@ fn grant_within(
         // Rule 4: every non-isolated resource reached; all scopes.
         None => {
             let reached: Vec<&ApiResource> = model
-                .api_resources
-                .iter()
-                .filter(|r| {
-                    r.enabled
-                        && within.is_none_or(|w| w.contains(&r.name))
-                        && scopes
-                            .iter()
-                            .any(|s| s.api_name().is_some_and(|n| r.lists(n)))
-                })
+                .listing_any(scopes.iter().filter_map(|s| s.api_name()))
+                .into_iter()
+                .filter(|r| r.enabled && within.is_none_or(|w| w.contains(&r.name)))
                 .collect();
             if !reached.is_empty() && reached.iter().all(|r| r.isolated) {
                 let names: Vec<&str> = reached.iter().map(|r| r.name.as_str()).collect();

@@ -230,8 +230,10 @@ pub(super) fn validate(
     let issuer_span = issuer.as_ref().map(S::span);
     let issuer = issuer.map(|i| issuer_config(&mut v, i, missing_keys, &mut model));
     apis(&mut v, api_resources, &mut model, issuer.as_ref());
+    // Complete: index it now, not at the first request.
+    model.index();
     let clients = client_configs(&mut v, clients, &model);
-    let users = user_configs(&mut v, users);
+    let users = crate::config::Users::new(user_configs(&mut v, users));
     let proxy_span = proxy.as_ref().map(S::span);
     let proxy = proxy.map(|p| proxy_config(&mut v, p));
     let routes = route_configs(&mut v, routes, &model, proxy_span.is_some());

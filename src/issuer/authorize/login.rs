@@ -34,7 +34,7 @@ impl Ctx<'_> {
             tracing::info!(client_id = %pending.request.client_id, %peer, "login slowed down after repeated failures");
             return self.show_login_again(&pending_id, &pending, username, &message);
         }
-        let user = self.config.users.iter().find(|u| u.username == username);
+        let user = self.config.users.by_username(username);
         let phc = user.map(|u| u.password.clone());
         let Some(verified) = self.service.passwords.verify(phc, password).await else {
             return self.too_busy(&pending_id, &pending, username);

@@ -287,7 +287,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn user_by_subject(&self, subject: &str) -> Option<&User> {
-        self.config.users.iter().find(|u| u.subject == subject)
+        self.config.users.by_subject(subject)
     }
 
     /// The response for `result`, with the browser cookie when this browser had none.

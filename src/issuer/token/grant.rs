@@ -144,7 +144,6 @@ pub(super) async fn respond(
 pub(super) fn user<'c>(config: &'c Config, subject: &str) -> Result<&'c User, OAuthError> {
     config
         .users
-        .iter()
-        .find(|u| u.subject == subject)
+        .by_subject(subject)
         .ok_or_else(|| OAuthError::InvalidGrant("the user no longer exists".into()))
 }

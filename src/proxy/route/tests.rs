@@ -17,9 +17,20 @@ fn route(prefix: &str, host: Option<&str>) -> Route {
     }
 }
 
-/// The prefix of the chosen route, or `None`.
+/// The prefix of the chosen route, or `None`: the index's choice, which must be the scan's.
 fn chosen<'a>(routes: &'a [Route], host: Option<&str>, path: &str) -> Option<&'a str> {
-    select(routes, host, path).map(|r| r.path_prefix.as_str())
+    let indexed = Index::new(routes).select(routes, host, path);
+    let scanned = scan(routes, host, path);
+    assert!(
+        std::ptr::eq(
+            indexed.map_or(std::ptr::null(), |r| r as *const Route),
+            scanned.map_or(std::ptr::null(), |r| r as *const Route)
+        ),
+        "{host:?} {path}: the index chose {:?}, the scan {:?}",
+        indexed.map(|r| (&r.host, &r.path_prefix)),
+        scanned.map(|r| (&r.host, &r.path_prefix)),
+    );
+    indexed.map(|r| r.path_prefix.as_str())
 }
 
 fn table() -> Vec<Route> {
@@ -249,9 +260,9 @@ fn a_route_naming_the_host_beats_a_host_less_one_of_equal_length() {
         route("/invoices", Some("api.example.com")),
         route("/invoices", Some("api.example.com")),
     ];
-    let hit = select(&routes, Some("api.example.com"), "/invoices");
+    let hit = Index::new(&routes).select(&routes, Some("api.example.com"), "/invoices");
     assert!(hit.is_some_and(|r| std::ptr::eq(r, &routes[1])));
-    let other = select(&routes, Some("www.example.com"), "/invoices");
+    let other = Index::new(&routes).select(&routes, Some("www.example.com"), "/invoices");
     assert!(other.is_some_and(|r| std::ptr::eq(r, &routes[0])));
 }
 
@@ -422,5 +433,79 @@ proptest! {
                 prop_assert_eq!(upstream_view(&normal, rounds), theirs.clone());
             }
         }
+    }
+}
+
+/// A random route set: prefixes from a few segments (so that they nest and repeat), hosts
+/// from a few names, some routes with none.
+fn route_set() -> impl Strategy<Value = Vec<Route>> {
+    let segment = prop::sample::select(vec!["a", "b", "ab", "a.b", "%C3%A9"]);
+    let prefix = proptest::collection::vec(segment, 0..4).prop_map(|segments| {
+        if segments.is_empty() {
+            "/".to_owned()
+        } else {
+            segments.iter().map(|s| format!("/{s}")).collect()
+        }
+    });
+    let host = proptest::option::of(prop::sample::select(vec![
+        "api.example.com",
+        "www.example.com",
+        "[::1]",
+    ]));
+    proptest::collection::vec((prefix, host), 0..24).prop_map(|routes| {
+        routes
+            .iter()
+            .map(|(prefix, host)| route(prefix, *host))
+            .collect()
+    })
+}
+
+/// A request path made of the same segments, sometimes with a trailing slash or none at the
+/// start, and a request authority in any case, with or without a port, or none.
+fn request() -> impl Strategy<Value = (Option<String>, String)> {
+    let segment = prop::sample::select(vec!["a", "b", "ab", "a.b", "%C3%A9", "c", ""]);
+    let path = (
+        proptest::collection::vec(segment, 0..5),
+        prop::sample::select(vec!["", "/"]),
+        any::<bool>(),
+    )
+        .prop_map(|(segments, end, slash)| {
+            let path: String = segments.iter().map(|s| format!("/{s}")).collect();
+            let path = format!("{path}{end}");
+            if slash {
+                path
+            } else {
+                path.trim_start_matches('/').to_owned()
+            }
+        });
+    let host = proptest::option::of(prop::sample::select(vec![
+        "api.example.com",
+        "API.Example.COM:8443",
+        "www.example.com",
+        "[::1]:80",
+        "other.example",
+        "bad host",
+    ]));
+    (host.prop_map(|h| h.map(str::to_owned)), path)
+}
+
+proptest! {
+    /// The index chooses what the scan of every route chooses, on any route set.
+    #[test]
+    fn the_index_and_the_scan_agree(routes in route_set(), (host, path) in request()) {
+        chosen(&routes, host.as_deref(), &path);
+        let index = Index::new(&routes);
+        // The metadata lookup: the first route of the file with that exact prefix.
+        let exact = index.exact(&routes, host.as_deref(), &path);
+        let first = routes.iter().find(|r| {
+            r.path_prefix == path
+                && r.host
+                    .as_ref()
+                    .is_none_or(|h| host.as_deref().is_some_and(|got| h.matches(got)))
+        });
+        prop_assert_eq!(
+            exact.map(|r| r as *const Route),
+            first.map(|r| r as *const Route)
+        );
     }
 }
