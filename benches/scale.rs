@@ -1,0 +1,194 @@
+//! How the request paths scale with the resource file (see BENCHMARKS.md, "Scale"): one file
+//! with N API resources, N clients and N routes, for N = 10, 1,000 and 10,000, and the last of
+//! each exercised. Route choice through the index next to the plain scan of every route, the
+//! SPEC §3 rules with and without a resource indicator, and the whole token endpoint.
+//!
+//! Run with `cargo bench --bench scale`. Each file is generated and validated before its
+//! measured closures.
+
+use std::hint::black_box;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue};
+use isogate::config::{self, Config, MissingKeys};
+use isogate::issuer::form::Form;
+use isogate::proxy::route;
+use isogate::resources::{self, GrantType, TokenRequest};
+use tempfile::TempDir;
+
+/// The sizes measured.
+const SIZES: [usize; 3] = [10, 1_000, 10_000];
+
+/// SHA-256 of `secret`, as `hash-secret` writes it.
+const SECRET_HASH: &str = "sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=";
+
+/// A fixed clock: issuance takes `now` as an argument.
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+/// A resource file with `n` API resources `urn:api-i`, each listing its own scope `scope-i`,
+/// `n` clients `client-i` allowed that scope, and `n` routes `/api-i` to that resource.
+pub fn resource_file(n: usize) -> String {
+    let mut file = String::from(
+        r#"
+[issuer]
+listen = "127.0.0.1:0"
+issuer = "http://127.0.0.1:5000"
+
+[[issuer.signing_keys]]
+file = "keys/es256.pem"
+alg = "ES256"
+generate_if_missing = true
+
+[proxy]
+listen = "127.0.0.1:0"
+"#,
+    );
+    for i in 0..n {
+        file.push_str(&format!(
+            r#"
+[[api_scopes]]
+name = "scope-{i}"
+
+[[api_resources]]
+name = "urn:api-{i}"
+scopes = ["scope-{i}"]
+
+[[clients]]
+client_id = "client-{i}"
+secrets = ["{SECRET_HASH}"]
+allowed_grant_types = ["client_credentials"]
+allowed_scopes = ["scope-{i}"]
+
+[[routes]]
+path_prefix = "/api-{i}"
+upstream = "http://127.0.0.1:9001"
+resource = "urn:api-{i}"
+"#
+        ));
+    }
+    file
+}
+
+/// The validated file of size `n` and the folder of its key.
+struct Setup {
+    n: usize,
+    config: Config,
+    _dir: TempDir,
+}
+
+impl Setup {
+    fn new(n: usize) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let config = config::parse(&resource_file(n), dir.path(), MissingKeys::Generate)
+            .unwrap_or_else(|problems| panic!("the scale file is invalid: {problems:?}"));
+        Setup {
+            n,
+            config,
+            _dir: dir,
+        }
+    }
+
+    /// The last entry's number.
+    fn last(&self) -> usize {
+        self.n - 1
+    }
+}
+
+fn routing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scale_route");
+    for n in SIZES {
+        let setup = Setup::new(n);
+        let routes = &setup.config.routes;
+        let index = route::Index::new(routes);
+        let path = format!("/api-{}/items/1", setup.last());
+        let want = format!("/api-{}", setup.last());
+        let chosen = index.select(routes, Some("api.example.com"), &path);
+        assert_eq!(chosen.map(|r| r.path_prefix.as_str()), Some(want.as_str()));
+        group.bench_with_input(BenchmarkId::new("index", n), &path, |b, path| {
+            b.iter(|| index.select(routes, Some(black_box("api.example.com")), black_box(path)))
+        });
+        group.bench_with_input(BenchmarkId::new("scan", n), &path, |b, path| {
+            b.iter(|| route::scan(routes, Some(black_box("api.example.com")), black_box(path)))
+        });
+    }
+    group.finish();
+}
+
+fn rules(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scale_rules");
+    for n in SIZES {
+        let setup = Setup::new(n);
+        let last = setup.last();
+        let model = &setup.config.model;
+        let client = &setup.config.clients[&format!("client-{last}")];
+        let scope = format!("scope-{last}");
+        let resource = format!("urn:api-{last}");
+        let with = [resource.as_str()];
+        for (name, resources) in [("resource", &with[..]), ("no_resource", &[][..])] {
+            let request = TokenRequest {
+                grant: GrantType::ClientCredentials,
+                scope: Some(&scope),
+                resources,
+            };
+            let granted = resources::grant(model, client, &request)
+                .unwrap_or_else(|refusal| panic!("scale_rules/{name}/{n}: {refusal}"));
+            assert_eq!(granted.aud, [resource.as_str()], "scale_rules/{name}/{n}");
+            group.bench_with_input(BenchmarkId::new(name, n), &request, |b, request| {
+                b.iter(|| resources::grant(black_box(model), black_box(client), black_box(request)))
+            });
+        }
+    }
+    group.finish();
+}
+
+fn token(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scale_token");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    for n in SIZES {
+        let setup = Setup::new(n);
+        let last = setup.last();
+        let issuer = setup.config.issuer.as_ref().expect("[issuer]");
+        let grants = isogate::grants::Grants::open(&issuer.data_dir).expect("the grant store");
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("client-{last}:secret"));
+        let mut headers = HeaderMap::new();
+        let basic = HeaderValue::from_str(&format!("Basic {credentials}")).expect("a header");
+        headers.insert(AUTHORIZATION, basic);
+        let body =
+            format!("grant_type=client_credentials&scope=scope-{last}&resource=urn%3Aapi-{last}");
+        let issue = |body: &[u8]| {
+            let form = Form::parse(body)?;
+            runtime.block_on(isogate::issuer::token(
+                &setup.config,
+                issuer,
+                &grants,
+                &headers,
+                &form,
+                now(),
+            ))
+        };
+        let issued = issue(body.as_bytes()).unwrap_or_else(|e| panic!("scale_token/{n}: {e}"));
+        assert!(issued.access_token.starts_with("ey"));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &body, |b, body| {
+            b.iter(|| issue(black_box(body.as_bytes())))
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = scale;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = routing, rules, token
+}
+criterion_main!(scale);
