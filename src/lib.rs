@@ -11,6 +11,7 @@ pub mod grants;
 pub(crate) mod http;
 pub mod issuer;
 pub mod jwt;
+pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod protocol;
 pub mod proxy;

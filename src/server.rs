@@ -136,6 +136,7 @@ impl Server {
         let started = roles.serve(listeners, &state, &admin, &metrics, &clock, stop_rx, grace)?;
         // Bound sockets already queue connections: ready now (the `listening` lines come last).
         admin.set_ready(true);
+        crate::memory::release_after_load();
         let reloader = Reloader {
             path,
             state: state.clone(),

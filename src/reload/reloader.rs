@@ -68,6 +68,8 @@ impl Reloader {
                 continue;
             }
             last_seen = hash.clone();
+            // Valid or not, the parse freed what it took once this ends.
+            crate::memory::release_after_load();
             match loaded {
                 Ok(config) => {
                     files = vec![self.path.clone()];

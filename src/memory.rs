@@ -1,0 +1,29 @@
+//! Memory given back after a load. The binary's allocator (mimalloc) returns freed memory to
+//! the operating system only when a later free finds its purge delay (1 s) passed. Parsing a
+//! large resource file frees many times the file's size at once, and an idle process may free
+//! nothing afterwards: measured with 10,000 entries, 208 MiB stayed resident where 32 MiB
+//! were in use. So a moment after each load, one large block is allocated and freed, which
+//! lets the allocator purge what the load freed.
+
+use std::time::Duration;
+
+/// Longer than the allocator's purge delay.
+const AFTER: Duration = Duration::from_millis(1_500);
+
+/// Large enough to be a block of its own, never written (so never resident).
+const BLOCK: usize = 64 << 20;
+
+/// How many times, `AFTER` apart: what is freed later (the previous configuration, once its
+/// last request ends) is purged by a later round.
+const ROUNDS: u32 = 3;
+
+/// Schedules the purge, on the current tokio runtime.
+pub(crate) fn release_after_load() {
+    tokio::spawn(async {
+        for _ in 0..ROUNDS {
+            tokio::time::sleep(AFTER).await;
+            let block: Vec<u8> = Vec::with_capacity(BLOCK);
+            drop(std::hint::black_box(block));
+        }
+    });
+}
