@@ -1,12 +1,13 @@
--- wrk script of benches/load/run: every request is a client_credentials token request for
--- resource urn:invoices, client "client" with secret "secret" (client_secret_basic), to the
--- path $LOAD_PATH. Prints one `LOAD key=value ...` line with what the run script reads.
+-- wrk script of benches/load/run and benches/load/scale: every request is a client_credentials
+-- token request to the path $LOAD_PATH, by default for resource urn:invoices, client "client"
+-- with secret "secret" (client_secret_basic); $LOAD_BODY and $LOAD_BASIC (the base64 of
+-- `id:secret`) change them. Prints one `LOAD key=value ...` line with what the scripts read.
 
 wrk.method = "POST"
 wrk.path = os.getenv("LOAD_PATH") or "/connect/token"
-wrk.body = "grant_type=client_credentials&scope=read&resource=urn%3Ainvoices"
+wrk.body = os.getenv("LOAD_BODY") or "grant_type=client_credentials&scope=read&resource=urn%3Ainvoices"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.headers["Authorization"] = "Basic Y2xpZW50OnNlY3JldA=="
+wrk.headers["Authorization"] = "Basic " .. (os.getenv("LOAD_BASIC") or "Y2xpZW50OnNlY3JldA==")
 
 function done(summary, latency, requests)
   local errors = summary.errors

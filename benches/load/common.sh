@@ -1,0 +1,117 @@
+# What the scripts of benches/load share: logging, the temporary folder $tmp and the cleanup of
+# every process started (in $started), /proc readings of a process tree, starting servers and
+# waiting for their ports, minimal nginx configurations. Sourced, never run.
+log() { printf 'load: %s\n' "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+# --- cleanup: every process started here, and the temporary folder ---------------------------
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/isogate-load.XXXXXX")"
+started=()
+cleanup() {
+  local pid
+  for pid in "${started[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${started[@]}"; do
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+
+# --- /proc readings --------------------------------------------------------------------------
+# The process and its children (nginx's master and workers; the others are one process).
+tree() {
+  local pid=$1
+  echo "$pid"
+  pgrep -P "$pid" || true
+}
+
+# utime + stime (or with a second argument `user`, utime alone) in clock ticks, summed over the
+# tree (all threads of each process).
+cpu_ticks() {
+  local total=0 pid fields
+  for pid in $(tree "$1"); do
+    fields="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
+    # Fields after the command name, which is in parentheses and may hold spaces.
+    fields="${fields##*) }"
+    total=$((total + $(awk -v what="${2:-all}" '{ print (what == "user") ? $12 : $12 + $13 }' <<<"$fields")))
+  done
+  echo "$total"
+}
+
+# Sum over the tree of a /proc/<pid>/status field, in KiB.
+status_kib() {
+  local total=0 pid kib
+  for pid in $(tree "$1"); do
+    kib="$(awk -v f="$2:" '$1 == f { print $2 }' "/proc/$pid/status" 2>/dev/null)" || continue
+    total=$((total + ${kib:-0}))
+  done
+  echo "$total"
+}
+
+# Resets the peak RSS (VmHWM) of the tree to its current RSS.
+reset_peak() {
+  local pid
+  for pid in $(tree "$1"); do
+    echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true
+  done
+}
+
+# --- starting servers --------------------------------------------------------------------------
+wait_port() {
+  local name=$1 port=$2 pid=$3
+  for _ in $(seq 300); do
+    kill -0 "$pid" 2>/dev/null || die "$name exited at start; its log: $(tail -5 "$tmp/$name.log")"
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "$name does not listen on $port after 30 s"
+}
+
+# start NAME PORT COMMAND...: runs COMMAND in the background with its output in $tmp/NAME.log;
+# sets $pid.
+start() {
+  local name=$1 port=$2
+  shift 2
+  "$@" >"$tmp/$name.log" 2>&1 &
+  pid=$!
+  started+=("$pid")
+  wait_port "$name" "$port" "$pid"
+}
+
+nginx_conf() {
+  # nginx_conf NAME WORKERS SERVER_BODY: a minimal nginx.conf whose files all live in $tmp/NAME.
+  local name=$1 nworkers=$2 body=$3
+  mkdir -p "$tmp/$name"
+  cat >"$tmp/$name/nginx.conf" <<EOF
+worker_processes $nworkers;
+pid $tmp/$name/nginx.pid;
+error_log $tmp/$name.error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/$name/body;
+  proxy_temp_path $tmp/$name/proxy;
+  fastcgi_temp_path $tmp/$name/fastcgi;
+  uwsgi_temp_path $tmp/$name/uwsgi;
+  scgi_temp_path $tmp/$name/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+$body
+}
+EOF
+}
+
