@@ -545,12 +545,13 @@ fn deserialize(
     original: &toml::Spanned<toml::de::DeTable<'_>>,
     lines: &Lines<'_>,
 ) -> Result<Shapes, Vec<Problem>> {
-    let mut root = original.clone();
+    // The mended copy, made at the first mend: a file without shape problems is copied once.
+    let mut root: Option<toml::Spanned<toml::de::DeTable<'_>>> = None;
     let mut problems: Vec<Problem> = Vec::new();
     let mut mended: BTreeSet<Vec<String>> = BTreeSet::new();
     loop {
         let mut unknown = Vec::new();
-        let deserializer = toml::de::Deserializer::from(root.clone());
+        let deserializer = toml::de::Deserializer::from(root.as_ref().unwrap_or(original).clone());
         let mut ignored = |path: serde_ignored::Path<'_>| unknown.push(segments(&path));
         let ignoring = serde_ignored::Deserializer::new(deserializer, &mut ignored);
         let e = match serde_path_to_error::deserialize::<_, raw::File>(ignoring) {
@@ -597,7 +598,11 @@ fn deserialize(
         let again = !mended.insert(mend_key);
         if again
             || problems.len() >= MAX_SHAPE_PROBLEMS
-            || !mend(root.get_mut(), &target, missing.is_some())
+            || !mend(
+                root.get_or_insert_with(|| original.clone()).get_mut(),
+                &target,
+                missing.is_some(),
+            )
         {
             return Err(problems);
         }
