@@ -491,28 +491,15 @@ pub fn parse(text: &str, dir: &Path, missing_keys: MissingKeys) -> Result<Config
             syntax.iter().map(|e| lines.problem_from_toml(e)).collect(),
         ));
     }
+    // The parsed document is gone before validation allocates what serves: what the parse took
+    // is free for the configuration to reuse.
     let Shapes {
         file,
         unknown,
         mut problems,
-    } = deserialize(&root, &lines).map_err(in_order)?;
+    } = deserialize(root, text, &lines).map_err(in_order)?;
     let mended: BTreeSet<String> = problems.iter().map(|p| p.key.clone()).collect();
-    problems.extend(unknown.iter().map(|segs| {
-        let span = locate(root.get_ref(), segs);
-        let (key, last) = key_path(segs);
-        let table: Vec<&str> = segs[..segs.len().saturating_sub(1)]
-            .iter()
-            .filter_map(|seg| match seg {
-                Segment::Key(k) => Some(k.as_str()),
-                Segment::Index(_) => None,
-            })
-            .collect();
-        let message = match known::nearest(&table, &last) {
-            Some(near) => format!("unknown key `{last}`; did you mean `{near}`?"),
-            None => format!("unknown key `{last}`"),
-        };
-        lines.problem(span, key, message)
-    }));
+    problems.extend(unknown);
     let mut meaning = Vec::new();
     let config = validate::validate(file, &lines, dir, missing_keys, &mut meaning);
     // A key already reported as mistyped or missing stood in for by a placeholder: what
@@ -528,8 +515,8 @@ pub fn parse(text: &str, dir: &Path, missing_keys: MissingKeys) -> Result<Config
 /// What [`deserialize`] makes of a file.
 struct Shapes {
     file: raw::File,
-    /// The path of every unknown key.
-    unknown: Vec<Vec<Segment>>,
+    /// Every unknown key.
+    unknown: Vec<Problem>,
     /// The values of the wrong shape and the missing keys.
     problems: Vec<Problem>,
 }
@@ -537,30 +524,44 @@ struct Shapes {
 /// The most shape problems reported before giving up (each costs one more deserialization).
 const MAX_SHAPE_PROBLEMS: usize = 100;
 
-/// Deserializes `root` into the raw shapes, mending it after each error so that the next one
-/// is found too: a value of the wrong shape is removed (a whole array, for a bad element), a
-/// missing required key is given an empty string. `Err` with every problem found when it
-/// cannot go on.
+/// Deserializes `root`, parsed from `text`, into the raw shapes. A file without problems is
+/// deserialized from `root` itself. Otherwise `text` is parsed again, to locate the problems
+/// and to be mended after each error so that the next one is found too: a value of the wrong
+/// shape is removed (a whole array, for a bad element), a missing required key is given an
+/// empty string. `Err` with every problem found when it cannot go on.
 fn deserialize(
-    original: &toml::Spanned<toml::de::DeTable<'_>>,
+    root: toml::Spanned<toml::de::DeTable<'_>>,
+    text: &str,
     lines: &Lines<'_>,
 ) -> Result<Shapes, Vec<Problem>> {
-    // The mended copy, made at the first mend: a file without shape problems is copied once.
+    let mut unknown = Vec::new();
+    if let Ok(file) = shapes(root, &mut unknown) {
+        if unknown.is_empty() {
+            return Ok(Shapes {
+                file,
+                unknown: Vec::new(),
+                problems: Vec::new(),
+            });
+        }
+    }
+    let (original, _) = toml::de::DeTable::parse_recoverable(text);
+    // The mended copy, made at the first mend.
     let mut root: Option<toml::Spanned<toml::de::DeTable<'_>>> = None;
     let mut problems: Vec<Problem> = Vec::new();
     let mut mended: BTreeSet<Vec<String>> = BTreeSet::new();
     loop {
         let mut unknown = Vec::new();
-        let deserializer = toml::de::Deserializer::from(root.as_ref().unwrap_or(original).clone());
-        let mut ignored = |path: serde_ignored::Path<'_>| unknown.push(segments(&path));
-        let ignoring = serde_ignored::Deserializer::new(deserializer, &mut ignored);
-        let e = match serde_path_to_error::deserialize::<_, raw::File>(ignoring) {
+        let e = match shapes(root.as_ref().unwrap_or(&original).clone(), &mut unknown) {
             Ok(file) => {
+                let unknown = unknown
+                    .iter()
+                    .map(|segs| unknown_key(original.get_ref(), segs, lines))
+                    .collect();
                 return Ok(Shapes {
                     file,
                     unknown,
                     problems,
-                })
+                });
             }
             Err(e) => e,
         };
@@ -607,6 +608,35 @@ fn deserialize(
             return Err(problems);
         }
     }
+}
+
+/// Deserializes `root` into the raw shapes, adding the path of every unknown key to `unknown`.
+fn shapes(
+    root: toml::Spanned<toml::de::DeTable<'_>>,
+    unknown: &mut Vec<Vec<Segment>>,
+) -> Result<raw::File, serde_path_to_error::Error<toml::de::Error>> {
+    let deserializer = toml::de::Deserializer::from(root);
+    let mut ignored = |path: serde_ignored::Path<'_>| unknown.push(segments(&path));
+    let ignoring = serde_ignored::Deserializer::new(deserializer, &mut ignored);
+    serde_path_to_error::deserialize::<_, raw::File>(ignoring)
+}
+
+/// The problem of the unknown key at `segs`, with the nearest known key when one is close.
+fn unknown_key(root: &toml::de::DeTable<'_>, segs: &[Segment], lines: &Lines<'_>) -> Problem {
+    let span = locate(root, segs);
+    let (key, last) = key_path(segs);
+    let table: Vec<&str> = segs[..segs.len().saturating_sub(1)]
+        .iter()
+        .filter_map(|seg| match seg {
+            Segment::Key(k) => Some(k.as_str()),
+            Segment::Index(_) => None,
+        })
+        .collect();
+    let message = match known::nearest(&table, &last) {
+        Some(near) => format!("unknown key `{last}`; did you mean `{near}`?"),
+        None => format!("unknown key `{last}`"),
+    };
+    lines.problem(span, key, message)
 }
 
 /// `invalid type: integer `30`, expected a string` as `expected a string, found integer `30``.
