@@ -17,8 +17,11 @@ use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 use tokio::sync::watch;
 
-/// Events closer together than this are one change (editors write a file in several steps).
-const DEBOUNCE: Duration = Duration::from_millis(150);
+/// Events closer together than this are one change (editors write a file in several steps:
+/// a backup rename, a create, writes, a close, all within a few milliseconds). A file still
+/// open for writing is waited for apart from this, and a trigger that changed nothing is
+/// not a reload, so a short window costs at most a load.
+const DEBOUNCE: Duration = Duration::from_millis(30);
 
 /// What one reload attempt did; published after every attempt so tests and operators can wait
 /// for it instead of sleeping.

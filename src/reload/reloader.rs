@@ -19,6 +19,7 @@ use crate::Role;
 
 /// A file must read the same twice this far apart before it is applied: a writer that pauses
 /// mid-write without the watch seeing it (an mmap, a network file system) is not applied torn.
+/// Counted from the first read, so a load that takes this long (a big file) waits no more.
 const QUIET: Duration = Duration::from_millis(100);
 
 /// How long a file being written in place (modified, not yet closed) is waited for before it
@@ -94,7 +95,7 @@ impl Reloader {
 
     /// Loads the file (a signing key file gone missing is a problem: keys are generated at
     /// first start only), and again until the file and the files it names read the same
-    /// [`QUIET`] after the load as the load read. `files` are the named files of the last
+    /// [`QUIET`] after the load began as the load read. `files` are the named files of the last
     /// good configuration, hashed when the new one is invalid.
     async fn load_settled(
         &self,
@@ -103,6 +104,7 @@ impl Reloader {
         loop {
             let path = self.path.clone();
             let named = files[1..].to_vec();
+            let began = tokio::time::Instant::now();
             let (loaded, hash, named) = tokio::task::spawn_blocking(move || {
                 let loaded = config::load(&path, MissingKeys::Refuse);
                 let (hash, named) = match &loaded {
@@ -116,7 +118,7 @@ impl Reloader {
             })
             .await
             .ok()?;
-            tokio::time::sleep(QUIET).await;
+            tokio::time::sleep_until(began + QUIET).await;
             let path = self.path.clone();
             let again = tokio::task::spawn_blocking(move || {
                 // As the load hashes it: zero when the file cannot be read.

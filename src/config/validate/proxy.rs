@@ -91,7 +91,8 @@ pub(super) fn route_configs(
     has_proxy: bool,
 ) -> Vec<Route> {
     let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
+    // Kept for the life of the configuration: no room to spare (a grown Vec holds up to twice).
+    let mut out = Vec::with_capacity(entries.len());
     let listed = !entries.is_empty();
     for (i, entry) in entries.into_iter().enumerate() {
         let span = entry.span();

@@ -91,6 +91,8 @@ pub(super) fn apis(
     issuer: Option<&IssuerConfig>,
 ) {
     let mut names = BTreeSet::new();
+    // Kept for the life of the configuration: no room to spare (a grown Vec holds up to twice).
+    model.api_resources.reserve_exact(entries.len());
     for (i, entry) in entries.into_iter().enumerate() {
         let raw::ApiResource {
             name,
