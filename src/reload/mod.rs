@@ -195,13 +195,28 @@ fn folder_of(file: &Path) -> PathBuf {
 /// Named files (keys, certificates) are read here, after the load; a change to one of them
 /// in that window still raises its own file event.
 pub fn content_hash(text_hash: &[u8; 32], named: &[PathBuf]) -> String {
+    combined_hash(text_hash, &files_hash(named))
+}
+
+/// SHA-256 of the current bytes of every file in `named`, in order (a missing file hashes as
+/// empty).
+fn files_hash(named: &[PathBuf]) -> [u8; 32] {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(text_hash);
     for file in named {
         let bytes = std::fs::read(file).unwrap_or_default();
         ctx.update(&(bytes.len() as u64).to_le_bytes());
         ctx.update(&bytes);
     }
+    let mut hash = [0; 32];
+    hash.copy_from_slice(ctx.finish().as_ref());
+    hash
+}
+
+/// [`content_hash`] of a resource file's hash and its named files' [`files_hash`].
+fn combined_hash(text_hash: &[u8; 32], files_hash: &[u8; 32]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(text_hash);
+    ctx.update(files_hash);
     ctx.finish()
         .as_ref()
         .iter()

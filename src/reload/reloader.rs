@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{content_hash, Change, FileWatch, Status};
+use super::{combined_hash, files_hash, Change, FileWatch, Status};
 use crate::admin::Admin;
 use crate::clock::Clock;
 use crate::config::{self, Config, MissingKeys};
@@ -19,7 +19,8 @@ use crate::Role;
 
 /// A file must read the same twice this far apart before it is applied: a writer that pauses
 /// mid-write without the watch seeing it (an mmap, a network file system) is not applied torn.
-/// Counted from the first read, so a load that takes this long (a big file) waits no more.
+/// Counted from each file's first read, so a load that takes this long (a big file) waits no
+/// more.
 const QUIET: Duration = Duration::from_millis(100);
 
 /// How long a file being written in place (modified, not yet closed) is waited for before it
@@ -95,32 +96,42 @@ impl Reloader {
 
     /// Loads the file (a signing key file gone missing is a problem: keys are generated at
     /// first start only), and again until the file and the files it names read the same
-    /// [`QUIET`] after the load began as the load read. `files` are the named files of the last
-    /// good configuration, hashed when the new one is invalid.
+    /// [`QUIET`] after they were first read as the load read them. `files` are the named files
+    /// of the last good configuration, hashed when the new one is invalid.
+    ///
+    /// The resource file is first read when the load begins; the named files of the last good
+    /// configuration are read then too, so when the new one names the same files a load that
+    /// takes [`QUIET`] or longer (a big file) is checked at once. Files the new configuration
+    /// names for the first time are first read after the load and waited for from then.
     async fn load_settled(
         &self,
         files: &[PathBuf],
     ) -> Option<(Result<Config, config::Invalid>, String)> {
         loop {
             let path = self.path.clone();
-            let named = files[1..].to_vec();
+            let before = files[1..].to_vec();
             let began = tokio::time::Instant::now();
-            let (loaded, hash, named) = tokio::task::spawn_blocking(move || {
+            let (loaded, text_hash, named, early, late) = tokio::task::spawn_blocking(move || {
+                let early = files_hash(&before);
                 let loaded = config::load(&path, MissingKeys::Refuse);
-                let (hash, named) = match &loaded {
-                    Ok(config) => {
-                        let named = config.named_files();
-                        (content_hash(&config.text_hash, &named), named)
-                    }
-                    Err(invalid) => (content_hash(&invalid.text_hash, &named), named),
+                let (text_hash, named) = match &loaded {
+                    Ok(config) => (config.text_hash, config.named_files()),
+                    Err(invalid) => (invalid.text_hash, before.clone()),
                 };
-                (loaded, hash, named)
+                let early = (named == before).then_some(early);
+                let late = files_hash(&named);
+                (loaded, text_hash, named, early, late)
             })
             .await
             .ok()?;
-            tokio::time::sleep_until(began + QUIET).await;
+            let first_read = if early.is_some() {
+                began
+            } else {
+                tokio::time::Instant::now()
+            };
+            tokio::time::sleep_until(first_read + QUIET).await;
             let path = self.path.clone();
-            let again = tokio::task::spawn_blocking(move || {
+            let (text_again, files_again) = tokio::task::spawn_blocking(move || {
                 // As the load hashes it: zero when the file cannot be read.
                 let mut text_hash = [0; 32];
                 if let Ok(bytes) = std::fs::read(&path) {
@@ -128,12 +139,12 @@ impl Reloader {
                         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref(),
                     );
                 }
-                content_hash(&text_hash, &named)
+                (text_hash, files_hash(&named))
             })
             .await
             .ok()?;
-            if again == hash {
-                return Some((loaded, hash));
+            if text_again == text_hash && files_again == late && early.is_none_or(|e| e == late) {
+                return Some((loaded, combined_hash(&text_hash, &late)));
             }
             tracing::debug!(file = %self.path.display(), "the file is still changing; reading it again");
         }
