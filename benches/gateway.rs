@@ -219,6 +219,7 @@ impl Setup {
                         &grants,
                         &basic,
                         &form,
+                        &isogate::dpop::Replay::default(),
                         issued_at,
                     ))
                     .unwrap_or_else(|e| panic!("the bench token is refused: {e}"));
@@ -248,7 +249,7 @@ fn authorize(
     skew: Duration,
 ) -> Result<Arc<Claims>, Denial> {
     let invalid = Denial::Token;
-    let credential = enforce::credential(headers)?;
+    let (_, credential) = enforce::credential(headers)?;
     let trusted = &setup.trusted;
     let key = cache::key(credential);
     let claims = match cache.get_key(&key, now, trusted.generation()) {
@@ -438,6 +439,7 @@ fn full_cache(c: &mut Criterion) {
             exp: ISSUED_AT + 1_000_000,
             nbf: Some(ISSUED_AT),
             jti: None,
+            jkt: None,
         })
     };
     let cache = VerifiedCache::new(CACHE_CAPACITY);

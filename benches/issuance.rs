@@ -154,6 +154,7 @@ fn token(c: &mut Criterion) {
                 &grants,
                 &headers,
                 &form,
+                &isogate::dpop::Replay::default(),
                 now,
             ))
         };

@@ -171,6 +171,7 @@ fn token(c: &mut Criterion) {
                 &grants,
                 &headers,
                 &form,
+                &isogate::dpop::Replay::default(),
                 now(),
             ))
         };

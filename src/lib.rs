@@ -7,6 +7,7 @@
 pub(crate) mod admin;
 pub mod clock;
 pub mod config;
+pub mod dpop;
 pub mod grants;
 pub(crate) mod http;
 pub mod issuer;

@@ -250,6 +250,7 @@ impl Roles {
                     .clone()
                     .map_or_else(Default::default, issuer::session::Sessions::postgres),
                 passwords: issuer::passwords::Passwords::per_cpu(),
+                proofs: Default::default(),
                 metrics: metrics.clone(),
                 clock: clock.clone(),
             })),

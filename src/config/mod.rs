@@ -146,6 +146,8 @@ pub struct IssuerConfig {
     /// How long a request body that the token service reads (token, login, consent,
     /// introspection, revocation) may take to arrive (`request_body_timeout`, default 10s).
     pub request_body_timeout: Duration,
+    /// How old a DPoP proof at the token endpoint may be (`dpop_max_age`, default 60s).
+    pub dpop_max_age: Duration,
 }
 
 /// The connection limits of one listener (`max_connections`, `idle_timeout`,
@@ -264,8 +266,13 @@ impl Users {
 pub struct ProxyConfig {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// Tolerance for `exp` and `nbf` (default 30s).
+    /// Tolerance for `exp` and `nbf`, and for a DPoP proof's `iat` (default 30s).
     pub clock_skew: Duration,
+    /// How old a DPoP proof may be (`dpop_max_age`, default 60s).
+    pub dpop_max_age: Duration,
+    /// `public_url`: the origin clients address the gateway at (`https://api.example.com`),
+    /// for DPoP's `htu` and RFC 9728 document URLs; `None`: the request's own.
+    pub public_url: Option<String>,
     /// Upstream response timeout (default 30s).
     pub upstream_timeout: Duration,
     /// Issuers other than the local one.

@@ -102,6 +102,8 @@ pub(super) struct Issuer {
     pub request_header_timeout: Option<S<Duration>>,
     /// Default `"10s"`.
     pub request_body_timeout: Option<S<Duration>>,
+    /// How old a DPoP proof may be. Default `"60s"`.
+    pub dpop_max_age: Option<S<Duration>>,
 }
 
 /// `[store]`.
@@ -205,6 +207,9 @@ pub(super) struct ApiResource {
     /// Stored secrets for introspection.
     #[serde(default)]
     pub secrets: Vec<S<String>>,
+    /// Only DPoP-bound tokens. Default `false`.
+    #[serde(default)]
+    pub require_dpop: bool,
 }
 
 /// `[[clients]]`.
@@ -244,6 +249,9 @@ pub(super) struct Client {
     pub refresh_token_sliding_lifetime: Option<S<Duration>>,
     /// Default `"0s"` (none).
     pub refresh_token_reuse_grace: Option<S<Duration>>,
+    /// Every token request carries a DPoP proof. Default `false`.
+    #[serde(default)]
+    pub require_dpop: bool,
 }
 
 /// `[[users]]`.
@@ -280,6 +288,10 @@ pub(super) struct Proxy {
     pub idle_timeout: Option<S<Duration>>,
     /// Default `"10s"`.
     pub request_header_timeout: Option<S<Duration>>,
+    /// How old a DPoP proof may be. Default `"60s"`.
+    pub dpop_max_age: Option<S<Duration>>,
+    /// The origin clients address the gateway at, e.g. `"https://api.example.com"`.
+    pub public_url: Option<S<String>>,
 }
 
 /// `[[proxy.trusted_issuers]]`.

@@ -73,6 +73,9 @@ pub struct Authorization {
     pub resources: Vec<String>,
     /// When the user logged in (seconds since the epoch).
     pub auth_time: u64,
+    /// The thumbprint of the DPoP key a public client's refresh tokens are bound to (SPEC §8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 /// An authorization code's grant.
@@ -649,6 +652,7 @@ mod tests {
                 scopes: vec!["read".into()],
                 resources: vec!["urn:invoices".into()],
                 auth_time: NOW,
+                jkt: None,
             },
             family: "f".into(),
             absolute_expiry: NOW + 1000,

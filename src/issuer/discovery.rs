@@ -70,6 +70,7 @@ pub(crate) fn document(issuer: &IssuerConfig, config: &Config) -> Bytes {
         "prompt_values_supported": ["none", "login", "consent"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
+        "dpop_signing_alg_values_supported": crate::dpop::ALGS.split(' ').collect::<Vec<_>>(),
     });
     Bytes::from(doc.to_string())
 }

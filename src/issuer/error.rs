@@ -42,6 +42,9 @@ pub enum OAuthError {
     /// A code or refresh token is unknown, expired, used, revoked, or not this client's.
     #[error("invalid_grant: {0}")]
     InvalidGrant(String),
+    /// A DPoP proof is missing where one is needed, or fails RFC 9449 §4.3 (SPEC §8).
+    #[error("invalid_dpop_proof: {0}")]
+    InvalidDpopProof(String),
     /// isogate failed (the grant store, a signature): 500.
     #[error("server_error: {0}")]
     ServerError(String),
@@ -58,6 +61,12 @@ impl From<crate::grants::StoreError> for OAuthError {
             }
             e => OAuthError::ServerError(e.to_string()),
         }
+    }
+}
+
+impl From<crate::dpop::ProofError> for OAuthError {
+    fn from(e: crate::dpop::ProofError) -> Self {
+        OAuthError::InvalidDpopProof(e.to_string())
     }
 }
 
@@ -94,6 +103,7 @@ impl OAuthError {
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::InvalidTarget(_) => "invalid_target",
             OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::InvalidDpopProof(_) => "invalid_dpop_proof",
             OAuthError::ServerError(_) => "server_error",
             OAuthError::TemporarilyUnavailable(_) => "temporarily_unavailable",
         }
@@ -107,7 +117,8 @@ impl OAuthError {
             | OAuthError::UnsupportedGrantType(d)
             | OAuthError::InvalidScope(d)
             | OAuthError::InvalidTarget(d)
-            | OAuthError::InvalidGrant(d) => d,
+            | OAuthError::InvalidGrant(d)
+            | OAuthError::InvalidDpopProof(d) => d,
             // The cause is logged, not told.
             OAuthError::ServerError(_) => "the request could not be completed; try again later",
             OAuthError::TemporarilyUnavailable(_) => {

@@ -124,8 +124,10 @@ async fn describe(
             answer.insert("active".into(), Value::Bool(true));
             answer.insert("scope".into(), Value::String(scope.join(" ")));
             answer.insert("aud".into(), Value::String(api.name.clone()));
-            answer.insert("token_type".into(), Value::String("Bearer".into()));
-            for claim in ["iss", "sub", "client_id", "exp", "iat", "nbf", "jti"] {
+            let bound = local.payload.contains_key("cnf");
+            let token_type = if bound { "DPoP" } else { "Bearer" };
+            answer.insert("token_type".into(), Value::String(token_type.into()));
+            for claim in ["iss", "sub", "client_id", "exp", "iat", "nbf", "jti", "cnf"] {
                 if let Some(value) = local.payload.get(claim) {
                     answer.insert(claim.into(), value.clone());
                 }

@@ -37,6 +37,8 @@ pub struct Service {
     pub sessions: session::Sessions,
     /// Password checks, a bounded number at a time.
     pub passwords: passwords::Passwords,
+    /// The DPoP proofs seen at the token endpoint within their window (SPEC §8).
+    pub proofs: crate::dpop::Replay,
     /// Where token requests are counted.
     pub metrics: Arc<Metrics>,
     /// The clock every request reads once.
@@ -177,7 +179,18 @@ async fn answer(
         }
         Endpoint::Token => {
             let metrics = &service.metrics;
-            token::endpoint(snapshot.clone(), grants, req, within, now, metrics, peer).await
+            let proofs = &service.proofs;
+            token::endpoint(
+                snapshot.clone(),
+                grants,
+                proofs,
+                req,
+                within,
+                now,
+                metrics,
+                peer,
+            )
+            .await
         }
         Endpoint::Authorize => authorize::authorize(&snapshot, issuer, &service, req, now).await,
         Endpoint::Login => authorize::login(&snapshot, issuer, &service, req, peer, now).await,

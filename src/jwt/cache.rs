@@ -220,6 +220,7 @@ mod tests {
             exp,
             nbf: None,
             jti: None,
+            jkt: None,
         })
     }
 

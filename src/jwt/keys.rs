@@ -123,6 +123,19 @@ impl SigningKey {
         Self::from_pkcs8(path, &der, alg, kid, retired)
     }
 
+    /// A new key for `alg`, held in memory only (a DPoP client's key, a test's). Its `kid` is
+    /// its thumbprint.
+    pub fn generate(alg: Alg) -> Result<Self, KeyError> {
+        let path = Path::new("(generated)");
+        let fail = |reason: String| KeyError::Generate {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = generate_pem(alg).map_err(fail)?;
+        let der = pkcs8_der(path, text.as_bytes())?;
+        Self::from_pkcs8(path, &der, alg, None, false)
+    }
+
     fn from_pkcs8(
         path: &Path,
         der: &[u8],

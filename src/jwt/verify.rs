@@ -167,6 +167,26 @@ impl VerifyingKey {
         })
     }
 
+    /// The key of a DPoP proof's `jwk` header (which names no `kid`), for the proof's `alg`:
+    /// the JWK's own `alg`, when present, must be that one.
+    pub fn from_proof_jwk(jwk: &Jwk, alg: Alg) -> Result<VerifyingKey, JwkError> {
+        if let Some(declared) = jwk.common.key_algorithm.map(alg_of_jwk).transpose()? {
+            if declared != alg {
+                return Err(JwkError::AlgMismatch {
+                    alg: declared,
+                    key: "proof",
+                });
+            }
+        }
+        build("", Some(alg), &jwk.algorithm)
+    }
+
+    /// Whether `signature` over `message` verifies with this key under `alg`.
+    pub fn verifies(&self, alg: Alg, message: &[u8], signature: &[u8]) -> bool {
+        self.verifier(alg)
+            .is_some_and(|key| key.verify_sig(message, signature).is_ok())
+    }
+
     /// The key id tokens name it by.
     pub fn kid(&self) -> &str {
         &self.kid
@@ -443,6 +463,8 @@ pub struct Claims {
     pub nbf: Option<u64>,
     /// The token's id, by which it can be revoked.
     pub jti: Option<String>,
+    /// `cnf.jkt`: the thumbprint of the DPoP key the token is bound to (RFC 9449 §6.1).
+    pub jkt: Option<String>,
 }
 
 /// Verifies a compact JWS access token against `keys` and returns its claims: size, shape,

@@ -16,9 +16,12 @@ use http::{header, HeaderMap};
 pub(crate) enum Credentials<'h> {
     /// `Bearer <credential>`: the bytes after `Bearer `, not yet checked.
     Bearer(&'h [u8]),
+    /// `DPoP <credential>` (RFC 9449 §7.1): the bytes after `DPoP `, not yet checked; the
+    /// same `b64token` syntax as a bearer token.
+    Dpop(&'h [u8]),
     /// `Basic <credential>`: the bytes after `Basic `, not yet decoded ([`basic`]).
     Basic(&'h [u8]),
-    /// Another scheme (e.g. `Digest`, `DPoP`), in a well-formed header.
+    /// Another scheme (e.g. `Digest`), in a well-formed header.
     Other,
 }
 
@@ -68,6 +71,9 @@ pub(crate) fn authorization(headers: &HeaderMap) -> Result<Option<Credentials<'_
     if scheme.eq_ignore_ascii_case(b"bearer") {
         // Checked by `bearer_token`, after the gateway's cache lookup.
         return Ok(Some(Credentials::Bearer(credential)));
+    }
+    if scheme.eq_ignore_ascii_case(b"dpop") {
+        return Ok(Some(Credentials::Dpop(credential)));
     }
     if value.to_str().is_err() {
         return Err(Malformed::Header);
@@ -192,6 +198,10 @@ mod tests {
         assert_eq!(
             authorization(&with(&[b"basic eDp5"])),
             Ok(Some(Credentials::Basic(b"eDp5")))
+        );
+        assert_eq!(
+            authorization(&with(&[b"dpop abc"])),
+            Ok(Some(Credentials::Dpop(b"abc")))
         );
         assert_eq!(
             authorization(&with(&[b"Digest x=1"])),

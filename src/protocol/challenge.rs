@@ -3,9 +3,13 @@
 
 use http::HeaderValue;
 
-/// One `Bearer` challenge; absent parameters are left out.
+/// One `Bearer` or `DPoP` challenge; absent parameters are left out.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Challenge<'a> {
+    /// A `DPoP` challenge (RFC 9449 §7.1) rather than a `Bearer` one.
+    pub dpop: bool,
+    /// `algs`: the proof algorithms accepted, space-delimited (DPoP only).
+    pub algs: Option<&'a str>,
     /// `realm`.
     pub realm: Option<&'a str>,
     /// `error`: an RFC 6750 code (`invalid_request`, `invalid_token`, `insufficient_scope`).
@@ -22,9 +26,10 @@ impl Challenge<'_> {
     /// The header value. Each parameter is a quoted-string of printable ASCII: a `"` or `\`
     /// becomes `'`, anything else unprintable `?`, so no value can end the string early.
     pub(crate) fn header(&self) -> HeaderValue {
-        let mut text = String::from("Bearer");
+        let mut text = String::from(if self.dpop { "DPoP" } else { "Bearer" });
         let params = [
             ("realm", self.realm),
+            ("algs", self.algs),
             ("error", self.error),
             ("error_description", self.description),
             ("scope", self.scope),
@@ -62,6 +67,7 @@ mod tests {
             description: Some("bad \"quote\" \\ \n é"),
             scope: None,
             resource_metadata: Some("http://h/.well-known/oauth-protected-resource/x"),
+            ..Challenge::default()
         };
         assert_eq!(
             challenge.header(),
@@ -75,6 +81,16 @@ mod tests {
         assert_eq!(
             scope.header(),
             "Bearer error=\"insufficient_scope\", scope=\"read write\""
+        );
+        let dpop = Challenge {
+            dpop: true,
+            algs: Some("ES256 EdDSA"),
+            error: Some("invalid_dpop_proof"),
+            ..Challenge::default()
+        };
+        assert_eq!(
+            dpop.header(),
+            "DPoP algs=\"ES256 EdDSA\", error=\"invalid_dpop_proof\""
         );
     }
 }

@@ -15,7 +15,12 @@ pub(crate) use challenge::Challenge;
 /// 256 random bits, base64url (43 characters): a code, a refresh token, a family, a session,
 /// a pending sign-in, an anti-forgery token.
 pub(crate) fn random_token() -> String {
-    let mut bytes = [0u8; 32];
+    random_b64::<32>()
+}
+
+/// `N` random bytes, base64url: a `jti` (16), a request id (12).
+pub(crate) fn random_b64<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
     // The system RNG failing is not recoverable; aws-lc aborts rather than return weak bytes.
     aws_lc_rs::rand::fill(&mut bytes).unwrap_or_else(|_| panic!("the system RNG failed"));
     URL_SAFE_NO_PAD.encode(bytes)

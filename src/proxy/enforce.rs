@@ -15,6 +15,7 @@ use http::{header, HeaderMap, Method, Response, StatusCode};
 use super::keys::{Keys, Verified};
 use super::resolve::Target;
 use crate::config::Route;
+use crate::dpop::{self, ProofError, Replay};
 use crate::grants::Revoked;
 use crate::http::{json, Body};
 use crate::jwt::verify::{check_time, Claims, TokenError};
@@ -46,6 +47,18 @@ pub enum Denial {
         /// The scopes any one of which would do, space-delimited.
         scope: String,
     },
+    /// SPEC §8: a DPoP-bound token sent with the `Bearer` scheme (401 `invalid_token`).
+    #[error("invalid_token: the token is DPoP-bound; send it with the DPoP scheme and a proof")]
+    BoundAsBearer,
+    /// SPEC §8: the `DPoP` scheme with a token that is not bound (401 `invalid_token`).
+    #[error("invalid_token: the token is not DPoP-bound; send it with the Bearer scheme")]
+    NotBound,
+    /// SPEC §8: the resource has `require_dpop` and the token is not bound (401 `invalid_token`).
+    #[error("invalid_token: this resource accepts only DPoP-bound tokens")]
+    DpopRequired,
+    /// SPEC §8: the DPoP proof is missing or wrong (401 `invalid_dpop_proof`).
+    #[error("invalid_dpop_proof: {0}")]
+    Proof(ProofError),
 }
 
 /// A request refused: why, and the token's claims when its signature was verified before a
@@ -64,6 +77,21 @@ impl From<Denial> for Refused {
     }
 }
 
+/// What a DPoP proof at the gateway is checked against, besides the token: the replay cache
+/// and the URL the client addressed (built only when a proof is checked).
+pub struct ProofContext<'a> {
+    /// The gateway's replay cache.
+    pub replay: &'a Replay,
+    /// `[proxy] public_url`, else `None`: the request's own origin.
+    pub public_url: Option<&'a str>,
+    /// The listener's scheme, for the request's own origin.
+    pub scheme: &'a str,
+    /// The path as the client sent it.
+    pub path: &'a str,
+    /// `dpop_max_age`.
+    pub max_age: Duration,
+}
+
 /// A request allowed through: the verified token it carried.
 pub struct Permit {
     /// The token's claims and identity headers.
@@ -71,8 +99,8 @@ pub struct Permit {
 }
 
 /// SPEC §4 steps 1 to 6 for `target`, in this order: one bearer token, its signature, `typ`,
-/// `exp`/`nbf` at `now` within `skew`, not `revoked` (SPEC §7, cached or not), `aud` with
-/// isolation, and the scope this method needs.
+/// `exp`/`nbf` at `now` within `skew`, not `revoked` (SPEC §7, cached or not), the DPoP
+/// binding (SPEC §8), `aud` with isolation, and the scope this method needs.
 #[allow(clippy::too_many_arguments)]
 pub async fn enforce(
     keys: &Keys,
@@ -83,8 +111,9 @@ pub async fn enforce(
     model: &Model,
     skew: Duration,
     now: u64,
+    proofs: &ProofContext<'_>,
 ) -> Result<Permit, Refused> {
-    let credential = credential(headers)?;
+    let (scheme, credential) = credential(headers)?;
     let verified = match keys.cached(credential, skew, now) {
         Ok(verified) => verified,
         Err(miss) => keys
@@ -102,6 +131,9 @@ pub async fn enforce(
             if revoked {
                 return Err(Denial::Token(TokenError::Revoked));
             }
+            binding(
+                &verified, scheme, credential, headers, method, target, proofs, skew, now,
+            )?;
             audience(&verified, target.resource)?;
             scope(&verified, target.route, target.resource, model, method)
         });
@@ -120,9 +152,23 @@ impl Denial {
         match self {
             Denial::NoToken => "no_token",
             Denial::InvalidRequest(_) => "invalid_request",
-            Denial::Token(_) | Denial::Audience | Denial::NotIsolated => "invalid_token",
+            Denial::Token(_)
+            | Denial::Audience
+            | Denial::NotIsolated
+            | Denial::BoundAsBearer
+            | Denial::NotBound
+            | Denial::DpopRequired => "invalid_token",
             Denial::InsufficientScope { .. } => "insufficient_scope",
+            Denial::Proof(_) => "invalid_dpop_proof",
         }
+    }
+
+    /// Whether the refusal is about DPoP: its error goes in the `DPoP` challenge.
+    fn of_dpop(&self) -> bool {
+        matches!(
+            self,
+            Denial::Proof(_) | Denial::BoundAsBearer | Denial::NotBound | Denial::DpopRequired
+        )
     }
 
     /// The reason as logged and counted in `isogate_requests_total`: which step refused the
@@ -144,6 +190,10 @@ impl Denial {
             },
             Denial::Audience => "token_audience",
             Denial::NotIsolated => "token_not_isolated",
+            Denial::BoundAsBearer => "token_dpop_bound",
+            Denial::NotBound => "token_not_dpop_bound",
+            Denial::DpopRequired => "token_dpop_required",
+            Denial::Proof(e) => e.reason(),
             other => other.code(),
         }
     }
@@ -160,19 +210,34 @@ impl Denial {
             Denial::InsufficientScope { .. } => {
                 Some("the token has none of the scopes this request needs".to_owned())
             }
+            Denial::BoundAsBearer => {
+                Some("the token is DPoP-bound; send it with the DPoP scheme and a proof".to_owned())
+            }
+            Denial::NotBound => {
+                Some("the token is not DPoP-bound; send it with the Bearer scheme".to_owned())
+            }
+            Denial::DpopRequired => Some("this resource accepts only DPoP-bound tokens".to_owned()),
+            Denial::Proof(e) => Some(e.to_string()),
         }
     }
 
-    /// The response with its `WWW-Authenticate` challenge; `metadata` is the route's RFC 9728
-    /// document URL.
-    pub fn response(&self, metadata: &str) -> Response<Body> {
+    /// The response with its `WWW-Authenticate` challenges; `metadata` is the route's RFC 9728
+    /// document URL. A `Bearer` challenge unless `resource` takes DPoP-bound tokens only, and
+    /// a `DPoP` one (SPEC §8); the error goes in the `DPoP` one when the request used that
+    /// scheme (`dpop_request`) or the refusal is about DPoP.
+    pub fn response(
+        &self,
+        metadata: &str,
+        resource: &ApiResource,
+        dpop_request: bool,
+    ) -> Response<Body> {
         let status = match self {
             Denial::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Denial::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             _ => StatusCode::UNAUTHORIZED,
         };
         let description = self.description();
-        let challenge = Challenge {
+        let with_error = Challenge {
             realm: Some("isogate"),
             error: (!matches!(self, Denial::NoToken)).then(|| self.code()),
             description: description.as_deref(),
@@ -181,6 +246,23 @@ impl Denial {
                 _ => None,
             },
             resource_metadata: Some(metadata),
+            ..Challenge::default()
+        };
+        let bare = Challenge {
+            realm: Some("isogate"),
+            resource_metadata: Some(metadata),
+            ..Challenge::default()
+        };
+        let on_dpop = dpop_request || resource.require_dpop || self.of_dpop();
+        let (bearer, dpop) = if on_dpop {
+            (bare, with_error)
+        } else {
+            (with_error, Challenge::default())
+        };
+        let dpop = Challenge {
+            dpop: true,
+            algs: Some(dpop::ALGS),
+            ..dpop
         };
         let mut response = match &description {
             Some(d) => json(
@@ -189,28 +271,96 @@ impl Denial {
             ),
             None => json(status, &serde_json::json!({"error": "unauthorized"})),
         };
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, challenge.header());
+        let headers = response.headers_mut();
+        if !resource.require_dpop {
+            headers.append(header::WWW_AUTHENTICATE, bearer.header());
+        }
+        headers.append(header::WWW_AUTHENTICATE, dpop.header());
         response
     }
 }
 
-/// SPEC §4 step 1: exactly one `Authorization: Bearer <token>` header, and its token.
-pub fn bearer(headers: &HeaderMap) -> Result<&str, Denial> {
-    credential(headers).and_then(token)
+/// The scheme an access token was sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Authorization: Bearer` (RFC 6750).
+    Bearer,
+    /// `Authorization: DPoP` (RFC 9449 §7.1).
+    Dpop,
 }
 
-/// The first half of [`bearer`]: the bytes after `Bearer ` in the one `Authorization` header,
-/// not yet checked: [`enforce`] looks them up in the verified-token cache before checking them
-/// with [`token`].
-pub fn credential(headers: &HeaderMap) -> Result<&[u8], Denial> {
+/// SPEC §4 step 1: exactly one `Authorization: Bearer <token>` (or `DPoP <token>`) header,
+/// and its token.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, Denial> {
+    credential(headers).and_then(|(_, credential)| token(credential))
+}
+
+/// The first half of [`bearer`]: the scheme and the bytes after it in the one
+/// `Authorization` header, not yet checked: [`enforce`] looks them up in the verified-token
+/// cache before checking them with [`token`].
+pub fn credential(headers: &HeaderMap) -> Result<(Scheme, &[u8]), Denial> {
     match authorization(headers) {
-        Ok(Some(Credentials::Bearer(credential))) => Ok(credential),
-        // Another scheme (e.g. Basic) carries no bearer token (RFC 6750 §3.1).
+        Ok(Some(Credentials::Bearer(credential))) => Ok((Scheme::Bearer, credential)),
+        Ok(Some(Credentials::Dpop(credential))) => Ok((Scheme::Dpop, credential)),
+        // Another scheme (e.g. Basic) carries no access token (RFC 6750 §3.1).
         Ok(Some(_) | None) => Err(Denial::NoToken),
         Err(malformed) => Err(Denial::InvalidRequest(malformed)),
     }
+}
+
+/// SPEC §8: a bound token only with the `DPoP` scheme and a proof by its key, for this
+/// request, seen once; an unbound one only with `Bearer`, and not at a `require_dpop`
+/// resource. A Bearer request with an unbound token checks two fields here.
+#[allow(clippy::too_many_arguments)]
+fn binding(
+    claims: &Claims,
+    scheme: Scheme,
+    credential: &[u8],
+    headers: &HeaderMap,
+    method: &Method,
+    target: &Target<'_>,
+    proofs: &ProofContext<'_>,
+    skew: Duration,
+    now: u64,
+) -> Result<(), Denial> {
+    let Some(jkt) = claims.jkt.as_deref() else {
+        return match scheme {
+            Scheme::Dpop => Err(Denial::NotBound),
+            Scheme::Bearer if target.resource.require_dpop => Err(Denial::DpopRequired),
+            Scheme::Bearer => Ok(()),
+        };
+    };
+    if scheme == Scheme::Bearer {
+        return Err(Denial::BoundAsBearer);
+    }
+    let proof = dpop::proof(headers)
+        .and_then(|proof| proof.ok_or(ProofError::Missing))
+        .map_err(Denial::Proof)?;
+    let origin = match proofs.public_url {
+        Some(origin) => std::borrow::Cow::Borrowed(origin),
+        None => {
+            let host = target
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            std::borrow::Cow::Owned(format!("{}://{host}", proofs.scheme))
+        }
+    };
+    let url = format!("{origin}{}", proofs.path);
+    let expected = dpop::Expected {
+        method: method.as_str(),
+        url: &url,
+        // The credential verified as a token, so it is a b64token and UTF-8.
+        access_token: std::str::from_utf8(credential).ok(),
+        key: Some(jkt),
+        now,
+        max_age: proofs.max_age,
+        skew,
+    };
+    dpop::check(proof, &expected, proofs.replay)
+        .map(drop)
+        .map_err(Denial::Proof)
 }
 
 /// The second half of [`bearer`]: `credential` as a token when it is a `b64token`.
@@ -285,6 +435,7 @@ mod tests {
             user_claims: vec![],
             allowed_signing_algs: vec![],
             secrets: vec![],
+            require_dpop: false,
         }
     }
 
@@ -298,6 +449,7 @@ mod tests {
             exp: 2_000_000_000,
             nbf: None,
             jti: None,
+            jkt: None,
         }
     }
 
@@ -530,10 +682,34 @@ mod tests {
             (Denial::NotIsolated, 401, "token_not_isolated", "Bearer realm=\"isogate\", error=\"invalid_token\", error_description=\"this resource accepts only tokens minted for it alone\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""),
             (Denial::InsufficientScope { scope: "write".into() }, 403, "insufficient_scope", "Bearer realm=\"isogate\", error=\"insufficient_scope\", error_description=\"the token has none of the scopes this request needs\", scope=\"write\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""),
         ] {
-            let response = denial.response(metadata);
+            let api = resource("urn:x", &[], false);
+            let response = denial.response(metadata, &api, false);
             assert_eq!(response.status().as_u16(), status, "{denial}");
             assert_eq!(denial.reason(), reason);
-            assert_eq!(response.headers()[header::WWW_AUTHENTICATE], challenge);
+            let challenges: Vec<_> = response.headers().get_all(header::WWW_AUTHENTICATE).iter().collect();
+            // The Bearer challenge with the error, and a bare DPoP one beside it (SPEC §8).
+            assert_eq!(challenges, [challenge, "DPoP algs=\"ES256 ES384 RS256 PS256 EdDSA\""]);
+        }
+        // A DPoP refusal, or any refusal of a request that used DPoP: the error goes in the
+        // DPoP challenge; at a require_dpop resource there is no Bearer challenge at all.
+        let bare_bearer = "Bearer realm=\"isogate\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\"";
+        let open = resource("urn:x", &[], false);
+        let mut dpop_only = resource("urn:x", &[], false);
+        dpop_only.require_dpop = true;
+        for (denial, api, dpop_request, reason, challenges) in [
+            (Denial::Proof(ProofError::Replayed), &open, true, "dpop_replay", vec![bare_bearer, "DPoP realm=\"isogate\", algs=\"ES256 ES384 RS256 PS256 EdDSA\", error=\"invalid_dpop_proof\", error_description=\"the proof was already used (jti)\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""]),
+            (Denial::Proof(ProofError::Ath), &open, true, "dpop_proof", vec![bare_bearer, "DPoP realm=\"isogate\", algs=\"ES256 ES384 RS256 PS256 EdDSA\", error=\"invalid_dpop_proof\", error_description=\"ath does not match the access token\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""]),
+            (Denial::BoundAsBearer, &open, false, "token_dpop_bound", vec![bare_bearer, "DPoP realm=\"isogate\", algs=\"ES256 ES384 RS256 PS256 EdDSA\", error=\"invalid_token\", error_description=\"the token is DPoP-bound; send it with the DPoP scheme and a proof\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""]),
+            (Denial::Token(TokenError::Expired), &open, true, "token_expired", vec![bare_bearer, "DPoP realm=\"isogate\", algs=\"ES256 ES384 RS256 PS256 EdDSA\", error=\"invalid_token\", error_description=\"token expired\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""]),
+            (Denial::NotBound, &open, true, "token_not_dpop_bound", vec![bare_bearer, "DPoP realm=\"isogate\", algs=\"ES256 ES384 RS256 PS256 EdDSA\", error=\"invalid_token\", error_description=\"the token is not DPoP-bound; send it with the Bearer scheme\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""]),
+            (Denial::DpopRequired, &dpop_only, false, "token_dpop_required", vec!["DPoP realm=\"isogate\", algs=\"ES256 ES384 RS256 PS256 EdDSA\", error=\"invalid_token\", error_description=\"this resource accepts only DPoP-bound tokens\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""]),
+            (Denial::NoToken, &dpop_only, false, "no_token", vec!["DPoP realm=\"isogate\", algs=\"ES256 ES384 RS256 PS256 EdDSA\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""]),
+        ] {
+            let response = denial.response(metadata, api, dpop_request);
+            assert_eq!(response.status().as_u16(), 401, "{denial}");
+            assert_eq!(denial.reason(), reason);
+            let got: Vec<_> = response.headers().get_all(header::WWW_AUTHENTICATE).iter().collect();
+            assert_eq!(got, challenges, "{denial}");
         }
         // Every token error has a reason of its own.
         let errors = [

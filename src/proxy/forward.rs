@@ -137,7 +137,9 @@ pub async fn forward(
     remove_hop_by_hop(headers);
     drop_owned(headers, keep);
     if route.strip_authorization {
+        // The DPoP proof goes with the token it proves (SPEC §8).
         headers.remove(header::AUTHORIZATION);
+        headers.remove(crate::dpop::DPOP);
     }
     // The upstream's own; the client's host travels in X-Forwarded-Host.
     headers.insert(header::HOST, upstream.host.clone());
@@ -570,6 +572,7 @@ mod tests {
             exp: 2_000_000_000,
             nbf: None,
             jti: None,
+            jkt: None,
         }
     }
 
@@ -583,6 +586,7 @@ mod tests {
             user_claims: vec![],
             allowed_signing_algs: vec![],
             secrets: vec![],
+            require_dpop: false,
         }
     }
 

@@ -37,6 +37,8 @@ pub struct Gateway {
     pub keys: Arc<Keys>,
     /// The revoked access tokens (SPEC §7), kept current by the store.
     revoked: Arc<Revoked>,
+    /// The DPoP proofs seen within their window (SPEC §8).
+    proofs: crate::dpop::Replay,
     metrics: Arc<Metrics>,
     clock: Clock,
     /// `https` when the listener speaks TLS, else `http`.
@@ -62,6 +64,7 @@ impl Gateway {
             upstreams,
             keys,
             revoked,
+            proofs: Default::default(),
             metrics,
             clock,
             scheme,
@@ -140,9 +143,7 @@ fn request_id(headers: &mut http::HeaderMap) -> http::HeaderValue {
     if let Some(id) = sent {
         return id.clone();
     }
-    let mut bytes = [0u8; 12];
-    aws_lc_rs::rand::fill(&mut bytes).unwrap_or_else(|_| panic!("the system RNG failed"));
-    let id = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+    let id = crate::protocol::random_b64::<12>();
     let id = http::HeaderValue::from_str(&id).unwrap_or(http::HeaderValue::from_static("-"));
     headers.insert(X_REQUEST_ID, id.clone());
     id
@@ -218,6 +219,13 @@ async fn decide<'s>(
     };
     let now = gateway.clock.unix();
     let model = &snapshot.config.model;
+    let proofs = enforce::ProofContext {
+        replay: &gateway.proofs,
+        public_url: proxy.public_url.as_deref(),
+        scheme: gateway.scheme,
+        path: req.uri().path(),
+        max_age: proxy.dpop_max_age,
+    };
     let permit = enforce::enforce(
         &gateway.keys,
         &gateway.revoked,
@@ -227,12 +235,20 @@ async fn decide<'s>(
         model,
         proxy.clock_skew,
         now,
+        &proofs,
     )
     .await;
     let permit = match permit {
         Ok(permit) => permit,
         Err(refused) => {
-            let response = refused.denial.response(&gateway.metadata_url(&target));
+            let dpop_request = matches!(
+                enforce::credential(req.headers()),
+                Ok((enforce::Scheme::Dpop, _))
+            );
+            let metadata = gateway.metadata_url(&target, proxy.public_url.as_deref());
+            let response = refused
+                .denial
+                .response(&metadata, target.resource, dpop_request);
             outcome.reason = refused.denial.reason();
             outcome.claims = refused.verified;
             outcome.denial = Some(refused.denial);
@@ -287,14 +303,18 @@ impl Gateway {
     }
 
     /// The URL of `target`'s RFC 9728 document, for a challenge: built only for a refusal.
-    fn metadata_url(&self, target: &Target<'_>) -> String {
+    /// Its origin is `public_url` when set, else the request's.
+    fn metadata_url(&self, target: &Target<'_>, public_url: Option<&str>) -> String {
+        let prefix = &target.route.path_prefix;
+        let prefix = if prefix == "/" { "" } else { prefix };
+        if let Some(origin) = public_url {
+            return format!("{origin}{METADATA_PATH}{prefix}");
+        }
         let host = target
             .host
             .as_ref()
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
-        let prefix = &target.route.path_prefix;
-        let prefix = if prefix == "/" { "" } else { prefix };
         format!("{}://{host}{METADATA_PATH}{prefix}", self.scheme)
     }
 }

@@ -181,18 +181,17 @@ fn metadata(
     if let Some(proxy) = &config.proxy {
         servers.extend(proxy.trusted_issuers.iter().map(|t| t.issuer.as_str()));
     }
-    let scopes = config
-        .model
-        .api_resource(&route.resource)
-        .map(|r| r.scopes.clone())
-        .unwrap_or_default();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "resource": route.resource,
-            "authorization_servers": servers,
-            "scopes_supported": scopes,
-            "bearer_methods_supported": ["header"],
-        }),
-    ))
+    let resource = config.model.api_resource(&route.resource);
+    let scopes = resource.map(|r| r.scopes.clone()).unwrap_or_default();
+    let mut document = serde_json::json!({
+        "resource": route.resource,
+        "authorization_servers": servers,
+        "scopes_supported": scopes,
+        "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": crate::dpop::ALGS.split(' ').collect::<Vec<_>>(),
+    });
+    if resource.is_some_and(|r| r.require_dpop) {
+        document["dpop_bound_access_tokens_required"] = serde_json::Value::Bool(true);
+    }
+    Ok(json(StatusCode::OK, &document))
 }

@@ -163,6 +163,8 @@ pub struct ApiResource {
     pub allowed_signing_algs: Vec<Alg>,
     /// Secrets with which this API may call the introspection endpoint.
     pub secrets: Vec<SecretHash>,
+    /// Only DPoP-bound tokens are accepted (`require_dpop`, SPEC §8).
+    pub require_dpop: bool,
 }
 
 impl ApiResource {
@@ -245,6 +247,8 @@ pub struct Client {
     pub refresh_token_sliding_lifetime: Duration,
     /// How long a rotated refresh token may still be used (zero: never).
     pub refresh_token_reuse_grace: Duration,
+    /// Every token request must carry a DPoP proof (`require_dpop`, SPEC §8).
+    pub require_dpop: bool,
 }
 
 #[cfg(test)]

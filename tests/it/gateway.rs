@@ -181,6 +181,9 @@ async fn no_token_gets_a_bare_challenge_pointing_at_the_metadata() {
         reply.header("www-authenticate"),
         Some(format!("Bearer realm=\"isogate\", resource_metadata=\"http://{host}/.well-known/oauth-protected-resource/invoices\"").as_str())
     );
+    // Beside it, the DPoP challenge with the proof algorithms (SPEC §8).
+    let challenges: Vec<_> = reply.headers.get_all("www-authenticate").iter().collect();
+    assert_eq!(challenges[1], "DPoP algs=\"ES256 ES384 RS256 PS256 EdDSA\"");
     // Another scheme is no bearer token either.
     let reply = gate
         .call(Method::GET, "/invoices", Some(&basic("client", SECRET)))
@@ -194,7 +197,8 @@ async fn no_token_gets_a_bare_challenge_pointing_at_the_metadata() {
     assert_eq!(
         doc.json(),
         json!({"resource": "urn:invoices", "authorization_servers": ["http://isogate.test"],
-               "scopes_supported": ["read", "write"], "bearer_methods_supported": ["header"]})
+               "scopes_supported": ["read", "write"], "bearer_methods_supported": ["header"],
+               "dpop_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"]})
     );
     assert_eq!(
         get(&gate.url("/.well-known/oauth-protected-resource/nope"))

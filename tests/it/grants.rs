@@ -96,6 +96,7 @@ fn authorization() -> Authorization {
         scopes: vec!["read".into(), "offline_access".into()],
         resources: vec!["urn:invoices".into(), "urn:products".into()],
         auth_time: NOW,
+        jkt: None,
     }
 }
 

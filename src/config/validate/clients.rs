@@ -25,6 +25,7 @@ pub(super) fn client_configs(
             refresh_token_lifetime,
             refresh_token_sliding_lifetime,
             refresh_token_reuse_grace,
+            require_dpop,
         } = entry.into_inner();
         let key = format!("clients[{i}]");
         if client_id.get_ref().is_empty() {
@@ -165,6 +166,7 @@ pub(super) fn client_configs(
                 Duration::MAX,
             ),
             refresh_token_reuse_grace: reuse_grace,
+            require_dpop,
         };
         clients.entry(client_id.into_inner()).or_insert(client);
     }

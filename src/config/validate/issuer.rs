@@ -21,6 +21,7 @@ pub(super) fn issuer_config(
         idle_timeout,
         request_header_timeout,
         request_body_timeout,
+        dpop_max_age,
     } = issuer.into_inner();
     let limits = v.limits(
         "issuer",
@@ -169,5 +170,10 @@ pub(super) fn issuer_config(
         tls,
         limits,
         request_body_timeout,
+        dpop_max_age: v.duration(
+            &dpop_max_age,
+            "issuer.dpop_max_age",
+            crate::dpop::DEFAULT_MAX_AGE,
+        ),
     }
 }

@@ -12,7 +12,28 @@ pub(super) fn proxy_config(v: &mut V<'_>, proxy: S<raw::Proxy>) -> ProxyConfig {
         max_connections,
         idle_timeout,
         request_header_timeout,
+        dpop_max_age,
+        public_url,
     } = proxy.into_inner();
+    let public_url = public_url.and_then(|url| {
+        let origin = url::Url::parse(url.get_ref()).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.path() == "/"
+                && u.query().is_none()
+                && u.fragment().is_none()
+        });
+        if origin.is_none() {
+            v.at(
+                &url,
+                "proxy.public_url",
+                "must be an http(s) origin without path, query or user, e.g. \"https://api.example.com\"",
+            );
+        }
+        origin.map(|u| u.origin().ascii_serialization())
+    });
     let tls = v.tls(tls, "proxy.tls");
     let trusted_issuers = trusted_issuers
         .into_iter()
@@ -55,6 +76,12 @@ pub(super) fn proxy_config(v: &mut V<'_>, proxy: S<raw::Proxy>) -> ProxyConfig {
     ProxyConfig {
         listen: v.socket(&listen, "proxy.listen"),
         clock_skew: v.duration(&clock_skew, "proxy.clock_skew", DEFAULT_CLOCK_SKEW),
+        dpop_max_age: v.duration(
+            &dpop_max_age,
+            "proxy.dpop_max_age",
+            crate::dpop::DEFAULT_MAX_AGE,
+        ),
+        public_url,
         upstream_timeout: v.duration(
             &upstream_timeout,
             "proxy.upstream_timeout",

@@ -103,6 +103,7 @@ pub(super) fn apis(
             user_claims,
             allowed_signing_algs,
             secrets,
+            require_dpop,
         } = entry.into_inner();
         let key = format!("api_resources[{i}]");
         if name.get_ref().len() > MAX_RESOURCE_LEN
@@ -152,6 +153,7 @@ pub(super) fn apis(
             user_claims,
             allowed_signing_algs: algs,
             secrets,
+            require_dpop,
         });
     }
 }

@@ -259,6 +259,7 @@ impl<'a> Ctx<'a> {
                 scopes: request.scopes.clone(),
                 resources: request.resources.clone(),
                 auth_time,
+                jkt: None,
             },
             redirect_uri: request.redirect_uri.clone(),
             code_challenge: request.code_challenge.clone(),

@@ -23,6 +23,7 @@ pub(super) async fn authorization_code(
     grants: &Grants,
     client: &Client,
     form: &Form,
+    jkt: Option<&str>,
     now: SystemTime,
 ) -> Result<TokenResponse, OAuthError> {
     let at = numeric_date(now);
@@ -65,6 +66,7 @@ pub(super) async fn authorization_code(
             user,
             authorization: &grant.authorization,
             nonce: grant.nonce.as_deref(),
+            jkt,
             now,
         },
         GrantType::AuthorizationCode,

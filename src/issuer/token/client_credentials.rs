@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use super::mint::mint;
-use super::{log_issued, TokenResponse};
+use super::{log_issued, token_type, TokenResponse};
 use crate::config::{Config, IssuerConfig};
 use crate::issuer::form::Form;
 use crate::issuer::OAuthError;
@@ -15,6 +15,7 @@ pub(super) fn client_credentials(
     issuer: &IssuerConfig,
     client: &Client,
     form: &Form,
+    jkt: Option<&str>,
     now: SystemTime,
 ) -> Result<TokenResponse, OAuthError> {
     let resources = form.all("resource");
@@ -30,11 +31,11 @@ pub(super) fn client_credentials(
     let lifetime = client
         .access_token_lifetime
         .unwrap_or(issuer.access_token_lifetime);
-    let minted = mint(issuer, client, None, &granted, lifetime, now)?;
+    let minted = mint(issuer, client, None, &granted, jkt, lifetime, now)?;
     log_issued(client, GrantType::ClientCredentials, &granted);
     Ok(TokenResponse {
         access_token: minted.token,
-        token_type: "Bearer",
+        token_type: token_type(jkt),
         expires_in: lifetime.as_secs(),
         scope: granted.scopes.join(" "),
         refresh_token: None,

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use super::mint::{access_token_claims, mint, Subject};
 use super::refresh_token::{policy, refresh_refusal};
-use super::{log_issued, TokenResponse};
+use super::{log_issued, token_type, TokenResponse};
 use crate::config::{Config, IssuerConfig, User};
 use crate::grants::{AccessToken, Authorization, CodeRefusal, Grants, RefreshPolicy};
 use crate::issuer::form::Form;
@@ -22,6 +22,8 @@ pub(super) struct Issue<'a> {
     pub(super) user: &'a User,
     pub(super) authorization: &'a Authorization,
     pub(super) nonce: Option<&'a str>,
+    /// The thumbprint of the request's DPoP key, when it sent a proof.
+    pub(super) jkt: Option<&'a str>,
     pub(super) now: SystemTime,
 }
 
@@ -73,6 +75,7 @@ pub(super) async fn respond(
         user,
         authorization,
         nonce,
+        jkt,
         now,
     } = issue;
     let lifetime = client
@@ -83,7 +86,7 @@ pub(super) async fn respond(
         id: &user.subject,
         claims: &claims,
     };
-    let minted = mint(issuer, client, Some(subject), &granted, lifetime, now)?;
+    let minted = mint(issuer, client, Some(subject), &granted, jkt, lifetime, now)?;
     let access = AccessToken {
         jti: &minted.jti,
         exp: minted.exp,
@@ -93,6 +96,19 @@ pub(super) async fn respond(
         Spend::Code(code) => {
             let offline = granted.granted.iter().any(|s| s == OFFLINE_ACCESS);
             let refresh = offline.then(|| policy(client));
+            // SPEC §8: a public client's refresh tokens are bound to its DPoP key, which its
+            // family remembers with the authorization.
+            let bound;
+            let authorization = match jkt {
+                Some(jkt) if !client.require_secret => {
+                    bound = Authorization {
+                        jkt: Some(jkt.to_owned()),
+                        ..authorization.clone()
+                    };
+                    &bound
+                }
+                _ => authorization,
+            };
             grants
                 .redeem_code(code, authorization, at, access, refresh)
                 .await?
@@ -132,7 +148,7 @@ pub(super) async fn respond(
     log_issued(client, grant, &granted);
     Ok(TokenResponse {
         access_token: minted.token,
-        token_type: "Bearer",
+        token_type: token_type(jkt),
         expires_in: lifetime.as_secs(),
         scope: granted.scopes.join(" "),
         refresh_token,

@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::Serialize;
 
 use crate::config::{Config, IssuerConfig, User};
@@ -33,10 +31,18 @@ struct Claims<'a> {
     nbf: u64,
     exp: u64,
     jti: &'a str,
+    /// RFC 9449 §6: the DPoP key the token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Confirmation<'a>>,
     #[serde(flatten)]
     extra: BTreeMap<&'a str, &'a str>,
     #[serde(flatten)]
     user: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct Confirmation<'a> {
+    jkt: &'a str,
 }
 
 /// A signed access token.
@@ -61,12 +67,14 @@ pub struct Subject<'a> {
 }
 
 /// Signs an RFC 9068 access token for `granted`, with the first non-retired key whose
-/// algorithm every audience accepts. `subject` is the user, or the client when `None`.
+/// algorithm every audience accepts. `subject` is the user, or the client when `None`;
+/// `jkt`, the thumbprint of the DPoP key it is bound to (`cnf.jkt`).
 pub fn mint(
     issuer: &IssuerConfig,
     client: &Client,
     subject: Option<Subject<'_>>,
     granted: &Granted,
+    jkt: Option<&str>,
     lifetime: Duration,
     now: SystemTime,
 ) -> Result<Minted, OAuthError> {
@@ -90,7 +98,7 @@ pub fn mint(
         [one] => Audience::One(one),
         many => Audience::Many(many),
     };
-    let jti = jti();
+    let jti = crate::protocol::random_b64::<16>();
     let exp = iat + lifetime.as_secs();
     let claims = Claims {
         iss: &issuer.issuer,
@@ -102,6 +110,7 @@ pub fn mint(
         nbf: iat,
         exp,
         jti: &jti,
+        cnf: jkt.map(|jkt| Confirmation { jkt }),
         extra: granted
             .parameter_claims
             .iter()
@@ -112,14 +121,6 @@ pub fn mint(
     let token = jwt::encode(key, ACCESS_TOKEN_TYP, &claims)
         .map_err(|e| OAuthError::ServerError(format!("the token could not be built: {e}")))?;
     Ok(Minted { token, jti, exp })
-}
-
-/// 128 random bits, base64url.
-fn jti() -> String {
-    let mut bytes = [0u8; 16];
-    // The system RNG failing is not recoverable; aws-lc aborts rather than return weak bytes.
-    aws_lc_rs::rand::fill(&mut bytes).unwrap_or_else(|_| panic!("the system RNG failed"));
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The user claims an access token carries: those of its API scopes and its audiences.

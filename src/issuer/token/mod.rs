@@ -20,6 +20,7 @@ use super::error::no_store;
 use super::form::{self, Form};
 use super::{client_auth, OAuthError};
 use crate::config::{Config, IssuerConfig};
+use crate::dpop::{self, Replay};
 use crate::grants::Grants;
 use crate::http::{json, Body};
 use crate::metrics::Metrics;
@@ -31,7 +32,7 @@ use crate::state::Snapshot;
 pub struct TokenResponse {
     /// The JWT.
     pub access_token: String,
-    /// Always `Bearer`.
+    /// `DPoP` when the token is bound to the key of the request's proof, else `Bearer`.
     pub token_type: &'static str,
     /// Seconds until `exp`.
     pub expires_in: u64,
@@ -47,9 +48,11 @@ pub struct TokenResponse {
 
 /// Reads the request and answers it; every answer carries `Cache-Control: no-store`. Tokens
 /// issued and requests refused are counted in `metrics`.
+#[allow(clippy::too_many_arguments)]
 pub async fn endpoint(
     snapshot: Arc<Snapshot>,
     grants: &Grants,
+    proofs: &Replay,
     req: Request<Incoming>,
     within: std::time::Duration,
     now: SystemTime,
@@ -68,7 +71,13 @@ pub async fn endpoint(
                 .filter(|id| snapshot.config.clients.contains_key(id));
             match snapshot.config.issuer.as_ref() {
                 Some(issuer) => {
-                    issue(&snapshot.config, issuer, grants, &parts.headers, &form, now).await
+                    let request = Received {
+                        headers: &parts.headers,
+                        form: &form,
+                        proofs,
+                        now,
+                    };
+                    issue(&snapshot.config, issuer, grants, request).await
                 }
                 None => Err(no_issuer()),
             }
@@ -98,18 +107,34 @@ fn no_issuer() -> OAuthError {
     OAuthError::ServerError("the token service is not configured".into())
 }
 
-/// The token endpoint without HTTP: a parsed form and the request headers in, a token out.
+/// The token endpoint without HTTP: a parsed form and the request headers in, a token out;
+/// DPoP proofs' `jti`s are recorded in `proofs`.
 pub async fn token(
     config: &Config,
     issuer: &IssuerConfig,
     grants: &Grants,
     headers: &HeaderMap,
     form: &Form,
+    proofs: &Replay,
     now: SystemTime,
 ) -> Result<TokenResponse, OAuthError> {
-    issue(config, issuer, grants, headers, form, now)
+    let request = Received {
+        headers,
+        form,
+        proofs,
+        now,
+    };
+    issue(config, issuer, grants, request)
         .await
         .map(|issued| issued.response)
+}
+
+/// A token request as read.
+struct Received<'a> {
+    headers: &'a HeaderMap,
+    form: &'a Form,
+    proofs: &'a Replay,
+    now: SystemTime,
 }
 
 /// A token issued, with whom to and how (for the metrics).
@@ -123,10 +148,14 @@ async fn issue(
     config: &Config,
     issuer: &IssuerConfig,
     grants: &Grants,
-    headers: &HeaderMap,
-    form: &Form,
-    now: SystemTime,
+    request: Received<'_>,
 ) -> Result<Issued, OAuthError> {
+    let Received {
+        headers,
+        form,
+        proofs,
+        now,
+    } = request;
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing".into()))?;
@@ -139,16 +168,19 @@ async fn issue(
             "the client may not use {grant_type}"
         )));
     }
+    // The proof is checked before any grant is looked at, let alone spent.
+    let jkt = proof_key(issuer, client, headers, proofs, now)?;
+    let jkt = jkt.as_deref();
     let response = match grant {
         GrantType::ClientCredentials => {
-            client_credentials::client_credentials(config, issuer, client, form, now)?
+            client_credentials::client_credentials(config, issuer, client, form, jkt, now)?
         }
         GrantType::AuthorizationCode => {
-            authorization_code::authorization_code(config, issuer, grants, client, form, now)
+            authorization_code::authorization_code(config, issuer, grants, client, form, jkt, now)
                 .await?
         }
         GrantType::RefreshToken => {
-            refresh_token::refresh_token(config, issuer, grants, client, form, now).await?
+            refresh_token::refresh_token(config, issuer, grants, client, form, jkt, now).await?
         }
     };
     Ok(Issued {
@@ -156,6 +188,49 @@ async fn issue(
         client_id: client.client_id.clone(),
         grant,
     })
+}
+
+/// How far the token service lets a DPoP proof's `iat` be ahead of its clock, or behind it
+/// beyond `dpop_max_age`: the gateway's default `clock_skew`.
+const PROOF_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// SPEC §8: the thumbprint of the key of the request's DPoP proof, checked for a `POST` to the
+/// advertised token endpoint; `None` without a proof, unless the client must send one.
+fn proof_key(
+    issuer: &IssuerConfig,
+    client: &Client,
+    headers: &HeaderMap,
+    proofs: &Replay,
+    now: SystemTime,
+) -> Result<Option<dpop::Thumbprint>, OAuthError> {
+    let Some(proof) = dpop::proof(headers)? else {
+        if client.require_dpop {
+            return Err(OAuthError::InvalidDpopProof(
+                "this client must send a DPoP proof".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let url = issuer.url("/connect/token");
+    let expected = dpop::Expected {
+        method: "POST",
+        url: &url,
+        access_token: None,
+        key: None,
+        now: crate::jwt::numeric_date(now),
+        max_age: issuer.dpop_max_age,
+        skew: PROOF_CLOCK_SKEW,
+    };
+    Ok(Some(dpop::check(proof, &expected, proofs)?))
+}
+
+/// The `token_type` of a token bound to `jkt` or not.
+pub(super) fn token_type(jkt: Option<&str>) -> &'static str {
+    if jkt.is_some() {
+        "DPoP"
+    } else {
+        "Bearer"
+    }
 }
 
 /// The log line of every access token issued.
@@ -241,7 +316,7 @@ allowed_scopes = ["read", "tx"]
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             for raw in [body, form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish().into_bytes()] {
                 if let Ok(form) = Form::parse(&raw) {
-                    let _ = runtime.block_on(token(&config, issuer, &grants, &headers, &form, now));
+                    let _ = runtime.block_on(token(&config, issuer, &grants, &headers, &form, &Replay::default(), now));
                 }
             }
         }
@@ -257,9 +332,17 @@ allowed_scopes = ["read", "tx"]
         .unwrap();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let grants = Grants::open(&config.issuer.as_ref().unwrap().data_dir).unwrap();
-        let issued = token(&config, issuer, &grants, &HeaderMap::new(), &form, now)
-            .await
-            .unwrap();
+        let issued = token(
+            &config,
+            issuer,
+            &grants,
+            &HeaderMap::new(),
+            &form,
+            &Replay::default(),
+            now,
+        )
+        .await
+        .unwrap();
         let payload = issued.access_token.split('.').nth(1).unwrap();
         let claims: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();

@@ -20,6 +20,7 @@ pub(super) async fn refresh_token(
     grants: &Grants,
     client: &Client,
     form: &Form,
+    jkt: Option<&str>,
     now: SystemTime,
 ) -> Result<TokenResponse, OAuthError> {
     let at = numeric_date(now);
@@ -40,6 +41,17 @@ pub(super) async fn refresh_token(
                 .await?,
         ));
     };
+    // SPEC §8: a public client's refresh token bound to a DPoP key is used with that key only.
+    if let Some(bound) = stored.authorization.jkt.as_deref() {
+        if jkt != Some(bound) {
+            let why = if jkt.is_none() {
+                "this refresh token is bound to a DPoP key: send a proof made with it"
+            } else {
+                "the proof is not made with the key this refresh token is bound to"
+            };
+            return Err(OAuthError::InvalidDpopProof(why.into()));
+        }
+    }
     let user = user(config, &stored.authorization.subject)?;
     let granted = redeem(
         config,
@@ -57,6 +69,7 @@ pub(super) async fn refresh_token(
             user,
             authorization: &stored.authorization,
             nonce: None,
+            jkt,
             now,
         },
         GrantType::RefreshToken,

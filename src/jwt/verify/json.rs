@@ -87,6 +87,8 @@ pub(super) struct Payload {
     nbf: Field<NumericDate>,
     #[serde(default)]
     jti: Field<String>,
+    #[serde(default)]
+    cnf: Field<Confirmation>,
 }
 
 impl Claims {
@@ -128,6 +130,22 @@ impl Claims {
             exp,
             nbf: optional(payload.nbf, BAD_DATE)?.map(|NumericDate(nbf)| nbf),
             jti: optional(payload.jti, "jti must be a string")?,
+            jkt: match payload.cnf {
+                Field::Absent => None,
+                Field::Valid(Confirmation(Some(jkt))) => Some(jkt),
+                // A key the gateway cannot check the holder of (mTLS's x5t#S256, a JWK):
+                // refused rather than taken as a bearer token.
+                Field::Valid(Confirmation(None)) => {
+                    return Err(TokenError::Malformed(
+                        "cnf has no jkt; other confirmation methods are not supported",
+                    ))
+                }
+                Field::Invalid => {
+                    return Err(TokenError::Malformed(
+                        "cnf must be an object with a string jkt",
+                    ))
+                }
+            },
         })
     }
 }
@@ -169,6 +187,11 @@ trait Shape: Sized {
 
     fn of_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn of_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(None)
     }
 }
@@ -217,6 +240,31 @@ impl Shape for Scopes {
 
     fn of_seq<'de, A: SeqAccess<'de>>(seq: A) -> Result<Option<Self>, A::Error> {
         strings(seq).map(|list| list.map(Scopes))
+    }
+}
+
+/// `cnf` (RFC 7800): an object; its `jkt` (RFC 9449 §6.1) when it has one. Other members
+/// are skipped; a `jkt` that is not a string makes the whole claim invalid.
+struct Confirmation(Option<String>);
+
+impl Shape for Confirmation {
+    fn of_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let mut jkt = Field::Absent;
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            if name == "jkt" {
+                if !matches!(jkt, Field::Absent) {
+                    return Err(serde::de::Error::duplicate_field("jkt"));
+                }
+                jkt = map.next_value::<Field<String>>()?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(match jkt {
+            Field::Absent => Some(Confirmation(None)),
+            Field::Valid(jkt) => Some(Confirmation(Some(jkt))),
+            Field::Invalid => None,
+        })
     }
 }
 
@@ -278,8 +326,7 @@ impl<'de, T: Shape> Visitor<'de> for FieldVisitor<T> {
         T::of_seq(seq).map(Field::from)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<T>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Field::Invalid)
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<T>, A::Error> {
+        T::of_map(map).map(Field::from)
     }
 }

@@ -137,6 +137,7 @@ fn every_alg_verifies_with_the_local_keys() {
                 exp: NOW + 300,
                 nbf: Some(NOW - 10),
                 jti: Some("j1".into()),
+                jkt: None,
             }
         );
     }
@@ -601,6 +602,7 @@ fn check_time_allows_skew_both_ways() {
         exp,
         nbf,
         jti: None,
+        jkt: None,
     };
     let now = NOW;
     assert_eq!(check_time(&at(now + 1, None), now, Duration::ZERO), Ok(()));

@@ -16,6 +16,7 @@ fn api(name: &str, scopes: &[&str], isolated: bool) -> ApiResource {
         user_claims: vec![],
         allowed_signing_algs: vec![],
         secrets: vec![],
+        require_dpop: false,
     }
 }
 
@@ -81,6 +82,7 @@ fn client(scopes: &[&str]) -> Client {
         refresh_token_lifetime: Duration::from_secs(1),
         refresh_token_sliding_lifetime: Duration::from_secs(1),
         refresh_token_reuse_grace: Duration::ZERO,
+        require_dpop: false,
     }
 }
 
