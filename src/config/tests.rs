@@ -742,3 +742,81 @@ fn every_syntax_error_is_reported_at_once() {
     assert_eq!(p[0].line, 2, "{p:#?}");
     assert!(p.iter().any(|p| p.line == 4), "{p:#?}");
 }
+
+#[test]
+fn dpop_keys_have_defaults_and_public_url_must_be_an_origin() {
+    let proxy = "\n[proxy]\nlisten = \"127.0.0.1:0\"\n";
+    let route = "\n[[routes]]\npath_prefix = \"/i\"\nupstream = \"http://127.0.0.1:9\"\nresource = \"urn:invoices\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let config = parse(
+        &format!("{VALID}{proxy}{route}"),
+        dir.path(),
+        MissingKeys::Generate,
+    )
+    .unwrap();
+    let (issuer, gateway) = (config.issuer.unwrap(), config.proxy.unwrap());
+    assert_eq!(issuer.dpop_max_age, Duration::from_secs(60));
+    assert_eq!(gateway.dpop_max_age, Duration::from_secs(60));
+    assert_eq!(gateway.public_url, None);
+    assert!(
+        !config
+            .model
+            .api_resource("urn:invoices")
+            .unwrap()
+            .require_dpop
+    );
+    assert!(!config.clients["client"].require_dpop);
+
+    let set = |extra: &str| {
+        let text = VALID
+            .replace(
+                "require_resource_indicator = true",
+                "require_resource_indicator = true\nrequire_dpop = true",
+            )
+            .replace(
+                "allowed_scopes = [\"read\"]",
+                "allowed_scopes = [\"read\"]\nrequire_dpop = true",
+            )
+            + proxy
+            + extra
+            + route;
+        let dir = tempfile::tempdir().unwrap();
+        parse(&text, dir.path(), MissingKeys::Generate)
+    };
+    let config =
+        set("public_url = \"HTTPS://API.example.com:443/\"\ndpop_max_age = \"2m\"\n").unwrap();
+    let gateway = config.proxy.unwrap();
+    assert_eq!(
+        gateway.public_url.as_deref(),
+        Some("https://api.example.com")
+    );
+    assert_eq!(gateway.dpop_max_age, Duration::from_secs(120));
+    assert!(
+        config
+            .model
+            .api_resource("urn:invoices")
+            .unwrap()
+            .require_dpop
+    );
+    assert!(config.clients["client"].require_dpop);
+    for bad in [
+        "https://api.example.com/v1",
+        "https://api.example.com?x=1",
+        "https://user@api.example.com",
+        "ftp://api.example.com",
+        "api.example.com",
+    ] {
+        let problems = set(&format!("public_url = \"{bad}\"\n")).expect_err(bad);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == "proxy.public_url" && p.message.contains("origin")),
+            "{bad}: {problems:?}"
+        );
+    }
+    let problems = set("dpop_max_age = \"soon\"\n").expect_err("a bad duration");
+    assert!(
+        problems.iter().any(|p| p.key == "proxy.dpop_max_age"),
+        "{problems:?}"
+    );
+}

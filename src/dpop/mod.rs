@@ -32,6 +32,10 @@ pub const ALGS: &str = "ES256 ES384 RS256 PS256 EdDSA";
 /// How old a proof may be by default (`dpop_max_age`).
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
 
+/// How far the token service lets a proof's `iat` be ahead of its clock, or behind it beyond
+/// `dpop_max_age`: the gateway's default `clock_skew` (the token service has no such key).
+pub const ISSUER_CLOCK_SKEW: Duration = Duration::from_secs(30);
+
 /// The longest proof accepted, in bytes: an RSA key of 8192 bits fits with room to spare.
 pub const MAX_PROOF_LEN: usize = 8192;
 
@@ -141,6 +145,37 @@ pub fn proof(headers: &HeaderMap) -> Result<Option<&str>, ProofError> {
         .to_str()
         .map(Some)
         .map_err(|_| ProofError::Malformed("not a compact JWS"))
+}
+
+/// Why a token's presentation does not fit its binding (SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presentation {
+    /// A DPoP-bound token sent with the `Bearer` scheme.
+    BoundAsBearer,
+    /// The `DPoP` scheme with a token that is not bound.
+    NotBound,
+    /// The proof is missing or repeated.
+    Proof(ProofError),
+}
+
+/// How a token bound to `jkt` (or not) was presented, with the `DPoP` scheme or `Bearer`:
+/// the proof to check against `jkt`, `None` for an unbound token sent as Bearer (nothing to
+/// check), or why the two do not fit.
+pub fn presented<'h>(
+    jkt: Option<&str>,
+    dpop_scheme: bool,
+    headers: &'h HeaderMap,
+) -> Result<Option<&'h str>, Presentation> {
+    match (jkt, dpop_scheme) {
+        (None, false) => Ok(None),
+        (None, true) => Err(Presentation::NotBound),
+        (Some(_), false) => Err(Presentation::BoundAsBearer),
+        (Some(_), true) => match proof(headers) {
+            Ok(Some(proof)) => Ok(Some(proof)),
+            Ok(None) => Err(Presentation::Proof(ProofError::Missing)),
+            Err(e) => Err(Presentation::Proof(e)),
+        },
+    }
 }
 
 /// The proof's JOSE header. A member named twice fails the parse.

@@ -195,7 +195,9 @@ async fn answer(
         Endpoint::Authorize => authorize::authorize(&snapshot, issuer, &service, req, now).await,
         Endpoint::Login => authorize::login(&snapshot, issuer, &service, req, peer, now).await,
         Endpoint::Consent => authorize::consent(&snapshot, issuer, &service, req, now).await,
-        Endpoint::UserInfo => oidc::userinfo(&snapshot, issuer, grants, req, now).await,
+        Endpoint::UserInfo => {
+            oidc::userinfo(&snapshot, issuer, grants, &service.proofs, req, now).await
+        }
         Endpoint::Introspect => {
             introspect::introspect(snapshot.clone(), grants, req, within, now).await
         }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::OAuthError;
 use crate::config::{IssuerConfig, User};
+use crate::dpop::{self, Presentation, Replay};
 use crate::grants::Grants;
 use crate::http::{json, Body};
 use crate::jwt::verify::{check_time, verify, Claims, TrustedKeys};
@@ -152,14 +153,15 @@ pub(crate) async fn userinfo(
     snapshot: &Snapshot,
     issuer: &IssuerConfig,
     grants: &Grants,
+    proofs: &Replay,
     req: Request<Incoming>,
     now: SystemTime,
 ) -> Response<Body> {
     let Some(keys) = snapshot.issuer_docs.as_ref().map(|d| &d.local_keys) else {
         return challenge(StatusCode::UNAUTHORIZED, "invalid_token", "no keys");
     };
-    let token = match bearer_of(req.headers()) {
-        Ok(token) => token.to_owned(),
+    let (dpop_scheme, token) = match bearer_of(req.headers()) {
+        Ok((dpop_scheme, token)) => (dpop_scheme, token.to_owned()),
         Err(Some(malformed)) => {
             return challenge(
                 StatusCode::BAD_REQUEST,
@@ -181,6 +183,26 @@ pub(crate) async fn userinfo(
         Ok(local) => local,
         Err(reason) => return challenge(StatusCode::UNAUTHORIZED, "invalid_token", reason),
     };
+    let presented = Presented {
+        dpop_scheme,
+        token: &token,
+        method: req.method(),
+        headers: req.headers(),
+    };
+    if let Err((error, description)) = possession(&local.claims, presented, issuer, proofs, now) {
+        let mut response = challenge(StatusCode::UNAUTHORIZED, error, &description);
+        let dpop = Challenge {
+            dpop: true,
+            algs: Some(dpop::ALGS),
+            error: Some(error),
+            description: Some(&description),
+            ..Challenge::default()
+        };
+        response
+            .headers_mut()
+            .append(header::WWW_AUTHENTICATE, dpop.header());
+        return response;
+    }
     if local.claims.iss != issuer.issuer || !local.claims.scope.iter().any(|s| s == OPENID) {
         return challenge(
             StatusCode::FORBIDDEN,
@@ -205,11 +227,67 @@ pub(crate) async fn userinfo(
     response
 }
 
-/// The request's bearer token; `Err(None)` without one, `Err(Some(_))` when the header is
-/// malformed.
-fn bearer_of(headers: &http::HeaderMap) -> Result<&str, Option<Malformed>> {
+/// How the access token came to userinfo.
+struct Presented<'r> {
+    dpop_scheme: bool,
+    token: &'r str,
+    method: &'r http::Method,
+    headers: &'r http::HeaderMap,
+}
+
+/// SPEC §8 at userinfo: a DPoP-bound token only with the `DPoP` scheme and a proof by its key
+/// for this request; an unbound one only as Bearer. A refusal is its error and description.
+fn possession(
+    claims: &Claims,
+    presented: Presented<'_>,
+    issuer: &IssuerConfig,
+    proofs: &Replay,
+    now: u64,
+) -> Result<(), (&'static str, String)> {
+    let jkt = claims.jkt.as_deref();
+    let refused = |error: &'static str, description: &str| (error, description.to_owned());
+    let proof = match dpop::presented(jkt, presented.dpop_scheme, presented.headers) {
+        Ok(Some(proof)) => proof,
+        Ok(None) => return Ok(()),
+        Err(Presentation::BoundAsBearer) => {
+            return Err(refused(
+                "invalid_token",
+                "the token is DPoP-bound; send it with the DPoP scheme and a proof",
+            ))
+        }
+        Err(Presentation::NotBound) => {
+            return Err(refused(
+                "invalid_token",
+                "the token is not DPoP-bound; send it with the Bearer scheme",
+            ))
+        }
+        Err(Presentation::Proof(e)) => return Err(refused("invalid_dpop_proof", &e.to_string())),
+    };
+    let url = issuer.url("/connect/userinfo");
+    let expected = dpop::Expected {
+        method: presented.method.as_str(),
+        url: &url,
+        access_token: Some(presented.token),
+        key: jkt,
+        now,
+        max_age: issuer.dpop_max_age,
+        skew: dpop::ISSUER_CLOCK_SKEW,
+    };
+    dpop::check(proof, &expected, proofs)
+        .map(drop)
+        .map_err(|e| refused("invalid_dpop_proof", &e.to_string()))
+}
+
+/// The request's access token, and whether it came with the `DPoP` scheme; `Err(None)`
+/// without one, `Err(Some(_))` when the header is malformed.
+fn bearer_of(headers: &http::HeaderMap) -> Result<(bool, &str), Option<Malformed>> {
     match authorization(headers) {
-        Ok(Some(Credentials::Bearer(credential))) => bearer_token(credential).map_err(Some),
+        Ok(Some(Credentials::Bearer(credential))) => {
+            bearer_token(credential).map(|t| (false, t)).map_err(Some)
+        }
+        Ok(Some(Credentials::Dpop(credential))) => {
+            bearer_token(credential).map(|t| (true, t)).map_err(Some)
+        }
         Err(m) => Err(Some(m)),
         Ok(Some(_) | None) => Err(None),
     }

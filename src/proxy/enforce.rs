@@ -15,7 +15,7 @@ use http::{header, HeaderMap, Method, Response, StatusCode};
 use super::keys::{Keys, Verified};
 use super::resolve::Target;
 use crate::config::Route;
-use crate::dpop::{self, ProofError, Replay};
+use crate::dpop::{self, Presentation, ProofError, Replay};
 use crate::grants::Revoked;
 use crate::http::{json, Body};
 use crate::jwt::verify::{check_time, Claims, TokenError};
@@ -323,19 +323,17 @@ fn binding(
     skew: Duration,
     now: u64,
 ) -> Result<(), Denial> {
-    let Some(jkt) = claims.jkt.as_deref() else {
-        return match scheme {
-            Scheme::Dpop => Err(Denial::NotBound),
-            Scheme::Bearer if target.resource.require_dpop => Err(Denial::DpopRequired),
-            Scheme::Bearer => Ok(()),
-        };
-    };
-    if scheme == Scheme::Bearer {
-        return Err(Denial::BoundAsBearer);
+    let jkt = claims.jkt.as_deref();
+    if jkt.is_none() && scheme == Scheme::Bearer && target.resource.require_dpop {
+        return Err(Denial::DpopRequired);
     }
-    let proof = dpop::proof(headers)
-        .and_then(|proof| proof.ok_or(ProofError::Missing))
-        .map_err(Denial::Proof)?;
+    let proof = match dpop::presented(jkt, scheme == Scheme::Dpop, headers) {
+        Ok(Some(proof)) => proof,
+        Ok(None) => return Ok(()),
+        Err(Presentation::BoundAsBearer) => return Err(Denial::BoundAsBearer),
+        Err(Presentation::NotBound) => return Err(Denial::NotBound),
+        Err(Presentation::Proof(e)) => return Err(Denial::Proof(e)),
+    };
     let origin = match proofs.public_url {
         Some(origin) => std::borrow::Cow::Borrowed(origin),
         None => {
@@ -353,7 +351,7 @@ fn binding(
         url: &url,
         // The credential verified as a token, so it is a b64token and UTF-8.
         access_token: std::str::from_utf8(credential).ok(),
-        key: Some(jkt),
+        key: jkt,
         now,
         max_age: proofs.max_age,
         skew,

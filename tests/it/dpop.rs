@@ -39,7 +39,7 @@ require_dpop = true
 client_id = "native"
 require_secret = false
 allowed_grant_types = ["authorization_code", "refresh_token"]
-allowed_scopes = ["read"]
+allowed_scopes = ["openid", "read"]
 redirect_uris = ["http://127.0.0.1:1/native"]
 allow_offline_access = true
 
@@ -550,16 +550,27 @@ async fn with_public_url_the_proof_names_the_external_origin() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 }
 
-/// Signs alice in for the native client and redeems the code with `proof`.
+/// Signs alice in for the native client and redeems the code for urn:invoices with `proof`.
 async fn native_tokens(dpop: &Dpop, proof: Option<&str>) -> Reply {
+    native_tokens_for(dpop, proof, "read offline_access", "urn:invoices", true).await
+}
+
+/// [`native_tokens`] for `scope` at `resource`, named again at redemption or not.
+async fn native_tokens_for(
+    dpop: &Dpop,
+    proof: Option<&str>,
+    scope: &str,
+    resource: &str,
+    name_again: bool,
+) -> Reply {
     let base = dpop.isogate.issuer_url("");
     let (verifier, challenge) = pkce();
     let params = [
         ("client_id", "native"),
         ("response_type", "code"),
         ("redirect_uri", NATIVE_CALLBACK),
-        ("scope", "read offline_access"),
-        ("resource", "urn:invoices"),
+        ("scope", scope),
+        ("resource", resource),
         ("state", "s"),
         ("code_challenge", challenge.as_str()),
         ("code_challenge_method", "S256"),
@@ -569,13 +580,15 @@ async fn native_tokens(dpop: &Dpop, proof: Option<&str>) -> Reply {
     let done = log_in_at(&base, &mut browser, &page, "alice", "alice").await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());
     let code = query(&done)["code"].clone();
-    let form = [
+    let mut form = vec![
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
         ("redirect_uri", NATIVE_CALLBACK),
         ("code_verifier", verifier.as_str()),
-        ("resource", "urn:invoices"),
     ];
+    if name_again {
+        form.push(("resource", resource));
+    }
     dpop.token(("native", false), &form, proof).await
 }
 
@@ -649,6 +662,47 @@ async fn a_public_clients_refresh_token_is_bound_to_its_key() {
     ];
     let reply = dpop.token(("native", false), &form, None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn userinfo_takes_a_bound_token_only_with_a_proof() {
+    let dpop = Dpop::start().await;
+    let key = new_key();
+    let proof = key.proof("POST", TOKEN_ENDPOINT, None, dpop.now());
+    let tokens = native_tokens_for(&dpop, Some(&proof), "openid read", "urn:products", false)
+        .await
+        .json();
+    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    let url = dpop.isogate.issuer_url("/connect/userinfo");
+    let userinfo = |authorization: String, proof: Option<String>| {
+        let url = url.clone();
+        async move {
+            let mut req = Request::get(url).header("authorization", authorization);
+            if let Some(proof) = proof {
+                req = req.header("dpop", proof);
+            }
+            send(req.body(Full::default()).unwrap()).await
+        }
+    };
+    let reply = userinfo(format!("Bearer {token}"), None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    assert!(reply
+        .header("www-authenticate")
+        .unwrap()
+        .contains("DPoP-bound"));
+    let advertised = "http://isogate.test/connect/userinfo";
+    let proof = key.proof("GET", advertised, Some(&token), dpop.now());
+    let reply = userinfo(format!("DPoP {token}"), Some(proof.clone())).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["sub"], "818727");
+    let reply = userinfo(format!("DPoP {token}"), Some(proof)).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let challenges: Vec<_> = reply.headers.get_all("www-authenticate").iter().collect();
+    assert!(
+        challenges[1].to_str().unwrap().starts_with("DPoP algs="),
+        "{challenges:?}"
+    );
+    assert!(challenges[1].to_str().unwrap().contains("already used"));
 }
 
 fn b64(value: &Value) -> String {

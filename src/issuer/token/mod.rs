@@ -190,10 +190,6 @@ async fn issue(
     })
 }
 
-/// How far the token service lets a DPoP proof's `iat` be ahead of its clock, or behind it
-/// beyond `dpop_max_age`: the gateway's default `clock_skew`.
-const PROOF_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// SPEC §8: the thumbprint of the key of the request's DPoP proof, checked for a `POST` to the
 /// advertised token endpoint; `None` without a proof, unless the client must send one.
 fn proof_key(
@@ -219,7 +215,7 @@ fn proof_key(
         key: None,
         now: crate::jwt::numeric_date(now),
         max_age: issuer.dpop_max_age,
-        skew: PROOF_CLOCK_SKEW,
+        skew: dpop::ISSUER_CLOCK_SKEW,
     };
     Ok(Some(dpop::check(proof, &expected, proofs)?))
 }
