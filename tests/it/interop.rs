@@ -398,6 +398,50 @@ async fn openid_client_gets_and_jose_verifies_an_isolated_token() {
     drop(server);
 }
 
+/// openid-client's DPoP handle (SPEC §8): a bound token from the example's issuer, checked by
+/// jose, used through the gateway to a real upstream, and refused there as a Bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openid_client_uses_a_dpop_bound_token_through_the_gateway() {
+    let dir = interop_dir();
+    if !openid_client_installed(&dir) {
+        return;
+    }
+    let upstream = crate::servers::Upstream::start().await;
+    let upstream_url = upstream.url();
+    let mut server = Server::start_with_config(|port| {
+        config(port, None).replace("http://127.0.0.1:9001", &upstream_url)
+    });
+    let proxy =
+        crate::support::listening_addr(&server.running.last_line_with("listening role=proxy"))
+            .expect("the gateway's address");
+    let script = dir.join("openid_client_dpop.mjs");
+    let gateway = format!("http://{proxy}");
+    let args = [
+        script.to_str().expect("UTF-8 path"),
+        "--issuer",
+        server.issuer.as_str(),
+        "--gateway",
+        gateway.as_str(),
+    ];
+    let outcome = run(Path::new("node"), &args);
+    let server = outcome.assert_success(server);
+    print!("{}", outcome.stdout);
+    assert!(
+        outcome.stdout.contains("ok dpop: token_type=dpop"),
+        "{}",
+        outcome.report()
+    );
+    // Exactly the one call with a proof reached the upstream, with the proof beside the token.
+    assert_eq!(upstream.count(), 1);
+    let forwarded = upstream.last();
+    assert!(forwarded.headers["authorization"]
+        .to_str()
+        .unwrap()
+        .starts_with("DPoP "));
+    assert!(forwarded.headers.contains_key("dpop"));
+    drop(server);
+}
+
 /// The virtualenv's python with Authlib, when installed (see [`installed`]).
 fn authlib_python() -> Option<PathBuf> {
     let python = interop_dir().join(".venv/bin/python");
