@@ -95,6 +95,26 @@ listener or the grant store cannot be opened.")]
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Print a DPoP proof (RFC 9449) for one request, signed with a client's key (as made by
+    /// `keygen`): for trying DPoP with curl. The key's thumbprint is the kid `keygen` printed.
+    DpopProof {
+        /// The client's PKCS#8 PEM private key.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The key's algorithm: ES256, ES384, RS256, PS256 or EdDSA.
+        #[arg(long)]
+        alg: Alg,
+        /// The request's method (`htm`).
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The request's URL without query (`htu`), e.g. http://127.0.0.1:5000/connect/token.
+        #[arg(long)]
+        url: String,
+        /// The access token the request carries, for `ath` (at an API; not at the token
+        /// endpoint).
+        #[arg(long, value_name = "TOKEN")]
+        access_token: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -121,6 +141,20 @@ fn main() -> ExitCode {
             }
         }
         Command::Keygen { alg, out } => keygen(alg, &out),
+        Command::DpopProof {
+            key,
+            alg,
+            method,
+            url,
+            access_token,
+        } => match isogate::dpop::ProofKey::from_file(&key, alg) {
+            Ok(key) => {
+                let now = isogate::jwt::numeric_date(std::time::SystemTime::now());
+                let proof = key.proof(&method, &url, access_token.as_deref(), now);
+                print_out(&format!("{proof}\n"))
+            }
+            Err(e) => fail(e.to_string()),
+        },
     }
 }
 

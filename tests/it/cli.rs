@@ -938,3 +938,66 @@ async fn token_service_lines_name_the_client_and_the_peer_and_lists_are_plain_st
     let (_, log) = running.finish();
     assert!(!log.contains("not-the-secret"), "a secret was logged");
 }
+
+/// `dpop-proof` signs a proof with a key `keygen` made, for the method, URL and token given:
+/// it passes isogate's own check, names the kid `keygen` printed as its thumbprint, and a key
+/// file that is missing is an error.
+#[test]
+fn dpop_proof_makes_a_proof_with_a_keygen_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("client.pem");
+    let out = out.to_str().unwrap();
+    let (code, printed, _) = run(&["keygen", "--alg", "ES256", "--out", out], None);
+    assert_eq!(code, 0);
+    let kid = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("kid: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let url = "http://127.0.0.1:8080/invoices/42";
+    let args = [
+        "dpop-proof",
+        "--key",
+        out,
+        "--alg",
+        "ES256",
+        "--method",
+        "GET",
+        "--url",
+        url,
+        "--access-token",
+        "tok",
+    ];
+    let (code, proof, err) = run(&args, None);
+    assert_eq!(code, 0, "{err}");
+    let expected = isogate::dpop::Expected {
+        method: "GET",
+        url,
+        access_token: Some("tok"),
+        key: Some(&kid),
+        now: isogate::jwt::numeric_date(std::time::SystemTime::now()),
+        max_age: std::time::Duration::from_secs(60),
+        skew: std::time::Duration::from_secs(5),
+    };
+    let replay = isogate::dpop::Replay::default();
+    assert_eq!(
+        isogate::dpop::check(proof.trim(), &expected, &replay),
+        Ok(kid)
+    );
+
+    let (code, _, err) = run(
+        &[
+            "dpop-proof",
+            "--key",
+            "nope.pem",
+            "--alg",
+            "ES256",
+            "--url",
+            url,
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("nope.pem"), "{err}");
+}
