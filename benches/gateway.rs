@@ -18,10 +18,11 @@ use aws_lc_rs::signature::{
     EcdsaKeyPair, KeyPair, ParsedPublicKey, ECDSA_P256_SHA256_FIXED,
     ECDSA_P256_SHA256_FIXED_SIGNING,
 };
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue, Method};
 use isogate::config::{self, Config, IssuerConfig, MissingKeys, Route};
+use isogate::dpop::{self, ProofKey, Replay};
 use isogate::issuer::form::Form;
 use isogate::jwt::cache::{self, VerifiedCache};
 use isogate::jwt::verify::{self, Claims, IssuerKeys, TrustedKeys};
@@ -366,6 +367,32 @@ fn warm(c: &mut Criterion) {
                 skew,
             )
         })
+    });
+    // The same warm request sent with DPoP (SPEC §8): a fresh ES256 proof each time, as
+    // clients send, checked against the token's key and recorded. Making the proof is the
+    // client's work and is not timed.
+    let key = ProofKey::generate(Alg::ES256).expect("a DPoP key");
+    let jkt = key.thumbprint();
+    let url = "http://127.0.0.1:8080/invoices/42";
+    let replay = Replay::default();
+    group.bench_function("es256_dpop", |b| {
+        b.iter_batched(
+            || key.proof("GET", url, Some(token), NOW),
+            |proof| {
+                authorize(&setup, &cache, &headers, route, &Method::GET, NOW, skew)?;
+                let expected = dpop::Expected {
+                    method: "GET",
+                    url,
+                    access_token: Some(token),
+                    key: Some(&jkt),
+                    now: NOW,
+                    max_age: Duration::from_secs(60),
+                    skew,
+                };
+                dpop::check(black_box(&proof), &expected, &replay).map_err(enforce::Denial::Proof)
+            },
+            BatchSize::SmallInput,
+        )
     });
     group.finish();
 
