@@ -291,3 +291,45 @@ fn the_header_is_read_once() {
     headers.append(DPOP, "d.e.f".parse().unwrap());
     assert_eq!(proof(&headers), Err(ProofError::Repeated));
 }
+
+#[test]
+fn the_scheme_must_fit_the_binding() {
+    let mut headers = HeaderMap::new();
+    assert_eq!(presented(None, false, &headers), Ok(None));
+    assert_eq!(presented(None, true, &headers), Err(Presentation::NotBound));
+    assert_eq!(
+        presented(Some("jkt"), false, &headers),
+        Err(Presentation::BoundAsBearer)
+    );
+    assert_eq!(
+        presented(Some("jkt"), true, &headers),
+        Err(Presentation::Proof(ProofError::Missing))
+    );
+    headers.append(DPOP, "a.b.c".parse().unwrap());
+    assert_eq!(presented(Some("jkt"), true, &headers), Ok(Some("a.b.c")));
+    // An unbound token sent as Bearer has nothing to check, proof or not.
+    assert_eq!(presented(None, false, &headers), Ok(None));
+    headers.append(DPOP, "d.e.f".parse().unwrap());
+    assert_eq!(
+        presented(Some("jkt"), true, &headers),
+        Err(Presentation::Proof(ProofError::Repeated))
+    );
+}
+
+#[test]
+fn a_replay_has_a_reason_of_its_own() {
+    assert_eq!(ProofError::Replayed.reason(), "dpop_replay");
+    assert_eq!(ProofError::Missing.reason(), "dpop_proof");
+    assert_eq!(ProofError::Full.reason(), "dpop_proof");
+}
+
+#[test]
+fn a_proof_may_be_8_kib_long_and_no_longer() {
+    let at_most = "a".repeat(MAX_PROOF_LEN);
+    assert_eq!(
+        refused(&at_most),
+        ProofError::Malformed("not a compact JWS")
+    );
+    let longer = "a".repeat(MAX_PROOF_LEN + 1);
+    assert_eq!(refused(&longer), ProofError::Malformed("longer than 8 KiB"));
+}
