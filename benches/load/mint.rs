@@ -41,7 +41,15 @@ struct Args {
     /// Signing threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Instead of writing tokens, time aws-lc's ES256 verification alone of one such token's
+    /// signature on this thread and print the CPU µs per verification (the median of 5 batches):
+    /// the floor under a verifying proxy's cold request, for the load script's cold target.
+    #[arg(long)]
+    time_verify: bool,
 }
+
+/// Verifications per batch of `--time-verify`.
+const VERIFY_BATCH: u32 = 4_000;
 
 #[derive(serde::Serialize)]
 struct Claims<'a> {
@@ -93,6 +101,18 @@ fn main() -> ExitCode {
         };
         isogate::jwt::encode(key, "at+jwt", &claims).map_err(|e| e.to_string())
     };
+    if args.time_verify {
+        return match mint().and_then(|token| time_verify(&token)) {
+            Ok(us) => {
+                println!("{us:.1}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("load-mint: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let threads = args.threads.max(1);
     let minted: Result<Vec<Vec<String>>, String> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
@@ -126,4 +146,48 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// The median µs of one ES256 signature check over `token`'s signing input, on a P-256 key of
+/// its own (the cost does not depend on which key).
+fn time_verify(token: &str) -> Result<f64, String> {
+    use aws_lc_rs::signature::{
+        EcdsaKeyPair, KeyPair, ParsedPublicKey, ECDSA_P256_SHA256_FIXED,
+        ECDSA_P256_SHA256_FIXED_SIGNING,
+    };
+    let message = token
+        .rsplit_once('.')
+        .ok_or("the minted token is not a compact JWS")?
+        .0
+        .as_bytes();
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+        .map_err(|_| "cannot make a P-256 key")?;
+    let signature = pair
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), message)
+        .map_err(|_| "cannot sign")?;
+    let key = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref())
+        .map_err(|_| "the public key does not parse")?;
+    let mut batches = Vec::new();
+    for _ in 0..5 {
+        let start = cpu_ns()?;
+        for _ in 0..VERIFY_BATCH {
+            key.verify_sig(std::hint::black_box(message), signature.as_ref())
+                .map_err(|_| "the signature does not verify")?;
+        }
+        let spent = cpu_ns()?.saturating_sub(start);
+        batches.push(spent as f64 / 1e3 / f64::from(VERIFY_BATCH));
+    }
+    batches.sort_by(f64::total_cmp);
+    Ok(batches[2])
+}
+
+/// The CPU time this thread has run, in ns (the first field of Linux's schedstat): a busy
+/// machine slows the clock on the wall, not this.
+fn cpu_ns() -> Result<u64, String> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .map_err(|e| format!("cannot read /proc/thread-self/schedstat: {e}"))?;
+    text.split_whitespace()
+        .next()
+        .and_then(|ns| ns.parse().ok())
+        .ok_or_else(|| "unexpected /proc/thread-self/schedstat".to_owned())
 }
