@@ -333,3 +333,68 @@ fn a_proof_may_be_8_kib_long_and_no_longer() {
     let longer = "a".repeat(MAX_PROOF_LEN + 1);
     assert_eq!(refused(&longer), ProofError::Malformed("longer than 8 KiB"));
 }
+
+#[test]
+fn the_proof_must_be_made_by_the_key_the_token_is_bound_to() {
+    let k = key();
+    let own = k.thumbprint();
+    let other = key().thumbprint();
+    let at = |key: Option<&str>| {
+        let expected = Expected {
+            key,
+            ..expected(Some(TOKEN))
+        };
+        check(
+            &k.proof("GET", URL, Some(TOKEN), NOW),
+            &expected,
+            &Replay::default(),
+        )
+    };
+    assert_eq!(at(Some(&other)), Err(ProofError::WrongKey));
+    assert_eq!(at(Some(&own)), Ok(own.clone()));
+    assert_eq!(at(None), Ok(own));
+}
+
+/// A proof stays acceptable up to `max_age + 2 × skew` after it was first seen (made `skew`
+/// ahead of the server's clock, accepted until `max_age + skew` after its `iat`): its `jti` is
+/// refused for all that time, whenever the cache's generation began, and forgotten later.
+#[test]
+fn a_jti_is_refused_for_as_long_as_its_proof_is_fresh() {
+    let (max_age, skew) = (60, 30);
+    let at = |now| Expected {
+        now,
+        ..expected(Some(TOKEN))
+    };
+    let k = key();
+    for began in [0, 1, 29, 59, 91, 119] {
+        let replay = Replay::default();
+        let first = k.proof("GET", URL, Some(TOKEN), NOW - began);
+        check(&first, &at(NOW - began), &replay).unwrap();
+        let ahead = k.proof("GET", URL, Some(TOKEN), NOW + skew);
+        check(&ahead, &at(NOW), &replay).unwrap();
+        for now in NOW..=NOW + max_age + 2 * skew {
+            assert_eq!(
+                check(&ahead, &at(now), &replay),
+                Err(ProofError::Replayed),
+                "the generation began {began} s before; replayed {} s after",
+                now - NOW
+            );
+        }
+        assert_eq!(
+            check(&ahead, &at(NOW + max_age + 2 * skew + 1), &replay),
+            Err(ProofError::Old)
+        );
+        let later = NOW + 10 * (max_age + 2 * skew);
+        check(
+            &k.proof("GET", URL, Some(TOKEN), later),
+            &at(later),
+            &replay,
+        )
+        .unwrap();
+        assert_eq!(
+            replay.len(),
+            1,
+            "what is older than two windows is forgotten"
+        );
+    }
+}
