@@ -398,3 +398,14 @@ fn a_jti_is_refused_for_as_long_as_its_proof_is_fresh() {
         );
     }
 }
+
+#[test]
+fn escapes_compare_by_what_they_mean() {
+    let at = |path: &str| format!("https://api.example.com{path}");
+    // Hex case does not matter; an escaped reserved character stays one.
+    assert!(same_url(&at("/a%2fb/c"), &at("/a%2Fb/c")));
+    assert!(!same_url(&at("/a%2Fb/c"), &at("/a/b/c")));
+    assert!(same_url(&at("/a%3a%3Ab"), &at("/a%3A%3ab")));
+    // An escaped unreserved character is the character.
+    assert!(same_url(&at("/%7Euser/%41"), &at("/~user/A")));
+}
