@@ -66,14 +66,10 @@ impl Replay {
     }
 
     /// How many proofs are remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.current.len() + seen.previous.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
