@@ -251,6 +251,7 @@ impl Roles {
                     .map_or_else(Default::default, issuer::session::Sessions::postgres),
                 passwords: issuer::passwords::Passwords::per_cpu(),
                 proofs: Default::default(),
+                registrations: Default::default(),
                 metrics: metrics.clone(),
                 clock: clock.clone(),
             })),

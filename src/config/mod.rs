@@ -5,6 +5,7 @@ pub mod host;
 mod known;
 mod raw;
 mod validate;
+pub(crate) use validate::{DEFAULT_REFRESH_LIFETIME, DEFAULT_REFRESH_SLIDING_LIFETIME};
 
 pub use host::Host;
 
@@ -148,6 +149,20 @@ pub struct IssuerConfig {
     pub request_body_timeout: Duration,
     /// How old a DPoP proof at the token endpoint may be (`dpop_max_age`, default 60s).
     pub dpop_max_age: Duration,
+    /// `[issuer.registration]`: clients may register themselves (SPEC §9).
+    pub registration: Option<RegistrationConfig>,
+}
+
+/// `[issuer.registration]`, validated (SPEC §9).
+#[derive(Debug, Clone)]
+pub struct RegistrationConfig {
+    /// The bearer token registration needs (`initial_access_token`); `None`: open.
+    pub initial_access_token: Option<crate::secret::SecretHash>,
+    /// The most a registered client may ask for (`allowed_scopes`).
+    pub allowed_scopes: BTreeSet<String>,
+    /// The grant types a registered client may use (`allowed_grant_types`, default
+    /// `authorization_code` and `refresh_token`).
+    pub allowed_grant_types: BTreeSet<crate::resources::GrantType>,
 }
 
 /// The connection limits of one listener (`max_connections`, `idle_timeout`,

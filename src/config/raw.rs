@@ -104,6 +104,26 @@ pub(super) struct Issuer {
     pub request_body_timeout: Option<S<Duration>>,
     /// How old a DPoP proof may be. Default `"60s"`.
     pub dpop_max_age: Option<S<Duration>>,
+    /// `[issuer.registration]`: `POST /connect/register` (SPEC §9).
+    pub registration: Option<S<Registration>>,
+}
+
+/// `[issuer.registration]`.
+#[derive(Debug, Deserialize)]
+pub(super) struct Registration {
+    /// `sha256:…` of the bearer token registration needs; absent: open.
+    pub initial_access_token: Option<S<String>>,
+    /// The most a registered client may ask for.
+    #[serde(default)]
+    pub allowed_scopes: Vec<S<String>>,
+    /// Default `["authorization_code", "refresh_token"]`.
+    pub allowed_grant_types: Option<Vec<S<String>>>,
+    /// Default `false`.
+    #[serde(default)]
+    pub client_id_metadata_documents: bool,
+    /// Default `false`.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
 }
 
 /// `[store]`.

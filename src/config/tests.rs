@@ -820,3 +820,76 @@ fn dpop_keys_have_defaults_and_public_url_must_be_an_origin() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn registration_takes_known_scopes_grant_types_and_a_stored_token() {
+    let parsed = |section: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        parse(
+            &format!("{VALID}\n[issuer.registration]\n{section}"),
+            dir.path(),
+            MissingKeys::Generate,
+        )
+    };
+    let config = parsed("allowed_scopes = [\"read\"]\n").unwrap();
+    let registration = config.issuer.unwrap().registration.unwrap();
+    assert!(registration.initial_access_token.is_none());
+    assert_eq!(
+        registration.allowed_grant_types,
+        [
+            crate::resources::GrantType::AuthorizationCode,
+            crate::resources::GrantType::RefreshToken
+        ]
+        .into()
+    );
+    for (section, key, needle) in [
+        (
+            "allowed_scopes = [\"nope\"]",
+            "issuer.registration.allowed_scopes[0]",
+            "nope",
+        ),
+        (
+            "allowed_scopes = [\"offline_access\"]",
+            "issuer.registration.allowed_scopes[0]",
+            "refresh_token",
+        ),
+        (
+            "allowed_grant_types = [\"password\"]",
+            "issuer.registration.allowed_grant_types[0]",
+            "expected",
+        ),
+        (
+            "allowed_grant_types = []",
+            "issuer.registration.allowed_grant_types",
+            "at least one",
+        ),
+        (
+            "initial_access_token = \"plain\"",
+            "issuer.registration.initial_access_token",
+            "sha256:",
+        ),
+        (
+            "client_id_metadata_documents = true",
+            "issuer.registration.client_id_metadata_documents",
+            "not built",
+        ),
+        (
+            "allow_private_addresses = true",
+            "issuer.registration.allow_private_addresses",
+            "metadata documents",
+        ),
+        (
+            "allowed_scope = [\"read\"]",
+            "issuer.registration.allowed_scope",
+            "allowed_scopes",
+        ),
+    ] {
+        let problems = parsed(&format!("{section}\n")).expect_err(section);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == key && p.message.contains(needle)),
+            "{section}: {problems:?}"
+        );
+    }
+}

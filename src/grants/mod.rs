@@ -159,6 +159,28 @@ pub struct Consent {
     pub approved: BTreeSet<(String, String)>,
 }
 
+/// A client that registered itself (SPEC §9), as stored: the metadata it was accepted with.
+/// What it may do is worked out from this and `[issuer.registration]` at each request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisteredClient {
+    /// Made by isogate: `reg_` and 128 random bits.
+    pub client_id: String,
+    /// `client_name`, shown on the consent page.
+    pub client_name: Option<String>,
+    /// `redirect_uris`.
+    pub redirect_uris: Vec<String>,
+    /// `grant_types`.
+    pub grant_types: Vec<String>,
+    /// `token_endpoint_auth_method`: `none` or `client_secret_basic`.
+    pub token_endpoint_auth_method: String,
+    /// `scope`, space-separated.
+    pub scope: String,
+    /// The secret's stored form (`sha256:…`), for a confidential client.
+    pub secret: Option<String>,
+    /// `client_id_issued_at`, seconds since the epoch.
+    pub issued_at: u64,
+}
+
 /// An access token about to be handed out, recorded in the same step that spends the code or
 /// refresh token it comes from: revoking the grant later revokes it too.
 #[derive(Debug, Clone, Copy)]
@@ -496,6 +518,22 @@ impl Grants {
         let until = now + lifetime.as_secs();
         on_backend!(self, |store| store
             .remember_consent(subject, client_id, approved, until, now))
+    }
+
+    /// Stores a client that registered itself. Its id is random: one already taken is an
+    /// error, never overwritten.
+    pub async fn register_client(&self, client: &RegisteredClient) -> Result<(), StoreError> {
+        let client = client.clone();
+        on_backend!(self, |store| store.register_client(client))
+    }
+
+    /// The registered client `client_id`, if there is one.
+    pub async fn registered_client(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<RegisteredClient>, StoreError> {
+        let client_id = client_id.to_owned();
+        on_backend!(self, |store| store.registered_client(client_id))
     }
 
     /// Removes expired grants; returns how many.

@@ -11,8 +11,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::{
-    CodeGrant, CodeRefusal, Consent, RefreshGrant, RefreshPolicy, RefreshRefusal, Spend,
-    StoreError, Use, Verdict, KEEP_REDEEMED_CODE,
+    CodeGrant, CodeRefusal, Consent, RefreshGrant, RefreshPolicy, RefreshRefusal, RegisteredClient,
+    Spend, StoreError, Use, Verdict, KEEP_REDEEMED_CODE,
 };
 
 /// The tables of grants.
@@ -27,14 +27,17 @@ enum Table {
     Families,
     /// Consents, by subject and client.
     Consents,
+    /// Clients that registered themselves, by `client_id`; never expire.
+    Clients,
 }
 
 impl Table {
-    const ALL: [Table; 4] = [
+    const ALL: [Table; 5] = [
         Table::Codes,
         Table::RefreshTokens,
         Table::Families,
         Table::Consents,
+        Table::Clients,
     ];
 
     fn definition(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -43,6 +46,7 @@ impl Table {
             Table::RefreshTokens => "refresh_tokens",
             Table::Families => "families",
             Table::Consents => "consents",
+            Table::Clients => "clients",
         })
     }
 }
@@ -518,6 +522,26 @@ impl RedbStore {
         consent.approved.extend(approved);
         tx.put(Table::Consents, &key, &consent, until)?;
         tx.commit()
+    }
+
+    pub(super) fn register_client(&self, client: RegisteredClient) -> Result<(), StoreError> {
+        let tx = self.write()?;
+        tx.insert(
+            Table::Clients,
+            client.client_id.as_bytes(),
+            &client,
+            u64::MAX,
+        )?;
+        tx.commit()
+    }
+
+    pub(super) fn registered_client(
+        &self,
+        client_id: String,
+    ) -> Result<Option<RegisteredClient>, StoreError> {
+        Ok(self
+            .read::<RegisteredClient>(Table::Clients, client_id.as_bytes())?
+            .map(|(_, c)| c))
     }
 
     /// Removes every record that expired before `now`; returns how many.

@@ -2,12 +2,14 @@
 //! `client_secret_post`, checked in constant time against stored hashes; public clients by
 //! `client_id` alone.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use http::HeaderMap;
 
 use super::form::Form;
 use super::OAuthError;
+use crate::config::Config;
+use crate::grants::Grants;
 use crate::protocol::authorization::{authorization, basic, Credentials, Malformed};
 use crate::resources::Client;
 use crate::secret::matches_any;
@@ -22,18 +24,20 @@ pub(super) struct Presented {
     pub basic: bool,
 }
 
-/// Finds the client the request authenticates as.
-pub(super) fn authenticate<'a>(
+/// Finds the client the request authenticates as: one of the file's, or one that registered
+/// itself (SPEC §9).
+pub(super) async fn authenticate<'c>(
     headers: &HeaderMap,
     form: &Form,
-    clients: &'a BTreeMap<String, Client>,
-) -> Result<&'a Client, OAuthError> {
+    config: &'c Config,
+    grants: &Grants,
+) -> Result<Cow<'c, Client>, OAuthError> {
     let presented = presented(headers, form)?;
     let fail = |description: &str| OAuthError::InvalidClient {
         basic: presented.basic,
         description: description.to_owned(),
     };
-    let client = clients.get(&presented.client_id);
+    let client = super::register::find(config, grants, &presented.client_id).await?;
     match (&presented.secret, client) {
         (Some(secret), Some(client)) if !client.secrets.is_empty() => {
             if matches_any(&client.secrets, secret.as_bytes()) {

@@ -27,7 +27,11 @@ pub(crate) fn document(issuer: &IssuerConfig, config: &Config) -> Bytes {
         .chain(model.api_scopes.keys())
         .map(String::as_str)
         .collect();
-    if config.clients.values().any(|c| c.allow_offline_access) {
+    let registered_offline = issuer.registration.as_ref().is_some_and(|r| {
+        r.allowed_grant_types
+            .contains(&crate::resources::GrantType::RefreshToken)
+    });
+    if registered_offline || config.clients.values().any(|c| c.allow_offline_access) {
         scopes.push(OFFLINE_ACCESS);
     }
     let mut claims: Vec<&str> = model
@@ -72,5 +76,9 @@ pub(crate) fn document(issuer: &IssuerConfig, config: &Config) -> Bytes {
         "authorization_response_iss_parameter_supported": true,
         "dpop_signing_alg_values_supported": crate::dpop::ALGS.split(' ').collect::<Vec<_>>(),
     });
+    let mut doc = doc;
+    if issuer.registration.is_some() {
+        doc["registration_endpoint"] = json!(issuer.url("/connect/register"));
+    }
     Bytes::from(doc.to_string())
 }

@@ -24,7 +24,7 @@ use crate::state::Snapshot;
 /// Who is asking.
 enum Caller<'a> {
     Api(&'a ApiResource),
-    Client(&'a Client),
+    Client(std::borrow::Cow<'a, Client>),
 }
 
 /// `POST /connect/introspect`.
@@ -42,7 +42,7 @@ pub(super) async fn introspect(
         Err(e) => return e.response(),
     };
     let answer = async {
-        let caller = authenticate(&snapshot, &parts.headers, &form)?;
+        let caller = authenticate(&snapshot, grants, &parts.headers, &form).await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
@@ -58,8 +58,9 @@ pub(super) async fn introspect(
 }
 
 /// An API resource by its name and one of its `secrets`, or a client as at the token endpoint.
-fn authenticate<'s>(
+async fn authenticate<'s>(
     snapshot: &'s Snapshot,
+    grants: &Grants,
     headers: &http::HeaderMap,
     form: &Form,
 ) -> Result<Caller<'s>, OAuthError> {
@@ -81,7 +82,9 @@ fn authenticate<'s>(
             basic,
             description: "client authentication failed".into(),
         }),
-        (None, _) => client_auth::authenticate(headers, form, &config.clients).map(Caller::Client),
+        (None, _) => client_auth::authenticate(headers, form, config, grants)
+            .await
+            .map(Caller::Client),
     }
 }
 
@@ -166,7 +169,9 @@ pub(super) async fn revocation(
         Err(e) => return e.response(),
     };
     let done = async {
-        let client = client_auth::authenticate(&parts.headers, &form, &snapshot.config.clients)?;
+        let client =
+            client_auth::authenticate(&parts.headers, &form, &snapshot.config, grants).await?;
+        let client = &*client;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;

@@ -9,6 +9,7 @@ mod introspect;
 pub(crate) mod oidc;
 mod pages;
 pub(crate) mod passwords;
+pub(crate) mod register;
 pub(crate) mod session;
 pub mod token;
 
@@ -39,6 +40,8 @@ pub struct Service {
     pub passwords: passwords::Passwords,
     /// The DPoP proofs seen at the token endpoint within their window (SPEC §8).
     pub proofs: crate::dpop::Replay,
+    /// Registrations per peer address (SPEC §9).
+    pub registrations: register::RateLimit,
     /// Where token requests are counted.
     pub metrics: Arc<Metrics>,
     /// The clock every request reads once.
@@ -58,9 +61,10 @@ enum Endpoint {
     UserInfo,
     Introspect,
     Revocation,
+    Register,
 }
 
-const ENDPOINTS: [Endpoint; 10] = [
+const ENDPOINTS: [Endpoint; 11] = [
     Endpoint::OpenIdConfiguration,
     Endpoint::AuthorizationServer,
     Endpoint::Jwks,
@@ -71,6 +75,7 @@ const ENDPOINTS: [Endpoint; 10] = [
     Endpoint::UserInfo,
     Endpoint::Introspect,
     Endpoint::Revocation,
+    Endpoint::Register,
 ];
 
 impl Endpoint {
@@ -87,6 +92,7 @@ impl Endpoint {
             Endpoint::UserInfo => "/connect/userinfo",
             Endpoint::Introspect => "/connect/introspect",
             Endpoint::Revocation => "/connect/revocation",
+            Endpoint::Register => "/connect/register",
         }
     }
 
@@ -204,6 +210,21 @@ async fn answer(
         Endpoint::Revocation => {
             introspect::revocation(snapshot.clone(), grants, req, within, now).await
         }
+        Endpoint::Register => match issuer.registration.as_ref() {
+            None => text(
+                StatusCode::NOT_FOUND,
+                "registration is off: there is no [issuer.registration]\n",
+            ),
+            Some(registration) => {
+                let limit = &service.registrations;
+                let at = crate::jwt::numeric_date(now);
+                let config = &snapshot.config;
+                let ip = peer.ip();
+                register::register(config, registration, grants, limit, req, within, ip, at)
+                    .await
+                    .unwrap_or_else(register::Refused::response)
+            }
+        },
     };
     (response, Some(endpoint))
 }

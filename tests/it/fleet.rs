@@ -16,9 +16,14 @@ use crate::support::*;
 /// Two instances on one fresh database, each a token service and a gateway in front of
 /// `upstream`, or `None` when PostgreSQL is not there (see `postgres.rs`).
 pub async fn fleet_before(upstream: &Upstream) -> Option<(Isogate, Isogate)> {
+    fleet_with(upstream, "").await
+}
+
+/// Two instances on one database, with `extra` added to the file.
+pub async fn fleet_with(upstream: &Upstream, extra: &str) -> Option<(Isogate, Isogate)> {
     let url = postgres::database().await?;
     let toml = format!(
-        "{}{SEED}{USERS}\n[store]\nurl = \"{url}\"\n\n[proxy]\nlisten = \"127.0.0.1:0\"\n{}",
+        "{}{SEED}{USERS}{extra}\n[store]\nurl = \"{url}\"\n\n[proxy]\nlisten = \"127.0.0.1:0\"\n{}",
         issuer_section("http://isogate.test"),
         routes(&upstream.url())
     );

@@ -87,6 +87,7 @@ on_both_stores!(
     of_concurrent_refreshes_of_one_token_exactly_one_wins_and_the_family_is_revoked,
     sweeping_removes_only_what_expired,
     a_redeemed_code_is_remembered_for_a_day_so_a_late_replay_still_revokes,
+    a_registered_client_is_found_by_its_id_never_overwritten_and_never_swept,
 );
 
 fn authorization() -> Authorization {
@@ -541,6 +542,32 @@ async fn sweeping_removes_only_what_expired(grants: Grants) {
     assert!(grants.code(&fresh, NOW + 20).await.unwrap().is_ok());
     assert_eq!(grants.consent("a", "web", NOW).await.unwrap(), None);
     assert_eq!(grants.sweep(NOW + 20).await.unwrap(), 0);
+}
+
+async fn a_registered_client_is_found_by_its_id_never_overwritten_and_never_swept(grants: Grants) {
+    let client = isogate::grants::RegisteredClient {
+        client_id: "reg_one".into(),
+        client_name: Some("One".into()),
+        redirect_uris: vec!["http://127.0.0.1/cb".into()],
+        grant_types: vec!["authorization_code".into()],
+        token_endpoint_auth_method: "none".into(),
+        scope: "read".into(),
+        secret: None,
+        issued_at: NOW,
+    };
+    assert_eq!(grants.registered_client("reg_one").await.unwrap(), None);
+    grants.register_client(&client).await.unwrap();
+    let again = isogate::grants::RegisteredClient {
+        client_name: Some("Another".into()),
+        ..client.clone()
+    };
+    assert!(grants.register_client(&again).await.is_err());
+    grants.sweep(NOW + 10 * 365 * 86_400).await.unwrap();
+    assert_eq!(
+        grants.registered_client("reg_one").await.unwrap(),
+        Some(client)
+    );
+    assert_eq!(grants.registered_client("reg_two").await.unwrap(), None);
 }
 
 async fn a_redeemed_code_is_remembered_for_a_day_so_a_late_replay_still_revokes(grants: Grants) {

@@ -16,6 +16,7 @@ mod interactive;
 mod interop;
 mod logins;
 mod postgres;
+mod registration;
 mod reload;
 mod servers;
 mod support;

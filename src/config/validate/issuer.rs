@@ -22,7 +22,9 @@ pub(super) fn issuer_config(
         request_header_timeout,
         request_body_timeout,
         dpop_max_age,
+        registration,
     } = issuer.into_inner();
+    let registration = registration.map(|r| registration_config(v, r, model));
     let limits = v.limits(
         "issuer",
         max_connections,
@@ -175,5 +177,93 @@ pub(super) fn issuer_config(
             "issuer.dpop_max_age",
             crate::dpop::DEFAULT_MAX_AGE,
         ),
+        registration,
+    }
+}
+
+/// `[issuer.registration]`: what a client that registers itself may ask for.
+fn registration_config(
+    v: &mut V<'_>,
+    registration: S<raw::Registration>,
+    model: &Model,
+) -> RegistrationConfig {
+    let span = registration.span();
+    let raw::Registration {
+        initial_access_token,
+        allowed_scopes,
+        allowed_grant_types,
+        client_id_metadata_documents,
+        allow_private_addresses,
+    } = registration.into_inner();
+    let key = "issuer.registration";
+    let initial_access_token = initial_access_token.and_then(|token| {
+        SecretHash::parse(token.get_ref())
+            .map_err(|e| v.at(&token, format!("{key}.initial_access_token"), e.to_string()))
+            .ok()
+    });
+    for (i, scope) in allowed_scopes.iter().enumerate() {
+        let name = scope.get_ref();
+        if name == OFFLINE_ACCESS {
+            v.at(
+                scope,
+                format!("{key}.allowed_scopes[{i}]"),
+                "offline_access is granted to clients that register refresh_token, not listed here",
+            );
+        } else if !model.identity_resources.contains_key(name)
+            && !model.api_scopes.contains_key(name)
+        {
+            v.at(
+                scope,
+                format!("{key}.allowed_scopes[{i}]"),
+                format!("no [[identity_resources]] or [[api_scopes]] entry is named {name:?}"),
+            );
+        }
+    }
+    let mut grant_types = BTreeSet::new();
+    match allowed_grant_types {
+        None => {
+            grant_types.extend([GrantType::AuthorizationCode, GrantType::RefreshToken]);
+        }
+        Some(listed) => {
+            for (i, g) in listed.iter().enumerate() {
+                match GrantType::parse(g.get_ref()) {
+                    Some(g) => {
+                        grant_types.insert(g);
+                    }
+                    None => v.at(
+                        g,
+                        format!("{key}.allowed_grant_types[{i}]"),
+                        "expected client_credentials, authorization_code or refresh_token",
+                    ),
+                }
+            }
+            if listed.is_empty() {
+                v.report(
+                    span.clone(),
+                    format!("{key}.allowed_grant_types"),
+                    "a registered client needs at least one grant type to be of use",
+                );
+            }
+        }
+    }
+    if client_id_metadata_documents {
+        v.report(
+            span.clone(),
+            format!("{key}.client_id_metadata_documents"),
+            "client ID metadata documents are not built in this version yet; remove the key \
+             (clients can register with POST /connect/register)",
+        );
+    }
+    if allow_private_addresses && !client_id_metadata_documents {
+        v.report(
+            span,
+            format!("{key}.allow_private_addresses"),
+            "applies to client ID metadata documents, which are off",
+        );
+    }
+    RegistrationConfig {
+        initial_access_token,
+        allowed_scopes: allowed_scopes.into_iter().map(S::into_inner).collect(),
+        allowed_grant_types: grant_types,
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::raw::{self, S};
 use super::{
-    AdminConfig, Config, IssuerConfig, Limits, Lines, MissingKeys, Problem, ProxyConfig, Route,
-    TrustedIssuer, Upstream, User,
+    AdminConfig, Config, IssuerConfig, Limits, Lines, MissingKeys, Problem, ProxyConfig,
+    RegistrationConfig, Route, TrustedIssuer, Upstream, User,
 };
 use crate::jwt::{Alg, KeySet, SigningKey};
 use crate::resources::rules::{is_absolute_uri_without_fragment, MAX_RESOURCE_LEN};
@@ -37,8 +37,8 @@ const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
 const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
-const DEFAULT_REFRESH_SLIDING_LIFETIME: Duration = Duration::from_secs(15 * 86_400);
+pub(crate) const DEFAULT_REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+pub(crate) const DEFAULT_REFRESH_SLIDING_LIFETIME: Duration = Duration::from_secs(15 * 86_400);
 /// The longest `refresh_token_reuse_grace`: enough for tabs and workers that refresh at once,
 /// short enough that a stolen rotated token is of little use.
 const MAX_REFRESH_REUSE_GRACE: Duration = Duration::from_secs(300);

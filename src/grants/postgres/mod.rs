@@ -18,7 +18,7 @@ use tokio_postgres::Row;
 
 use super::{
     Authorization, CodeGrant, CodeRefusal, Consent, RefreshGrant, RefreshPolicy, RefreshRefusal,
-    Spend, StoreError, Use, Verdict, KEEP_REDEEMED_CODE,
+    RegisteredClient, Spend, StoreError, Use, Verdict, KEEP_REDEEMED_CODE,
 };
 use crate::config::StoreConfig;
 
@@ -130,6 +130,12 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         count INT NOT NULL,
         last_at BIGINT NOT NULL
+    );",
+    // 3: clients that registered themselves (SPEC §9).
+    "CREATE TABLE isogate_clients (
+        client_id TEXT PRIMARY KEY,
+        client_json TEXT NOT NULL,
+        issued_at BIGINT NOT NULL
     );",
 ];
 
@@ -680,6 +686,44 @@ impl PgStore {
             .await?;
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    pub(super) async fn register_client(&self, client: RegisteredClient) -> Result<(), StoreError> {
+        let json = to_json(&client)?;
+        let issued_at = int(client.issued_at);
+        run!(self, |c| {
+            let inserted = exec(
+                &*c,
+                "INSERT INTO isogate_clients (client_id, client_json, issued_at)
+                 VALUES ($1, $2, $3) ON CONFLICT (client_id) DO NOTHING",
+                &[&client.client_id, &json, &issued_at],
+            )
+            .await?;
+            if inserted == 0 {
+                return Err(OpError::Store(StoreError::Failed(
+                    "a random client_id collided with a stored one".into(),
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) async fn registered_client(
+        &self,
+        client_id: String,
+    ) -> Result<Option<RegisteredClient>, StoreError> {
+        run!(self, |c| {
+            let row = one(
+                &*c,
+                "SELECT client_json FROM isogate_clients WHERE client_id = $1",
+                &[&client_id],
+            )
+            .await?;
+            match row {
+                Some(row) => Ok(Some(from_json(&row.try_get::<_, String>(0)?)?)),
+                None => Ok(None),
+            }
         })
     }
 

@@ -11,6 +11,7 @@ use super::{AuthorizeRequest, Ctx, Failure};
 use crate::http::Body;
 use crate::issuer::form::Form;
 use crate::issuer::pages::{self, Item};
+use crate::issuer::register;
 use crate::issuer::session::SessionKey;
 use crate::resources::{self, OFFLINE_ACCESS};
 
@@ -67,7 +68,8 @@ impl Ctx<'_> {
         request: &AuthorizeRequest,
         subject: &str,
     ) -> Result<bool, Failure> {
-        let Some(client) = self.config.clients.get(&request.client_id) else {
+        let found = register::find(self.config, &self.service.grants, &request.client_id).await?;
+        let Some(client) = found else {
             return Ok(false);
         };
         if !client.require_consent {

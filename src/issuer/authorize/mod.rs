@@ -122,7 +122,7 @@ pub(crate) async fn authorize(
     };
     let ctx = Ctx::new(&snapshot.config, issuer, service, &parts.headers, now);
     let result = match form {
-        Ok(form) => match request::validate(&snapshot.config, &form) {
+        Ok(form) => match request::validate_for(&snapshot.config, &service.grants, &form).await {
             Ok(request) => {
                 let session = cookies::get(&parts.headers, cookies::SESSION).map(str::to_owned);
                 ctx.proceed(request, session.as_deref(), StatusCode::FOUND)

@@ -7,7 +7,7 @@ use http::StatusCode;
 use super::{Failure, Redirect};
 use crate::config::Config;
 use crate::issuer::form::Form;
-use crate::issuer::OAuthError;
+use crate::issuer::{register, OAuthError};
 use crate::resources::{self, Client, GrantType};
 
 /// A validated authorize request (kept as JSON while a page waits, in a fleet's store).
@@ -33,8 +33,25 @@ pub(super) struct Prompt {
 
 /// Checks the request: the client and redirect first (failures shown as a page), then the
 /// rest (failures sent back to the redirect).
-pub(super) fn validate(config: &Config, form: &Form) -> Result<AuthorizeRequest, Failure> {
-    let (client, redirect_uri) = client_and_redirect(config, form)?;
+pub(super) async fn validate_for(
+    config: &Config,
+    grants: &crate::grants::Grants,
+    form: &Form,
+) -> Result<AuthorizeRequest, Failure> {
+    let found = match form.get("client_id") {
+        Some(id) => register::find(config, grants, id).await?,
+        None => None,
+    };
+    validate(config, form, found.as_deref())
+}
+
+/// [`validate_for`] once the client is found (`None`: unknown).
+fn validate(
+    config: &Config,
+    form: &Form,
+    found: Option<&Client>,
+) -> Result<AuthorizeRequest, Failure> {
+    let (client, redirect_uri) = client_and_redirect(form, found)?;
     let state = form.get("state").map(str::to_owned);
     let fail = |error: &'static str, description: String| {
         Failure::Redirect(Redirect {
@@ -71,19 +88,21 @@ pub(super) fn validate(config: &Config, form: &Form) -> Result<AuthorizeRequest,
 
 /// The client and the redirect to answer it at; a failure here is a page.
 fn client_and_redirect<'c>(
-    config: &'c Config,
     form: &Form,
+    found: Option<&'c Client>,
 ) -> Result<(&'c Client, String), Failure> {
     let bad = |message| Failure::Page(StatusCode::BAD_REQUEST, message);
-    let client_id = form
-        .get("client_id")
-        .ok_or_else(|| bad("The sign-in request does not name an application (client_id)."))?;
-    let client = config
-        .clients
-        .get(client_id)
+    if form.get("client_id").is_none() {
+        return Err(bad(
+            "The sign-in request does not name an application (client_id).",
+        ));
+    }
+    let client = found
         .ok_or_else(|| bad("The application asking you to sign in is not registered here."))?;
     let redirect_uri = match (form.get("redirect_uri"), client.redirect_uris.as_slice()) {
-        (Some(uri), registered) if registered.iter().any(|r| r == uri) => uri.to_owned(),
+        (Some(uri), registered) if registered.iter().any(|r| redirect_matches(r, uri)) => {
+            uri.to_owned()
+        }
         (Some(_), _) => {
             return Err(bad(
                 "The application asked to send you to an address it has not registered.",
@@ -93,6 +112,29 @@ fn client_and_redirect<'c>(
         (None, _) => return Err(bad("The sign-in request has no redirect_uri.")),
     };
     Ok((client, redirect_uri))
+}
+
+/// Whether `uri` is the registered redirect URI `registered`: the same string, or for a
+/// loopback IP literal over http (`http://127.0.0.1/cb`, `http://[::1]/cb`) the same URI on any
+/// port (RFC 8252 §7.3: a native app listens on whatever port it gets).
+fn redirect_matches(registered: &str, uri: &str) -> bool {
+    if registered == uri {
+        return true;
+    }
+    // Parsed, without the port, compared whole; each must be written as the parser writes it,
+    // so that nothing but the port may differ from the registered text.
+    let loopback = |text: &str| {
+        let mut url = url::Url::parse(text).ok()?;
+        let ip = match url.host()? {
+            url::Host::Ipv4(ip) => ip.is_loopback(),
+            url::Host::Ipv6(ip) => ip.is_loopback(),
+            url::Host::Domain(_) => false,
+        };
+        (url.scheme() == "http" && ip && url.as_str() == text).then_some(())?;
+        url.set_port(None).ok()?;
+        Some(url)
+    };
+    matches!((loopback(registered), loopback(uri)), (Some(a), Some(b)) if a == b)
 }
 
 /// The grant, response type and mode, and the request objects isogate does not take.
@@ -176,6 +218,12 @@ fn pkce(client: &Client, form: &Form) -> Result<Option<String>, &'static str> {
 mod tests {
     use super::*;
     use crate::config::{parse, MissingKeys};
+
+    /// [`validate`] with the client found in the file.
+    fn by_file(config: &Config, form: &Form) -> Result<AuthorizeRequest, Failure> {
+        let found = form.get("client_id").and_then(|id| config.clients.get(id));
+        validate(config, form, found)
+    }
 
     const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
@@ -269,7 +317,7 @@ allowed_scopes = ["read"]
     #[test]
     fn a_good_request_is_kept_whole() {
         let (_dir, config) = config();
-        let request = validate(&config, &form(&good())).unwrap();
+        let request = by_file(&config, &form(&good())).unwrap();
         assert_eq!(request.client_id, "web");
         assert_eq!(request.redirect_uri, "https://app.example/cb");
         assert_eq!(request.scopes, ["read"]);
@@ -281,21 +329,21 @@ allowed_scopes = ["read"]
     #[test]
     fn an_unknown_client_or_redirect_is_a_page_never_a_redirect() {
         let (_dir, config) = config();
-        assert!(page(validate(&config, &with(&[("client_id", None)]))).contains("client_id"));
+        assert!(page(by_file(&config, &with(&[("client_id", None)]))).contains("client_id"));
         assert!(
-            page(validate(&config, &with(&[("client_id", Some("nobody"))])))
+            page(by_file(&config, &with(&[("client_id", Some("nobody"))])))
                 .contains("not registered")
         );
-        assert!(page(validate(
+        assert!(page(by_file(
             &config,
             &with(&[("redirect_uri", Some("https://evil.example/cb"))])
         ))
         .contains("not registered"));
         // Without redirect_uri: the only one, or none when there are several.
         assert!(
-            page(validate(&config, &with(&[("redirect_uri", None)]))).contains("no redirect_uri")
+            page(by_file(&config, &with(&[("redirect_uri", None)]))).contains("no redirect_uri")
         );
-        let one = validate(
+        let one = by_file(
             &config,
             &form(&[("client_id", "one"), ("response_type", "code")]),
         )
@@ -320,12 +368,12 @@ allowed_scopes = ["read"]
             (("prompt", Some("none login")), "invalid_request"),
         ] {
             assert_eq!(
-                redirect(validate(&config, &with(&[change]))).0,
+                redirect(by_file(&config, &with(&[change]))).0,
                 error,
                 "{change:?}"
             );
         }
-        assert!(validate(&config, &with(&[("response_mode", Some("query"))])).is_ok());
+        assert!(by_file(&config, &with(&[("response_mode", Some("query"))])).is_ok());
     }
 
     #[test]
@@ -357,7 +405,7 @@ allowed_scopes = ["read"]
                 "not a base64url SHA-256",
             ),
         ] {
-            let (error, description) = redirect(validate(&config, &with(&changes)));
+            let (error, description) = redirect(by_file(&config, &with(&changes)));
             assert_eq!(error, "invalid_request");
             assert!(description.contains(needle), "{changes:?}: {description}");
         }
@@ -370,7 +418,7 @@ allowed_scopes = ["read"]
         let web = config.clients.get_mut("web").unwrap();
         web.allowed_grant_types = machine.allowed_grant_types;
         assert_eq!(
-            redirect(validate(&config, &form(&good()))).0,
+            redirect(by_file(&config, &form(&good()))).0,
             "unauthorized_client"
         );
     }
@@ -378,7 +426,7 @@ allowed_scopes = ["read"]
     #[test]
     fn prompt_values_are_read_and_none_stands_alone() {
         let (_dir, config) = config();
-        let request = validate(
+        let request = by_file(
             &config,
             &with(&[("prompt", Some("login consent select_account"))]),
         )
@@ -391,7 +439,34 @@ allowed_scopes = ["read"]
                 consent: true
             }
         );
-        let request = validate(&config, &with(&[("prompt", Some("none"))])).unwrap();
+        let request = by_file(&config, &with(&[("prompt", Some("none"))])).unwrap();
         assert!(request.prompt.none);
     }
+}
+
+#[test]
+fn a_loopback_ip_redirect_matches_on_any_port_and_nothing_else_differs() {
+    let listed = "http://127.0.0.1/cb";
+    for (uri, matches) in [
+        ("http://127.0.0.1/cb", true),
+        ("http://127.0.0.1:49152/cb", true),
+        ("http://127.0.0.1:49152/cb?x=1", false),
+        ("http://127.0.0.1:49152/other", false),
+        ("http://127.0.0.1:49152/./cb", false),
+        ("http://127.0.0.2:49152/cb", false),
+        ("https://127.0.0.1:49152/cb", false),
+        ("http://localhost:49152/cb", false),
+    ] {
+        assert_eq!(redirect_matches(listed, uri), matches, "{uri}");
+    }
+    assert!(redirect_matches("http://[::1]/cb", "http://[::1]:3000/cb"));
+    // Not loopback: exact only.
+    assert!(!redirect_matches(
+        "http://localhost/cb",
+        "http://localhost:1/cb"
+    ));
+    assert!(!redirect_matches(
+        "https://app.example/cb",
+        "https://app.example:8443/cb"
+    ));
 }

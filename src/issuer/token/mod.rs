@@ -159,7 +159,8 @@ async fn issue(
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing".into()))?;
-    let client = client_auth::authenticate(headers, form, &config.clients)?;
+    let client = client_auth::authenticate(headers, form, config, grants).await?;
+    let client = &*client;
     let grant = GrantType::parse(grant_type).ok_or_else(|| {
         OAuthError::UnsupportedGrantType(format!("the grant type {grant_type:?} is not supported"))
     })?;
@@ -183,9 +184,14 @@ async fn issue(
             refresh_token::refresh_token(config, issuer, grants, client, form, jkt, now).await?
         }
     };
+    // Registered clients share one metrics label: their number is the public's to choose.
+    let client_id = match config.clients.contains_key(&client.client_id) {
+        true => client.client_id.clone(),
+        false => "registered".to_owned(),
+    };
     Ok(Issued {
         response,
-        client_id: client.client_id.clone(),
+        client_id,
         grant,
     })
 }
