@@ -42,19 +42,8 @@ pub(super) fn client_configs(
         if require_secret && secrets.is_empty() {
             v.report(span.clone(), format!("{key}.secrets"), "a confidential client needs at least one secret (or set require_secret = false for a public client)");
         }
-        let mut grant_types = BTreeSet::new();
-        for (j, g) in allowed_grant_types.iter().enumerate() {
-            match GrantType::parse(g.get_ref()) {
-                Some(g) => {
-                    grant_types.insert(g);
-                }
-                None => v.at(
-                    g,
-                    format!("{key}.allowed_grant_types[{j}]"),
-                    "expected client_credentials, authorization_code or refresh_token",
-                ),
-            }
-        }
+        let grant_types =
+            v.grant_types(&allowed_grant_types, &format!("{key}.allowed_grant_types"));
         if allowed_grant_types.is_empty() {
             v.report(
                 span.clone(),
@@ -89,24 +78,12 @@ pub(super) fn client_configs(
                 ),
             }
         }
-        for (j, scope) in allowed_scopes.iter().enumerate() {
-            let name = scope.get_ref();
-            if name == OFFLINE_ACCESS {
-                v.at(
-                    scope,
-                    format!("{key}.allowed_scopes[{j}]"),
-                    "offline_access is granted with allow_offline_access = true, not listed here",
-                );
-            } else if !model.identity_resources.contains_key(name)
-                && !model.api_scopes.contains_key(name)
-            {
-                v.at(
-                    scope,
-                    format!("{key}.allowed_scopes[{j}]"),
-                    format!("no [[identity_resources]] or [[api_scopes]] entry is named {name:?}"),
-                );
-            }
-        }
+        v.allowed_scopes(
+            &allowed_scopes,
+            &format!("{key}.allowed_scopes"),
+            model,
+            "with allow_offline_access = true",
+        );
         let usage = match refresh_token_usage.as_ref().map(|u| u.get_ref().as_str()) {
             None | Some("one_time") => RefreshTokenUsage::OneTime,
             Some("reuse") => RefreshTokenUsage::Reuse,

@@ -201,42 +201,12 @@ fn registration_config(
             .map_err(|e| v.at(&token, format!("{key}.initial_access_token"), e.to_string()))
             .ok()
     });
-    for (i, scope) in allowed_scopes.iter().enumerate() {
-        let name = scope.get_ref();
-        if name == OFFLINE_ACCESS {
-            v.at(
-                scope,
-                format!("{key}.allowed_scopes[{i}]"),
-                "offline_access is granted to clients that register refresh_token, not listed here",
-            );
-        } else if !model.identity_resources.contains_key(name)
-            && !model.api_scopes.contains_key(name)
-        {
-            v.at(
-                scope,
-                format!("{key}.allowed_scopes[{i}]"),
-                format!("no [[identity_resources]] or [[api_scopes]] entry is named {name:?}"),
-            );
-        }
-    }
-    let mut grant_types = BTreeSet::new();
-    match allowed_grant_types {
-        None => {
-            grant_types.extend([GrantType::AuthorizationCode, GrantType::RefreshToken]);
-        }
+    let scopes_key = format!("{key}.allowed_scopes");
+    let offline = "to clients that register refresh_token";
+    v.allowed_scopes(&allowed_scopes, &scopes_key, model, offline);
+    let grant_types = match allowed_grant_types {
+        None => [GrantType::AuthorizationCode, GrantType::RefreshToken].into(),
         Some(listed) => {
-            for (i, g) in listed.iter().enumerate() {
-                match GrantType::parse(g.get_ref()) {
-                    Some(g) => {
-                        grant_types.insert(g);
-                    }
-                    None => v.at(
-                        g,
-                        format!("{key}.allowed_grant_types[{i}]"),
-                        "expected client_credentials, authorization_code or refresh_token",
-                    ),
-                }
-            }
             if listed.is_empty() {
                 v.report(
                     span.clone(),
@@ -244,8 +214,9 @@ fn registration_config(
                     "a registered client needs at least one grant type to be of use",
                 );
             }
+            v.grant_types(&listed, &format!("{key}.allowed_grant_types"))
         }
-    }
+    };
     if client_id_metadata_documents {
         v.report(
             span.clone(),

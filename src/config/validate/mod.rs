@@ -172,6 +172,46 @@ impl V<'_> {
         self.dir.join(value)
     }
 
+    /// Checks the `allowed_scopes` at `key`: each names an identity resource or an API scope,
+    /// never `offline_access`, which is granted otherwise (`offline` says how).
+    fn allowed_scopes(&mut self, scopes: &[S<String>], key: &str, model: &Model, offline: &str) {
+        for (i, scope) in scopes.iter().enumerate() {
+            let name = scope.get_ref();
+            let key = format!("{key}[{i}]");
+            if name == OFFLINE_ACCESS {
+                self.at(
+                    scope,
+                    key,
+                    format!("offline_access is granted {offline}, not listed here"),
+                );
+            } else if !model.identity_resources.contains_key(name)
+                && !model.api_scopes.contains_key(name)
+            {
+                let message =
+                    format!("no [[identity_resources]] or [[api_scopes]] entry is named {name:?}");
+                self.at(scope, key, message);
+            }
+        }
+    }
+
+    /// The grant types listed at `key`, each reported when unknown.
+    fn grant_types(&mut self, listed: &[S<String>], key: &str) -> BTreeSet<GrantType> {
+        let mut grant_types = BTreeSet::new();
+        for (i, g) in listed.iter().enumerate() {
+            match GrantType::parse(g.get_ref()) {
+                Some(g) => {
+                    grant_types.insert(g);
+                }
+                None => self.at(
+                    g,
+                    format!("{key}[{i}]"),
+                    "expected client_credentials, authorization_code or refresh_token",
+                ),
+            }
+        }
+        grant_types
+    }
+
     fn secrets(&mut self, values: &[S<String>], key: &str) -> Vec<SecretHash> {
         values
             .iter()
