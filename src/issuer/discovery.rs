@@ -53,7 +53,7 @@ pub(crate) fn document(issuer: &IssuerConfig, config: &Config) -> Bytes {
         .collect();
     algs.sort_by_key(|a| (*a != Alg::RS256, *a));
     algs.dedup();
-    let doc: Value = json!({
+    let mut doc: Value = json!({
         "issuer": issuer.issuer,
         "jwks_uri": issuer.url("/.well-known/jwks"),
         "authorization_endpoint": issuer.url("/connect/authorize"),
@@ -76,7 +76,6 @@ pub(crate) fn document(issuer: &IssuerConfig, config: &Config) -> Bytes {
         "authorization_response_iss_parameter_supported": true,
         "dpop_signing_alg_values_supported": crate::dpop::ALGS.split(' ').collect::<Vec<_>>(),
     });
-    let mut doc = doc;
     if issuer.registration.is_some() {
         doc["registration_endpoint"] = json!(issuer.url("/connect/register"));
     }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{header, HeaderMap};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -64,27 +65,38 @@ pub async fn read(
     body: Incoming,
     within: Duration,
 ) -> Result<Form, OAuthError> {
-    let form_type = headers
+    let form_type = "application/x-www-form-urlencoded";
+    let bytes = read_body(headers, body, within, form_type, MAX_BODY).await?;
+    Form::parse(&bytes)
+}
+
+/// Reads a body of `content_type` (its parameters ignored) of at most `max` bytes that arrives
+/// `within`: too large is [`OAuthError::TooLarge`], too slow [`OAuthError::TimedOut`].
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Incoming,
+    within: Duration,
+    content_type: &str,
+    max: usize,
+) -> Result<Bytes, OAuthError> {
+    let typed = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|t| {
-            t.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !form_type {
-        return Err(OAuthError::InvalidRequest(
-            "the body must be application/x-www-form-urlencoded".into(),
-        ));
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(content_type));
+    if !typed {
+        return Err(OAuthError::InvalidRequest(format!(
+            "the body must be {content_type}"
+        )));
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+    if declared.is_some_and(|n| n > max as u64) {
         return Err(OAuthError::TooLarge);
     }
-    let collected = tokio::time::timeout(within, Limited::new(body, MAX_BODY).collect())
+    let collected = tokio::time::timeout(within, Limited::new(body, max).collect())
         .await
         .map_err(|_| OAuthError::TimedOut)?;
     let bytes = collected
@@ -96,7 +108,7 @@ pub async fn read(
             }
         })?
         .to_bytes();
-    Form::parse(&bytes)
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use http::{header, HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -195,7 +194,7 @@ struct Registered<'a> {
     client_id_issued_at: u64,
     redirect_uris: &'a [String],
     grant_types: &'a [String],
-    response_types: Vec<&'static str>,
+    response_types: &'static [&'static str],
     token_endpoint_auth_method: &'a str,
     scope: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -244,11 +243,7 @@ pub(super) async fn register(
         client_id_issued_at: record.issued_at,
         redirect_uris: &record.redirect_uris,
         grant_types: &record.grant_types,
-        response_types: if record.redirect_uris.is_empty() {
-            vec![]
-        } else {
-            vec!["code"]
-        },
+        response_types: response_types(&record.grant_types),
         token_endpoint_auth_method: &record.token_endpoint_auth_method,
         scope: &record.scope,
         client_name: record.client_name.as_deref(),
@@ -256,34 +251,20 @@ pub(super) async fn register(
     Ok(no_store(crate::http::json(StatusCode::CREATED, &answer)))
 }
 
-/// Reads a JSON body of at most [`MAX_BODY`] bytes.
+/// Reads a JSON body of at most [`MAX_BODY`] bytes; a larger one is refused as metadata.
 async fn read_json(
     headers: &HeaderMap,
     body: Incoming,
     within: Duration,
 ) -> Result<bytes::Bytes, Refused> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(OAuthError::InvalidRequest("the body must be application/json".into()).into());
-    }
-    let collected = tokio::time::timeout(within, Limited::new(body, MAX_BODY).collect())
-        .await
-        .map_err(|_| OAuthError::TimedOut)?;
-    let collected = collected.map_err(|e| {
-        if e.is::<http_body_util::LengthLimitError>() {
-            Refused::Metadata(format!(
-                "the metadata is larger than {} KiB",
-                MAX_BODY / 1024
-            ))
-        } else {
-            OAuthError::InvalidRequest("the request body could not be read".into()).into()
-        }
-    })?;
-    Ok(collected.to_bytes())
+    let read = super::form::read_body(headers, body, within, "application/json", MAX_BODY);
+    read.await.map_err(|e| match e {
+        OAuthError::TooLarge => Refused::Metadata(format!(
+            "the metadata is larger than {} KiB",
+            MAX_BODY / 1024
+        )),
+        e => Refused::OAuth(e),
+    })
 }
 
 /// Checks the metadata against RFC 7591 and `[issuer.registration]`; the record to store
@@ -303,11 +284,11 @@ fn validate(
             "token_endpoint_auth_method {method:?} is not offered: use none or client_secret_basic"
         ));
     }
-    let grant_types = metadata
+    let asked = metadata
         .grant_types
         .unwrap_or_else(|| vec!["authorization_code".to_owned()]);
     let mut parsed = BTreeSet::new();
-    for name in &grant_types {
+    for name in &asked {
         let Some(grant) = GrantType::parse(name) else {
             return bad(format!("the grant type {name:?} is not offered"));
         };
@@ -323,8 +304,9 @@ fn validate(
         return bad("client_credentials needs a confidential client (client_secret_basic)".into());
     }
     let code = parsed.contains(&GrantType::AuthorizationCode);
+    let grant_types: Vec<String> = parsed.iter().map(|g| g.as_str().to_owned()).collect();
     if let Some(types) = &metadata.response_types {
-        let expected: &[&str] = if code { &["code"] } else { &[] };
+        let expected = response_types(&grant_types);
         if types
             .iter()
             .map(String::as_str)
@@ -385,12 +367,24 @@ fn validate(
         client_id,
         client_name: metadata.client_name,
         redirect_uris: metadata.redirect_uris,
-        grant_types: parsed.iter().map(|g| g.as_str().to_owned()).collect(),
+        grant_types,
         token_endpoint_auth_method: method,
         scope,
         secret: None,
         issued_at: now,
     })
+}
+
+/// The `response_types` that go with `grant_types` (RFC 7591 §2.1): `code` with
+/// `authorization_code`, none otherwise.
+fn response_types(grant_types: &[String]) -> &'static [&'static str] {
+    match grant_types
+        .iter()
+        .any(|g| g == GrantType::AuthorizationCode.as_str())
+    {
+        true => &["code"],
+        false => &[],
+    }
 }
 
 /// Why `uri` may not be registered as a redirect URI (RFC 8252, SPEC §9), if it may not.
