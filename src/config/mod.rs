@@ -346,6 +346,8 @@ pub struct Route {
     pub resource: String,
     /// Method → scopes; `*` for the rest. Empty: any scope of the resource.
     pub scopes: BTreeMap<String, Vec<String>>,
+    /// `[routes.mcp]`: the scopes by JSON-RPC method and tool or prompt name (SPEC §10).
+    pub mcp: Option<crate::proxy::mcp::Rules>,
     /// Remove `Authorization` before forwarding.
     pub strip_authorization: bool,
     /// Headers of [`crate::protocol::REWRITING`] this route forwards (`keep_headers`).

@@ -340,6 +340,9 @@ pub(super) struct Route {
     pub resource: S<String>,
     /// Method → scopes, any one of which suffices; `"*"` for every other method.
     pub scopes: Option<S<BTreeMap<String, Vec<S<String>>>>>,
+    /// `[routes.mcp]` (SPEC §10): `"method:name"`, `"method"` or `"*"` → scopes, any one of
+    /// which suffices; replaces `scopes`.
+    pub mcp: Option<S<BTreeMap<String, Vec<S<String>>>>>,
     /// Default `false`.
     #[serde(default)]
     pub strip_authorization: bool,

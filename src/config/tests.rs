@@ -893,3 +893,64 @@ fn registration_takes_known_scopes_grant_types_and_a_stored_token() {
         );
     }
 }
+
+#[test]
+fn mcp_rules_name_methods_tools_and_listed_scopes_and_replace_route_scopes() {
+    let gateway = |table: &str| {
+        format!(
+            "{VALID}\n[proxy]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\npath_prefix = \"/mcp\"\nupstream = \"http://127.0.0.1:1\"\nresource = \"urn:invoices\"\n{table}\n"
+        )
+    };
+    let line_of = |text: &str, needle: &str| {
+        1 + text
+            .lines()
+            .position(|l| l.contains(needle))
+            .expect("the needle")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let good = gateway("[routes.mcp]\n\"tools/call:delete\" = [\"read\"]\n\"*\" = [\"read\"]");
+    let config = parse(&good, dir.path(), MissingKeys::Generate).unwrap();
+    let rules = config.routes[0].mcp.as_ref().expect("the rules");
+    assert_eq!(rules.scopes(), ["read"]);
+    assert!(config.routes[0].scopes.is_empty());
+
+    let bad = gateway(
+        "[routes.mcp]\n\"tools/list:x\" = [\"read\"]\n\"*:x\" = [\"read\"]\n\"bad method\" = [\"read\"]\n\"tools/call:\" = [\"read\"]\n\"ping\" = []\n\"tools/call\" = [\"write\"]",
+    );
+    let p = problems(&bad);
+    let table = line_of(&bad, "[routes.mcp]");
+    has(
+        &p,
+        "routes[0].mcp.\"tools/list:x\"",
+        table,
+        "only tools/call and prompts/get",
+    );
+    has(&p, "routes[0].mcp.\"*:x\"", table, "takes no name");
+    has(&p, "routes[0].mcp.\"bad method\"", table, "without spaces");
+    has(&p, "routes[0].mcp.\"tools/call:\"", table, "without spaces");
+    has(&p, "routes[0].mcp.\"ping\"", table, "names no scope");
+    let write = line_of(&bad, "\"tools/call\" = [\"write\"]");
+    has(
+        &p,
+        "routes[0].mcp.\"tools/call\"[0]",
+        write,
+        "does not list the scope \"write\"",
+    );
+    assert_eq!(p.len(), 6, "{p:?}");
+
+    let both = gateway("[routes.scopes]\nGET = [\"read\"]\n[routes.mcp]\n\"*\" = [\"read\"]");
+    let p = problems(&both);
+    has(
+        &p,
+        "routes[0].mcp",
+        line_of(&both, "[routes.mcp]"),
+        "replaces [routes.scopes]",
+    );
+    let empty = gateway("[routes.mcp]");
+    has(
+        &problems(&empty),
+        "routes[0].mcp",
+        line_of(&empty, "[routes.mcp]"),
+        "at least one rule",
+    );
+}

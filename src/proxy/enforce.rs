@@ -378,7 +378,8 @@ pub fn audience(claims: &Claims, resource: &ApiResource) -> Result<(), Denial> {
 }
 
 /// SPEC §4 step 6: at least one scope the route asks for this method, counting only scopes
-/// the resource lists (a parameterized scope by its name).
+/// the resource lists (a parameterized scope by its name). A `[routes.mcp]` route asks its
+/// `"*"` rule, and leaves a POST to its body ([`super::mcp::body_rules`]).
 pub fn scope<'a>(
     claims: &'a Claims,
     route: &Route,
@@ -386,7 +387,12 @@ pub fn scope<'a>(
     model: &'a Model,
     method: &Method,
 ) -> Result<(), Denial> {
-    let wanted: &[String] = if route.scopes.is_empty() {
+    let wanted: &[String] = if let Some(rules) = &route.mcp {
+        if super::mcp::body_rules(route, method).is_some() {
+            return Ok(());
+        }
+        rules.default_rule()
+    } else if route.scopes.is_empty() {
         &resource.scopes
     } else {
         let rule = |m: &str| route.scopes.get(m);
@@ -396,6 +402,17 @@ pub fn scope<'a>(
             .or_else(|| rule("*"))
             .map_or(&[], Vec::as_slice)
     };
+    holds(claims, resource, model, wanted)
+}
+
+/// At least one of `wanted` among the scopes `claims` hold, counting only scopes `resource`
+/// lists (a parameterized scope by its name); else `insufficient_scope` naming `wanted`.
+pub fn holds<'a>(
+    claims: &'a Claims,
+    resource: &'a ApiResource,
+    model: &'a Model,
+    wanted: &[String],
+) -> Result<(), Denial> {
     // The scope a held value counts as at this resource: itself when the resource lists it (a
     // plain or colon-named scope: no lookup on the warm path), else the parameterized scope it
     // is a value of.
@@ -485,6 +502,7 @@ mod tests {
                 .iter()
                 .map(|(m, s)| (m.to_string(), s.iter().map(|s| s.to_string()).collect()))
                 .collect::<BTreeMap<_, _>>(),
+            mcp: None,
             strip_authorization: false,
             keep_headers: vec![],
         }

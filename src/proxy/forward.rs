@@ -7,8 +7,6 @@ use std::time::Duration;
 use http::header::{self, HeaderName};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::upstream::Upstreams;
 use crate::config::{Route, Upstream};
@@ -108,7 +106,7 @@ pub struct Origin<'a> {
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
     upstreams: &Arc<Upstreams>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     upstream: &Upstream,
     path: String,
     identity: Result<Identity, &'static str>,
@@ -146,7 +144,7 @@ pub async fn forward(
     set_forwarded(headers, &origin);
     set_identity(headers, identity)?;
 
-    let mut upstream_req = Request::new(body.map_err(Into::into).boxed_unsync());
+    let mut upstream_req = Request::new(body);
     *upstream_req.method_mut() = parts.method;
     *upstream_req.uri_mut() = uri;
     *upstream_req.version_mut() = Version::HTTP_11;

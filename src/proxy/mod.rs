@@ -5,6 +5,7 @@
 pub mod enforce;
 pub mod forward;
 pub mod keys;
+pub mod mcp;
 pub mod resolve;
 pub mod route;
 pub mod upstream;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::clock::Clock;
@@ -255,6 +257,44 @@ async fn decide<'s>(
             return (response, outcome);
         }
     };
+    let req = match mcp::body_rules(target.route, req.method()) {
+        None => req.map(|body| body.map_err(Into::into).boxed_unsync()),
+        Some(rules) => {
+            let (parts, body) = req.into_parts();
+            let read = mcp::read(&parts.headers, body, proxy.upstream_timeout).await;
+            let checked = read.and_then(|bytes| {
+                let calls = mcp::parse(&bytes)?;
+                mcp::check_headers(&parts.headers, &calls)?;
+                // A batch needs every call's scope; the first call short of it is named.
+                let short = calls.iter().find_map(|call| {
+                    let wanted = rules.needs(call);
+                    enforce::holds(&permit.verified, target.resource, model, wanted).err()
+                });
+                drop(calls);
+                Ok((bytes, short))
+            });
+            match checked {
+                Ok((bytes, None)) => Request::from_parts(parts, crate::http::full(bytes)),
+                Ok((_, Some(denial))) => {
+                    let metadata = gateway.metadata_url(&target, proxy.public_url.as_deref());
+                    let dpop_request = matches!(
+                        enforce::credential(&parts.headers),
+                        Ok((enforce::Scheme::Dpop, _))
+                    );
+                    let response = denial.response(&metadata, target.resource, dpop_request);
+                    outcome.reason = denial.reason();
+                    outcome.claims = Some(permit.verified);
+                    outcome.denial = Some(denial);
+                    return (response, outcome);
+                }
+                Err(refused) => {
+                    outcome.reason = refused.reason();
+                    outcome.claims = Some(permit.verified);
+                    return (refused.response(), outcome);
+                }
+            }
+        }
+    };
     let identity = permit.verified.identity_for(target.resource, model);
     outcome.decision = "allow";
     outcome.claims = Some(permit.verified);
@@ -273,7 +313,7 @@ impl Gateway {
     /// response back.
     async fn forward(
         &self,
-        req: Request<Incoming>,
+        req: Request<Body>,
         target: Target<'_>,
         identity: Result<forward::Identity, &'static str>,
         peer: SocketAddr,

@@ -182,7 +182,12 @@ fn metadata(
         servers.extend(proxy.trusted_issuers.iter().map(|t| t.issuer.as_str()));
     }
     let resource = config.model.api_resource(&route.resource);
-    let scopes = resource.map(|r| r.scopes.clone()).unwrap_or_default();
+    // SPEC §10: an MCP route's rules say which scopes its calls can need.
+    let scopes: Vec<&str> = match (&route.mcp, resource) {
+        (Some(rules), _) => rules.scopes(),
+        (None, Some(r)) => r.scopes.iter().map(String::as_str).collect(),
+        (None, None) => Vec::new(),
+    };
     let mut document = serde_json::json!({
         "resource": route.resource,
         "authorization_servers": servers,

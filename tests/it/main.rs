@@ -15,6 +15,7 @@ mod grants;
 mod interactive;
 mod interop;
 mod logins;
+mod mcp;
 mod postgres;
 mod registration;
 mod reload;

@@ -99,6 +99,67 @@ pub(super) fn proxy_config(v: &mut V<'_>, proxy: S<raw::Proxy>) -> ProxyConfig {
     }
 }
 
+/// `[routes.mcp]` of the route `key` (SPEC §10): each rule `"*"`, a JSON-RPC method, or
+/// `tools/call` / `prompts/get` with `:name`; each scope one that `resource` lists.
+fn mcp_rules(
+    v: &mut V<'_>,
+    rules: S<BTreeMap<String, Vec<S<String>>>>,
+    key: &str,
+    resource: &str,
+    api: Option<&ApiResource>,
+) -> crate::proxy::mcp::Rules {
+    let span = rules.span();
+    let rules = rules.into_inner();
+    if rules.is_empty() {
+        v.report(
+            span.clone(),
+            format!("{key}.mcp"),
+            "needs at least one rule, e.g. \"*\" = [\"mcp\"]",
+        );
+    }
+    let mut out = BTreeMap::new();
+    for (rule, list) in rules {
+        let (method, name) = match rule.split_once(':') {
+            Some((method, name)) => (method, Some(name)),
+            None => (rule.as_str(), None),
+        };
+        let visible = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+        let problem = if !visible(method) || name.is_some_and(|n| !visible(n)) {
+            Some("a rule is \"*\", a JSON-RPC method (e.g. \"tools/call\") or \"tools/call:<tool>\" / \"prompts/get:<prompt>\", without spaces")
+        } else if method == "*" && name.is_some() {
+            Some("\"*\" takes no name")
+        } else if name.is_some() && !crate::proxy::mcp::NAMED.contains(&method) {
+            Some("only tools/call and prompts/get rules name a tool or prompt (\"tools/call:<tool>\")")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            v.report(span.clone(), format!("{key}.mcp.{rule:?}"), problem);
+        }
+        if list.is_empty() {
+            v.report(
+                span.clone(),
+                format!("{key}.mcp.{rule:?}"),
+                "names no scope: no token could make this call",
+            );
+        }
+        for (j, s) in list.iter().enumerate() {
+            if api.is_some_and(|a| !a.lists(s.get_ref())) {
+                v.at(
+                    s,
+                    format!("{key}.mcp.{rule:?}[{j}]"),
+                    format!(
+                        "the resource {resource:?} does not list the scope {:?}",
+                        s.get_ref()
+                    ),
+                );
+            }
+        }
+        out.insert(rule, list.into_iter().map(S::into_inner).collect());
+    }
+    crate::proxy::mcp::Rules::new(out)
+}
+
 /// Whether `prefix` is in the normal form the gateway matches against, and made only of
 /// unreserved characters: a prefix with other characters could be dodged with a
 /// percent-escape that the gateway keeps and the upstream decodes.
@@ -129,6 +190,7 @@ pub(super) fn route_configs(
             upstream,
             resource,
             scopes,
+            mcp,
             strip_authorization,
             keep_headers,
         } = entry.into_inner();
@@ -180,6 +242,14 @@ pub(super) fn route_configs(
                 ),
             );
         }
+        if let (Some(_), Some(mcp)) = (&scopes, &mcp) {
+            v.report(
+                mcp.span(),
+                format!("{key}.mcp"),
+                "[routes.mcp] replaces [routes.scopes] for the route: keep one of the two",
+            );
+        }
+        let mcp = mcp.map(|rules| mcp_rules(v, rules, &key, resource.get_ref(), api));
         let mut methods = BTreeMap::new();
         if let Some(scopes) = scopes {
             for (method, list) in scopes.into_inner() {
@@ -234,6 +304,7 @@ pub(super) fn route_configs(
             upstream,
             resource: resource.into_inner(),
             scopes: methods,
+            mcp,
             strip_authorization,
             keep_headers,
         });

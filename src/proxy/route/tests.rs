@@ -12,6 +12,7 @@ fn route(prefix: &str, host: Option<&str>) -> Route {
             .unwrap(),
         resource: format!("urn:{prefix}"),
         scopes: BTreeMap::new(),
+        mcp: None,
         strip_authorization: false,
         keep_headers: Vec::new(),
     }
