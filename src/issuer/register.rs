@@ -76,8 +76,8 @@ pub(crate) async fn find<'c>(
     Ok(record.map(|r| Cow::Owned(client_of(&r, registration))))
 }
 
-/// What a registered client may do now: what it registered, within what
-/// `[issuer.registration]` allows today.
+/// What a registered client may do now: the grant types it registered, within what
+/// `[issuer.registration]` allows today, and any scope that section allows.
 pub(crate) fn client_of(record: &RegisteredClient, registration: &RegistrationConfig) -> Client {
     let grant_types: BTreeSet<GrantType> = record
         .grant_types
@@ -95,12 +95,10 @@ pub(crate) fn client_of(record: &RegisteredClient, registration: &RegistrationCo
         secrets: secret.into_iter().collect(),
         allow_offline_access: grant_types.contains(&GrantType::RefreshToken),
         allowed_grant_types: grant_types,
-        allowed_scopes: record
-            .scope
-            .split(' ')
-            .filter(|s| registration.allowed_scopes.contains(*s))
-            .map(str::to_owned)
-            .collect(),
+        // Not narrowed to the scope it registered: MCP clients register with the scope of their
+        // first request and step up to more later (SPEC §10); each new scope needs the user's
+        // consent, and anyone may register with every allowed scope anyway.
+        allowed_scopes: registration.allowed_scopes.iter().cloned().collect(),
         access_token_lifetime: None,
         redirect_uris: record.redirect_uris.clone(),
         require_pkce: true,

@@ -224,12 +224,15 @@ impl Denial {
     /// The response with its `WWW-Authenticate` challenges; `metadata` is the route's RFC 9728
     /// document URL. A `Bearer` challenge unless `resource` takes DPoP-bound tokens only, and
     /// a `DPoP` one (SPEC §8); the error goes in the `DPoP` one when the request used that
-    /// scheme (`dpop_request`) or the refusal is about DPoP.
+    /// scheme (`dpop_request`) or the refusal is about DPoP. `scope`, when given, is what the
+    /// route asks of every request (an MCP route's `"*"` rule): named by every challenge but
+    /// `insufficient_scope`'s, which names what the request lacks.
     pub fn response(
         &self,
         metadata: &str,
         resource: &ApiResource,
         dpop_request: bool,
+        scope: Option<&str>,
     ) -> Response<Body> {
         let status = match self {
             Denial::InvalidRequest(_) => StatusCode::BAD_REQUEST,
@@ -243,13 +246,14 @@ impl Denial {
             description: description.as_deref(),
             scope: match self {
                 Denial::InsufficientScope { scope } => Some(scope),
-                _ => None,
+                _ => scope,
             },
             resource_metadata: Some(metadata),
             ..Challenge::default()
         };
         let bare = Challenge {
             realm: Some("isogate"),
+            scope,
             resource_metadata: Some(metadata),
             ..Challenge::default()
         };
@@ -699,7 +703,7 @@ mod tests {
             (Denial::InsufficientScope { scope: "write".into() }, 403, "insufficient_scope", "Bearer realm=\"isogate\", error=\"insufficient_scope\", error_description=\"the token has none of the scopes this request needs\", scope=\"write\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""),
         ] {
             let api = resource("urn:x", &[], false);
-            let response = denial.response(metadata, &api, false);
+            let response = denial.response(metadata, &api, false, None);
             assert_eq!(response.status().as_u16(), status, "{denial}");
             assert_eq!(denial.reason(), reason);
             let challenges: Vec<_> = response.headers().get_all(header::WWW_AUTHENTICATE).iter().collect();
@@ -721,7 +725,7 @@ mod tests {
             (Denial::DpopRequired, &dpop_only, false, "token_dpop_required", vec!["DPoP realm=\"isogate\", algs=\"ES256 ES384 RS256 PS256 EdDSA\", error=\"invalid_token\", error_description=\"this resource accepts only DPoP-bound tokens\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""]),
             (Denial::NoToken, &dpop_only, false, "no_token", vec!["DPoP realm=\"isogate\", algs=\"ES256 ES384 RS256 PS256 EdDSA\", resource_metadata=\"http://h/.well-known/oauth-protected-resource/x\""]),
         ] {
-            let response = denial.response(metadata, api, dpop_request);
+            let response = denial.response(metadata, api, dpop_request, None);
             assert_eq!(response.status().as_u16(), 401, "{denial}");
             assert_eq!(denial.reason(), reason);
             let got: Vec<_> = response.headers().get_all(header::WWW_AUTHENTICATE).iter().collect();

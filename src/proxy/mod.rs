@@ -248,9 +248,20 @@ async fn decide<'s>(
                 Ok((enforce::Scheme::Dpop, _))
             );
             let metadata = gateway.metadata_url(&target, proxy.public_url.as_deref());
-            let response = refused
-                .denial
-                .response(&metadata, target.resource, dpop_request);
+            // SPEC §10: an MCP client asks for what the challenge names, else for every scope
+            // of the metadata document; the `"*"` rule is what every call needs at least.
+            let baseline = target
+                .route
+                .mcp
+                .as_ref()
+                .map(|r| r.default_rule().join(" "))
+                .filter(|s| !s.is_empty());
+            let response = refused.denial.response(
+                &metadata,
+                target.resource,
+                dpop_request,
+                baseline.as_deref(),
+            );
             outcome.reason = refused.denial.reason();
             outcome.claims = refused.verified;
             outcome.denial = Some(refused.denial);
@@ -281,7 +292,7 @@ async fn decide<'s>(
                         enforce::credential(&parts.headers),
                         Ok((enforce::Scheme::Dpop, _))
                     );
-                    let response = denial.response(&metadata, target.resource, dpop_request);
+                    let response = denial.response(&metadata, target.resource, dpop_request, None);
                     outcome.reason = denial.reason();
                     outcome.claims = Some(permit.verified);
                     outcome.denial = Some(denial);

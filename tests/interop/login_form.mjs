@@ -61,10 +61,11 @@ class Cookies {
 
 /**
  * Signs in at `authorizeUrl` as `username`/`password` and returns the redirect URL isogate
- * sends the browser to (a URL object). Throws LoginFailed when any step differs from what a
+ * sends the browser to (a URL object). With `consent`, a consent page shown after the login
+ * is answered "Allow" (remembered). Throws LoginFailed when any step differs from what a
  * browser would accept.
  */
-export async function logIn(authorizeUrl, username, password, { fetch: fetchImpl = fetch, log = () => {} } = {}) {
+export async function logIn(authorizeUrl, username, password, { fetch: fetchImpl = fetch, log = () => {}, consent = false } = {}) {
   const cookies = new Cookies();
   const page = await fetchImpl(authorizeUrl, { redirect: 'manual', headers: { accept: 'text/html' } });
   cookies.take(page);
@@ -105,10 +106,40 @@ export async function logIn(authorizeUrl, username, password, { fetch: fetchImpl
     },
     body: fields,
   });
+  if (answer.status === 200 && consent) {
+    return answerConsent(await answer.text(), action, cookies, fetchImpl, log);
+  }
   const location = answer.headers.get('location');
   if (answer.status !== 303 || !location) {
     const text = await answer.text();
     throw new LoginFailed(`POST ${action.pathname}: HTTP ${answer.status}, expected a 303 redirect to the client${alertText(text) ? ` (the page says: ${alertText(text)})` : ''}`);
+  }
+  return new URL(location, action);
+}
+
+// Answers the consent page `html` (shown after the login POST to `loginAction`) with "Allow"
+// and returns the redirect URL it leads to.
+async function answerConsent(html, loginAction, cookies, fetchImpl, log) {
+  const forms = tags(html, 'form');
+  if (forms.length !== 1) throw new LoginFailed(`the consent page has ${forms.length} forms, expected one`);
+  const action = new URL(forms[0].action ?? '', loginAction);
+  const fields = new URLSearchParams();
+  for (const input of tags(html, 'input').filter((i) => i.type === 'hidden')) fields.append(input.name, input.value ?? '');
+  if (!tags(html, 'button').some((b) => b.name === 'decision' && b.value === 'allow')) {
+    throw new LoginFailed(`the page after the login is neither a redirect nor a consent form: ${alertText(html) ?? html.slice(0, 200)}`);
+  }
+  log(`consent page: form posts to ${action.pathname}`);
+  fields.append('remember', 'yes');
+  fields.append('decision', 'allow');
+  const answer = await fetchImpl(action, {
+    method: 'POST',
+    redirect: 'manual',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: cookies.header(), origin: action.origin },
+    body: fields,
+  });
+  const location = answer.headers.get('location');
+  if (answer.status !== 303 || !location) {
+    throw new LoginFailed(`POST ${action.pathname}: HTTP ${answer.status}, expected a 303 redirect to the client`);
   }
   return new URL(location, action);
 }

@@ -10,6 +10,10 @@
 //!   playwright-core, signs in on the login page and lands on a redirect URI served by the
 //!   test, whose code openid-client then redeems; and, with two instances on one PostgreSQL
 //!   (SPEC §7), signs in at one and gets a code at the other without signing in again.
+//! - the MCP TypeScript SDK (`@modelcontextprotocol/sdk`): its client, with an OAuth provider,
+//!   reaches an MCP server written with the same SDK through the gateway (SPEC §10): discovery
+//!   from the 401, RFC 7591 registration, sign-in, a token for that server alone, tools listed
+//!   and called, and a step-up after a `403 insufficient_scope`.
 //!
 //! The clients are pinned under tests/interop and installed by `scripts/setup-interop`. When
 //! they are missing these tests are skipped with a notice, unless `ISOGATE_INTEROP=1`, which
@@ -825,5 +829,89 @@ async fn a_real_browser_signed_in_at_one_instance_of_a_fleet_gets_a_code_at_the_
     assert!(
         log_b.contains("authorization code issued") && !log_b.contains("user signed in"),
         "{log_b}"
+    );
+}
+
+/// The example with an MCP server's API resource and `[routes.mcp]` route (SPEC §10), the
+/// gateway on `gateway` (the resource is named by the URL the client connects to) forwarding
+/// to `upstream`, and open registration (SPEC §9).
+fn mcp_config(port: u16, gateway: u16, upstream: u16) -> String {
+    let example = config(port, None);
+    let listen = "listen = \"127.0.0.1:0\"\nclock_skew";
+    assert!(example.contains(listen), "the example's [proxy] listen");
+    example.replace(
+        listen,
+        &format!("listen = \"127.0.0.1:{gateway}\"\nclock_skew"),
+    ) + &format!(
+        r#"
+[issuer.registration]
+allowed_scopes = ["mcp", "invoices.delete"]
+
+[[api_scopes]]
+name = "mcp"
+display_name = "Use the invoice tools."
+[[api_scopes]]
+name = "invoices.delete"
+display_name = "Delete invoices."
+
+[[api_resources]]
+name = "http://127.0.0.1:{gateway}/mcp"
+display_name = "Invoice MCP server"
+scopes = ["mcp", "invoices.delete"]
+require_resource_indicator = true
+
+[[routes]]
+path_prefix = "/mcp"
+upstream = "http://127.0.0.1:{upstream}"
+resource = "http://127.0.0.1:{gateway}/mcp"
+[routes.mcp]
+"tools/call:delete_invoice" = ["invoices.delete"]
+"*" = ["mcp"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn the_mcp_sdk_registers_signs_in_calls_tools_and_steps_up_through_the_gateway() {
+    let dir = interop_dir();
+    let sdk = dir.join("node_modules/@modelcontextprotocol/sdk/package.json");
+    if !installed(
+        "MCP TypeScript SDK (npm)",
+        &[sdk, dir.join("node_modules/zod/package.json")],
+    ) {
+        return;
+    }
+    let (gateway, upstream) = (free_port(), free_port());
+    let server = Server::start_with_config(|port| mcp_config(port, gateway, upstream));
+    let script = dir.join("mcp_sdk.mjs");
+    let mcp_url = format!("http://127.0.0.1:{gateway}/mcp");
+    let upstream = upstream.to_string();
+    let args = [
+        script.to_str().expect("UTF-8 path"),
+        "--mcp-url",
+        &mcp_url,
+        "--upstream-port",
+        &upstream,
+    ];
+    let outcome = run(Path::new("node"), &args);
+    let server = outcome.assert_success(server);
+    print!("{}", outcome.stdout);
+    assert!(
+        outcome.stdout.contains("ok: registered reg_"),
+        "{}",
+        outcome.report()
+    );
+    // isogate's side: the step-up was its 403, and every call went through the MCP route.
+    let log = server.log();
+    let refused = log
+        .lines()
+        .filter(|l| l.contains("route=/mcp") && l.contains("reason=insufficient_scope"))
+        .count();
+    assert_eq!(refused, 1, "one step-up challenge in:\n{log}");
+    assert!(
+        log.lines().any(|l| l.contains("route=/mcp")
+            && l.contains("decision=allow")
+            && l.contains("sub=818727")),
+        "{log}"
     );
 }

@@ -212,6 +212,8 @@ async fn the_token_must_be_minted_for_the_mcp_server_before_its_body_is_read() {
         challenge.contains("resource_metadata=\"http://"),
         "{challenge}"
     );
+    // What every call needs at least: what an MCP client then asks for (not every scope).
+    assert!(challenge.contains("scope=\"mcp\""), "{challenge}");
     // A token for another resource, even with the scope every rule names, is not for it.
     let form = [
         ("grant_type", "client_credentials"),
@@ -221,10 +223,9 @@ async fn the_token_must_be_minted_for_the_mcp_server_before_its_body_is_read() {
     let other = mcp.isogate.access_token(&form).await;
     let reply = mcp.post(&other, list(), &[]).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
-    assert!(reply
-        .header("www-authenticate")
-        .unwrap()
-        .contains("invalid_token"));
+    let challenge = reply.header("www-authenticate").unwrap();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    assert!(challenge.contains("scope=\"mcp\""), "{challenge}");
     // Not even a body that is no JSON-RPC is looked at without a fitting token.
     let reply = mcp.post(&other, "not json", &[]).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);

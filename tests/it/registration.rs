@@ -151,6 +151,31 @@ async fn a_public_client_registers_and_signs_in_with_pkce_on_any_loopback_port()
             assert_eq!(query(&reply)["error"], "invalid_request", "{uri}");
         }
     }
+
+    // Any scope [issuer.registration] allows, also one it did not register (an MCP client
+    // steps up so); never one the section does not allow.
+    for (scope, allowed) in [("openid profile read", true), ("read write", false)] {
+        let mut asked: Vec<(&str, &str)> = request
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != "scope")
+            .collect();
+        asked.push(("scope", scope));
+        let reply = Browser::default()
+            .get(&authorize_url_at(&base, &asked))
+            .await;
+        if allowed {
+            assert_eq!(
+                reply.status,
+                StatusCode::OK,
+                "{scope}: {:?}",
+                reply.header("location")
+            );
+            assert!(reply.text().contains("password"), "{scope}: the login page");
+        } else {
+            assert_eq!(query(&reply)["error"], "invalid_scope", "{scope}");
+        }
+    }
 }
 
 #[tokio::test]
