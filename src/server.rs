@@ -252,6 +252,7 @@ impl Roles {
                 passwords: issuer::passwords::Passwords::per_cpu(),
                 proofs: Default::default(),
                 registrations: Default::default(),
+                client_keys: Default::default(),
                 metrics: metrics.clone(),
                 clock: clock.clone(),
             })),

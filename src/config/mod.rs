@@ -62,7 +62,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Every file the resource file names (signing keys, TLS certificates and keys): a change
+    /// Every file the resource file names (signing keys, TLS certificates and keys, clients'
+    /// `jwks_file`s): a change
     /// to one is a change to the configuration.
     pub fn named_files(&self) -> Vec<PathBuf> {
         let keys = self.issuer.iter().flat_map(|i| i.key_files.iter().cloned());
@@ -74,7 +75,14 @@ impl Config {
             .into_iter()
             .flatten()
             .flat_map(|t| [t.cert.clone(), t.key.clone()]);
-        keys.chain(tls).collect()
+        let client_keys = self
+            .clients
+            .values()
+            .filter_map(|c| match &c.assertion_keys {
+                Some(crate::resources::AssertionKeys::File { path, .. }) => Some(path.clone()),
+                _ => None,
+            });
+        keys.chain(tls).chain(client_keys).collect()
     }
 
     /// The connection limits of `role`'s listener, when it runs.

@@ -242,6 +242,12 @@ pub(super) struct Client {
     pub secrets: Vec<S<String>>,
     /// Default `true`.
     pub require_secret: Option<bool>,
+    /// `private_key_jwt` (RFC 7523), or the secret methods (the default).
+    pub token_endpoint_auth_method: Option<S<String>>,
+    /// Where a `private_key_jwt` client's public keys are published.
+    pub jwks_uri: Option<S<String>>,
+    /// A JWKS file of a `private_key_jwt` client's public keys.
+    pub jwks_file: Option<S<String>>,
     /// client_credentials | authorization_code | refresh_token.
     #[serde(default)]
     pub allowed_grant_types: Vec<S<String>>,

@@ -536,6 +536,23 @@ impl Grants {
         on_backend!(self, |store| store.registered_client(client_id))
     }
 
+    /// Spends the client assertion `jti` of `client_id` (private_key_jwt, SPEC §9), kept until
+    /// `expires_at`: false when it was spent before, at this instance or another.
+    pub async fn spend_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        context.update(client_id.as_bytes());
+        context.update(&[0]);
+        context.update(jti.as_bytes());
+        let key = context.finish().as_ref().to_vec();
+        on_backend!(self, |store| store.spend_assertion(key, expires_at, now))
+    }
+
     /// Removes expired grants; returns how many.
     pub async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
         on_backend!(self, |store| store.sweep(now))

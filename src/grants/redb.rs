@@ -29,15 +29,19 @@ enum Table {
     Consents,
     /// Clients that registered themselves, by `client_id`; never expire.
     Clients,
+    /// Spent client assertions (private_key_jwt), by SHA-256 of `client_id` and `jti`, until
+    /// the assertion expires.
+    Assertions,
 }
 
 impl Table {
-    const ALL: [Table; 5] = [
+    const ALL: [Table; 6] = [
         Table::Codes,
         Table::RefreshTokens,
         Table::Families,
         Table::Consents,
         Table::Clients,
+        Table::Assertions,
     ];
 
     fn definition(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -47,6 +51,7 @@ impl Table {
             Table::Families => "families",
             Table::Consents => "consents",
             Table::Clients => "clients",
+            Table::Assertions => "assertions",
         })
     }
 }
@@ -542,6 +547,26 @@ impl RedbStore {
         Ok(self
             .read::<RegisteredClient>(Table::Clients, client_id.as_bytes())?
             .map(|(_, c)| c))
+    }
+
+    /// Records the assertion `key` as spent until `expires_at`; false when it was spent before
+    /// and has not expired by `now`.
+    pub(super) fn spend_assertion(
+        &self,
+        key: Vec<u8>,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let tx = self.write()?;
+        if tx
+            .get::<()>(Table::Assertions, &key)?
+            .is_some_and(|(until, ())| until >= now)
+        {
+            return Ok(false);
+        }
+        tx.put(Table::Assertions, &key, &(), expires_at)?;
+        tx.commit()?;
+        Ok(true)
     }
 
     /// Removes every record that expired before `now`; returns how many.

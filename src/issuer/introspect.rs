@@ -10,6 +10,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
+use super::assertion::ClientKeys;
 use super::client_auth::{self, Presented};
 use super::error::no_store;
 use super::form::{self, Form};
@@ -24,13 +25,14 @@ use crate::state::Snapshot;
 /// Who is asking.
 enum Caller<'a> {
     Api(&'a ApiResource),
-    Client(std::borrow::Cow<'a, Client>),
+    Client(Box<std::borrow::Cow<'a, Client>>),
 }
 
 /// `POST /connect/introspect`.
 pub(super) async fn introspect(
     snapshot: Arc<Snapshot>,
     grants: &Grants,
+    client_keys: &ClientKeys,
     req: Request<Incoming>,
     within: std::time::Duration,
     now: std::time::SystemTime,
@@ -42,7 +44,8 @@ pub(super) async fn introspect(
         Err(e) => return e.response(),
     };
     let answer = async {
-        let caller = authenticate(&snapshot, grants, &parts.headers, &form).await?;
+        let caller =
+            authenticate(&snapshot, grants, client_keys, &parts.headers, &form, now).await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
@@ -61,14 +64,17 @@ pub(super) async fn introspect(
 async fn authenticate<'s>(
     snapshot: &'s Snapshot,
     grants: &Grants,
+    client_keys: &ClientKeys,
     headers: &http::HeaderMap,
     form: &Form,
+    now: u64,
 ) -> Result<Caller<'s>, OAuthError> {
     let config = &snapshot.config;
     let Presented {
         client_id,
         secret,
         basic,
+        ..
     } = client_auth::presented(headers, form)?;
     let api = config
         .model
@@ -82,9 +88,9 @@ async fn authenticate<'s>(
             basic,
             description: "client authentication failed".into(),
         }),
-        (None, _) => client_auth::authenticate(headers, form, config, grants)
+        (None, _) => client_auth::authenticate(headers, form, config, grants, client_keys, now)
             .await
-            .map(Caller::Client),
+            .map(|client| Caller::Client(Box::new(client))),
     }
 }
 
@@ -158,6 +164,7 @@ async fn describe(
 pub(super) async fn revocation(
     snapshot: Arc<Snapshot>,
     grants: &Grants,
+    client_keys: &ClientKeys,
     req: Request<Incoming>,
     within: std::time::Duration,
     now: std::time::SystemTime,
@@ -169,8 +176,15 @@ pub(super) async fn revocation(
         Err(e) => return e.response(),
     };
     let done = async {
-        let client =
-            client_auth::authenticate(&parts.headers, &form, &snapshot.config, grants).await?;
+        let client = client_auth::authenticate(
+            &parts.headers,
+            &form,
+            &snapshot.config,
+            grants,
+            client_keys,
+            now,
+        )
+        .await?;
         let client = &*client;
         let token = form
             .get("token")

@@ -1,5 +1,6 @@
 //! The token service: discovery, JWKS and the token endpoint (SPEC §3).
 
+pub mod assertion;
 pub(crate) mod authorize;
 mod client_auth;
 pub(crate) mod discovery;
@@ -42,6 +43,8 @@ pub struct Service {
     pub proofs: crate::dpop::Replay,
     /// Registrations per peer address (SPEC §9).
     pub registrations: register::RateLimit,
+    /// The key sets of private_key_jwt clients with a `jwks_uri` (SPEC §9).
+    pub client_keys: assertion::ClientKeys,
     /// Where token requests are counted.
     pub metrics: Arc<Metrics>,
     /// The clock every request reads once.
@@ -190,6 +193,7 @@ async fn answer(
                 snapshot.clone(),
                 grants,
                 proofs,
+                &service.client_keys,
                 req,
                 within,
                 now,
@@ -205,10 +209,12 @@ async fn answer(
             oidc::userinfo(&snapshot, issuer, grants, &service.proofs, req, now).await
         }
         Endpoint::Introspect => {
-            introspect::introspect(snapshot.clone(), grants, req, within, now).await
+            let keys = &service.client_keys;
+            introspect::introspect(snapshot.clone(), grants, keys, req, within, now).await
         }
         Endpoint::Revocation => {
-            introspect::revocation(snapshot.clone(), grants, req, within, now).await
+            let keys = &service.client_keys;
+            introspect::revocation(snapshot.clone(), grants, keys, req, within, now).await
         }
         Endpoint::Register => match issuer.registration.as_ref() {
             None => text(

@@ -108,6 +108,7 @@ pub(crate) fn client_of(record: &RegisteredClient, registration: &RegistrationCo
         refresh_token_sliding_lifetime: crate::config::DEFAULT_REFRESH_SLIDING_LIFETIME,
         refresh_token_reuse_grace: Duration::ZERO,
         require_dpop: false,
+        assertion_keys: None,
     }
 }
 

@@ -249,6 +249,22 @@ pub struct Client {
     pub refresh_token_reuse_grace: Duration,
     /// Every token request must carry a DPoP proof (`require_dpop`, SPEC §8).
     pub require_dpop: bool,
+    /// A `private_key_jwt` client's public keys (SPEC §9); it then has no secrets.
+    pub assertion_keys: Option<AssertionKeys>,
+}
+
+/// Where a `private_key_jwt` client's public keys come from.
+#[derive(Debug, Clone)]
+pub enum AssertionKeys {
+    /// `jwks_file`: read and parsed with the resource file, under the client's id as issuer.
+    File {
+        /// The file, watched like the signing keys.
+        path: std::path::PathBuf,
+        /// Its keys.
+        keys: std::sync::Arc<crate::jwt::verify::TrustedKeys>,
+    },
+    /// `jwks_uri`: fetched when needed (`crate::issuer::assertion`).
+    Uri(String),
 }
 
 #[cfg(test)]

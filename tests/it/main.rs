@@ -17,6 +17,7 @@ mod interop;
 mod logins;
 mod mcp;
 mod postgres;
+mod private_key_jwt;
 mod registration;
 mod reload;
 mod servers;

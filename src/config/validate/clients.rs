@@ -14,6 +14,9 @@ pub(super) fn client_configs(
             client_id,
             secrets,
             require_secret,
+            token_endpoint_auth_method,
+            jwks_uri,
+            jwks_file,
             allowed_grant_types,
             allowed_scopes,
             access_token_lifetime,
@@ -39,7 +42,22 @@ pub(super) fn client_configs(
         }
         let hashes = v.secrets(&secrets, &format!("{key}.secrets"));
         let require_secret = require_secret.unwrap_or(true);
-        if require_secret && secrets.is_empty() {
+        let private_key_jwt = token_endpoint_auth_method
+            .as_ref()
+            .is_some_and(|m| m.get_ref() == "private_key_jwt");
+        let assertion_keys = assertion_keys(
+            v,
+            &key,
+            client_id.get_ref(),
+            token_endpoint_auth_method,
+            jwks_uri,
+            jwks_file,
+        );
+        if private_key_jwt {
+            if !secrets.is_empty() || !require_secret {
+                v.report(span.clone(), format!("{key}.token_endpoint_auth_method"), "a private_key_jwt client authenticates with its key alone: remove secrets and require_secret");
+            }
+        } else if require_secret && secrets.is_empty() {
             v.report(span.clone(), format!("{key}.secrets"), "a confidential client needs at least one secret (or set require_secret = false for a public client)");
         }
         let grant_types =
@@ -144,10 +162,118 @@ pub(super) fn client_configs(
             ),
             refresh_token_reuse_grace: reuse_grace,
             require_dpop,
+            assertion_keys,
         };
         clients.entry(client_id.into_inner()).or_insert(client);
     }
     clients
+}
+
+/// The keys of a client with `token_endpoint_auth_method = "private_key_jwt"`: exactly one of
+/// `jwks_uri` (https, or http to a loopback address) and `jwks_file` (read now).
+fn assertion_keys(
+    v: &mut V<'_>,
+    key: &str,
+    client_id: &str,
+    method: Option<S<String>>,
+    jwks_uri: Option<S<String>>,
+    jwks_file: Option<S<String>>,
+) -> Option<AssertionKeys> {
+    let private_key_jwt = match &method {
+        None => false,
+        Some(m) if m.get_ref() == "private_key_jwt" => true,
+        Some(m)
+            if matches!(
+                m.get_ref().as_str(),
+                "client_secret_basic" | "client_secret_post"
+            ) =>
+        {
+            false
+        }
+        Some(m) => {
+            v.at(
+                m,
+                format!("{key}.token_endpoint_auth_method"),
+                "expected \"private_key_jwt\", \"client_secret_basic\" or \"client_secret_post\"",
+            );
+            false
+        }
+    };
+    if !private_key_jwt {
+        for (value, name) in [(&jwks_uri, "jwks_uri"), (&jwks_file, "jwks_file")] {
+            if let Some(value) = value {
+                v.at(
+                    value,
+                    format!("{key}.{name}"),
+                    "only a client with token_endpoint_auth_method = \"private_key_jwt\" has keys",
+                );
+            }
+        }
+        return None;
+    }
+    match (jwks_uri, jwks_file) {
+        (Some(uri), None) => {
+            let usable = url::Url::parse(uri.get_ref()).is_ok_and(|u| {
+                u.scheme() == "https"
+                    || (u.scheme() == "http"
+                        && u.host_str().is_some_and(|h| {
+                            h == "localhost"
+                                || h.trim_matches(['[', ']'])
+                                    .parse::<std::net::IpAddr>()
+                                    .is_ok_and(|ip| ip.is_loopback())
+                        }))
+            });
+            if !usable {
+                v.at(
+                    &uri,
+                    format!("{key}.jwks_uri"),
+                    "must be an https URL (http only to a loopback address)",
+                );
+            }
+            Some(AssertionKeys::Uri(uri.into_inner()))
+        }
+        (None, Some(file)) => {
+            let path = v.path(file.get_ref());
+            let parsed = std::fs::read(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|bytes| {
+                    serde_json::from_slice::<jsonwebtoken::jwk::JwkSet>(&bytes)
+                        .map_err(|e| format!("not a JWKS (a JSON object with \"keys\"): {e}"))
+                })
+                .and_then(|set| {
+                    let (keys, skipped) =
+                        crate::jwt::verify::IssuerKeys::from_jwk_set(client_id, false, &set);
+                    match skipped.first() {
+                        Some((kid, why)) => Err(format!(
+                            "the key {} is not usable: {why}",
+                            kid.as_deref().unwrap_or("without kid")
+                        )),
+                        None if keys.keys().next().is_none() => Err("holds no key".to_owned()),
+                        None => Ok(keys),
+                    }
+                });
+            match parsed {
+                Ok(keys) => Some(AssertionKeys::File {
+                    path,
+                    keys: Arc::new(crate::jwt::verify::TrustedKeys::new(vec![keys])),
+                }),
+                Err(why) => {
+                    v.at(&file, format!("{key}.jwks_file"), why);
+                    None
+                }
+            }
+        }
+        (uri, file) => {
+            let span = method.as_ref().map(|m| m.span()).unwrap_or_default();
+            let why = if uri.is_some() && file.is_some() {
+                "set one of jwks_uri and jwks_file, not both"
+            } else {
+                "a private_key_jwt client needs jwks_uri or jwks_file"
+            };
+            v.report(span, format!("{key}.token_endpoint_auth_method"), why);
+            None
+        }
+    }
 }
 
 pub(super) fn user_configs(v: &mut V<'_>, entries: Vec<S<raw::User>>) -> Vec<User> {

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{self, S};
@@ -15,8 +16,8 @@ use super::{
 use crate::jwt::{Alg, KeySet, SigningKey};
 use crate::resources::rules::{is_absolute_uri_without_fragment, MAX_RESOURCE_LEN};
 use crate::resources::{
-    ApiResource, ApiScope, Client, GrantType, IdentityResource, Model, RefreshTokenUsage,
-    OFFLINE_ACCESS,
+    ApiResource, ApiScope, AssertionKeys, Client, GrantType, IdentityResource, Model,
+    RefreshTokenUsage, OFFLINE_ACCESS,
 };
 use crate::secret::{check_password_hash, SecretHash};
 

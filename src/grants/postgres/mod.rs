@@ -137,6 +137,11 @@ const MIGRATIONS: &[&str] = &[
         client_json TEXT NOT NULL,
         issued_at BIGINT NOT NULL
     );",
+    // 4: spent client assertions (private_key_jwt, SPEC §9), until they expire.
+    "CREATE TABLE isogate_assertions (
+        key BYTEA PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+    );",
 ];
 
 /// The advisory lock held while migrating ("isogate" in ASCII).
@@ -729,6 +734,28 @@ impl PgStore {
 
     /// Removes what expired before `now`, unless another instance is sweeping; returns how
     /// many rows.
+    /// Records the assertion `key` as spent until `expires_at`, in one statement: false when
+    /// it was spent before, at any instance, and has not expired by `now`.
+    pub(super) async fn spend_assertion(
+        &self,
+        key: Vec<u8>,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let (until, at) = (int(expires_at), int(now));
+        run!(self, |c| {
+            let spent = exec(
+                &*c,
+                "INSERT INTO isogate_assertions (key, expires_at) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET expires_at = EXCLUDED.expires_at
+                 WHERE isogate_assertions.expires_at < $3",
+                &[&key, &until, &at],
+            )
+            .await?;
+            Ok(spent == 1)
+        })
+    }
+
     pub(super) async fn sweep(&self, now: u64) -> Result<usize, StoreError> {
         let at = int(now);
         run!(self, |c| {
@@ -749,6 +776,7 @@ impl PgStore {
                 "DELETE FROM isogate_access_tokens WHERE exp < $1",
                 "DELETE FROM isogate_revoked_tokens WHERE exp < $1",
                 "DELETE FROM isogate_consents WHERE expires_at < $1",
+                "DELETE FROM isogate_assertions WHERE expires_at < $1",
             ];
             for sql in grants.into_iter().chain(sessions::SWEEP) {
                 removed += exec(&tx, sql, &[&at]).await?;

@@ -16,6 +16,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
+use super::assertion::ClientKeys;
 use super::error::no_store;
 use super::form::{self, Form};
 use super::{client_auth, OAuthError};
@@ -53,6 +54,7 @@ pub async fn endpoint(
     snapshot: Arc<Snapshot>,
     grants: &Grants,
     proofs: &Replay,
+    client_keys: &ClientKeys,
     req: Request<Incoming>,
     within: std::time::Duration,
     now: SystemTime,
@@ -75,6 +77,7 @@ pub async fn endpoint(
                         headers: &parts.headers,
                         form: &form,
                         proofs,
+                        client_keys,
                         now,
                     };
                     issue(&snapshot.config, issuer, grants, request).await
@@ -109,6 +112,7 @@ fn no_issuer() -> OAuthError {
 
 /// The token endpoint without HTTP: a parsed form and the request headers in, a token out;
 /// DPoP proofs' `jti`s are recorded in `proofs`.
+#[allow(clippy::too_many_arguments)]
 pub async fn token(
     config: &Config,
     issuer: &IssuerConfig,
@@ -116,12 +120,14 @@ pub async fn token(
     headers: &HeaderMap,
     form: &Form,
     proofs: &Replay,
+    client_keys: &ClientKeys,
     now: SystemTime,
 ) -> Result<TokenResponse, OAuthError> {
     let request = Received {
         headers,
         form,
         proofs,
+        client_keys,
         now,
     };
     issue(config, issuer, grants, request)
@@ -134,6 +140,7 @@ struct Received<'a> {
     headers: &'a HeaderMap,
     form: &'a Form,
     proofs: &'a Replay,
+    client_keys: &'a ClientKeys,
     now: SystemTime,
 }
 
@@ -154,12 +161,14 @@ async fn issue(
         headers,
         form,
         proofs,
+        client_keys,
         now,
     } = request;
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing".into()))?;
-    let client = client_auth::authenticate(headers, form, config, grants).await?;
+    let at = crate::jwt::numeric_date(now);
+    let client = client_auth::authenticate(headers, form, config, grants, client_keys, at).await?;
     let client = &*client;
     let grant = GrantType::parse(grant_type).ok_or_else(|| {
         OAuthError::UnsupportedGrantType(format!("the grant type {grant_type:?} is not supported"))
@@ -318,7 +327,7 @@ allowed_scopes = ["read", "tx"]
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             for raw in [body, form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish().into_bytes()] {
                 if let Ok(form) = Form::parse(&raw) {
-                    let _ = runtime.block_on(token(&config, issuer, &grants, &headers, &form, &Replay::default(), now));
+                    let _ = runtime.block_on(token(&config, issuer, &grants, &headers, &form, &Replay::default(), &ClientKeys::default(), now));
                 }
             }
         }
@@ -341,6 +350,7 @@ allowed_scopes = ["read", "tx"]
             &HeaderMap::new(),
             &form,
             &Replay::default(),
+            &ClientKeys::default(),
             now,
         )
         .await

@@ -83,6 +83,7 @@ fn client(scopes: &[&str]) -> Client {
         refresh_token_sliding_lifetime: Duration::from_secs(1),
         refresh_token_reuse_grace: Duration::ZERO,
         require_dpop: false,
+        assertion_keys: None,
     }
 }
 
