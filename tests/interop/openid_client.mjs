@@ -1,16 +1,20 @@
 // Interop check: openid-client v6 and jose, both strict by default, against a running isogate.
 //
 //   node tests/interop/openid_client.mjs --issuer http://127.0.0.1:5000 \
-//     [--client-id client] [--client-secret secret] [--scope read] [--resource urn:invoices]
+//     [--client-id client] [--client-secret secret] [--scope read] [--resource urn:invoices] \
+//     [--key-client-id signed --private-key key.pem --kid k1]
 //
-// For each of client_secret_basic and client_secret_post: discovers the issuer (OpenID Connect
-// discovery for basic, RFC 8414 for post), runs the client_credentials grant with one resource
-// indicator, and verifies the access token against the discovered JWKS as an RFC 9068 token.
+// For each of client_secret_basic and client_secret_post, and private_key_jwt (RFC 7523, with
+// openid-client's own assertion signed by the ES256 key in --private-key) when it is given:
+// discovers the issuer (OpenID Connect discovery for basic, RFC 8414 for the others), runs the
+// client_credentials grant with one resource indicator, and verifies the access token against
+// the discovered JWKS as an RFC 9068 token.
 // Exits 0 when everything holds, 1 with a message on stderr otherwise.
 //
 // The issuer is plain http on the loopback interface, so openid-client's HTTPS-only rule is
 // lifted with allowInsecureRequests; nothing else is relaxed.
 
+import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import * as client from 'openid-client';
 import * as jose from 'jose';
@@ -26,6 +30,9 @@ function options() {
       'client-secret': { type: 'string', default: 'secret' },
       scope: { type: 'string', default: 'read' },
       resource: { type: 'string', default: 'urn:invoices' },
+      'key-client-id': { type: 'string' },
+      'private-key': { type: 'string' },
+      kid: { type: 'string' },
     },
     strict: true,
   });
@@ -40,6 +47,7 @@ function authUsed(init) {
   return {
     basic: /^basic /i.test(headers.get('authorization') ?? ''),
     post: body.has('client_secret'),
+    assertion: body.get('client_assertion_type') === 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer' && body.has('client_assertion'),
     resource: body.getAll('resource'),
   };
 }
@@ -53,12 +61,20 @@ async function run(opts, method) {
     if (new URL(url).pathname.endsWith('/connect/token')) tokenRequests.push(authUsed(init));
     return fetch(url, init);
   };
-  const auth = method === 'client_secret_basic'
-    ? client.ClientSecretBasic(opts['client-secret'])
-    : client.ClientSecretPost(opts['client-secret']);
+  let auth;
+  let clientId = opts['client-id'];
+  if (method === 'client_secret_basic') {
+    auth = client.ClientSecretBasic(opts['client-secret']);
+  } else if (method === 'client_secret_post') {
+    auth = client.ClientSecretPost(opts['client-secret']);
+  } else {
+    const key = await jose.importPKCS8(await readFile(opts['private-key'], 'utf8'), 'ES256');
+    auth = client.PrivateKeyJwt({ key, kid: opts.kid });
+    clientId = opts['key-client-id'];
+  }
   const algorithm = method === 'client_secret_basic' ? 'oidc' : 'oauth2';
 
-  const config = await client.discovery(issuer, opts['client-id'], undefined, auth, {
+  const config = await client.discovery(issuer, clientId, undefined, auth, {
     algorithm,
     execute: [client.allowInsecureRequests],
     [client.customFetch]: recordingFetch,
@@ -77,7 +93,8 @@ async function run(opts, method) {
 
   check(tokenRequests.length === 1, `${method}: expected one token request, saw ${tokenRequests.length}`);
   const [wire] = tokenRequests;
-  check(wire.basic === (method === 'client_secret_basic') && wire.post === (method === 'client_secret_post'),
+  check(wire.basic === (method === 'client_secret_basic') && wire.post === (method === 'client_secret_post')
+    && wire.assertion === (method === 'private_key_jwt'),
     `${method}: the token request used ${JSON.stringify(wire)} instead`);
   check(wire.resource.length === 1 && wire.resource[0] === opts.resource, `${method}: resource sent was ${JSON.stringify(wire.resource)}`);
 
@@ -98,8 +115,8 @@ async function run(opts, method) {
   check(typeof payload.aud === 'string' && payload.aud === opts.resource,
     `${method}: aud is ${JSON.stringify(payload.aud)}, expected exactly the string ${JSON.stringify(opts.resource)}`);
   check(payload.scope === opts.scope, `${method}: scope claim is ${JSON.stringify(payload.scope)}, expected ${JSON.stringify(opts.scope)}`);
-  check(payload.client_id === opts['client-id'], `${method}: client_id claim is ${JSON.stringify(payload.client_id)}`);
-  check(payload.sub === opts['client-id'], `${method}: sub claim is ${JSON.stringify(payload.sub)} (client_credentials: the client)`);
+  check(payload.client_id === clientId, `${method}: client_id claim is ${JSON.stringify(payload.client_id)}`);
+  check(payload.sub === clientId, `${method}: sub claim is ${JSON.stringify(payload.sub)} (client_credentials: the client)`);
   check(payload.exp - payload.iat === tokens.expires_in, `${method}: exp - iat (${payload.exp - payload.iat}) differs from expires_in (${tokens.expires_in})`);
 
   console.log(`ok ${method} (discovery ${algorithm}): alg=${protectedHeader.alg} kid=${protectedHeader.kid} aud=${payload.aud} scope=${payload.scope} expires_in=${tokens.expires_in}`);
@@ -120,7 +137,9 @@ function describe(error) {
 
 try {
   const opts = options();
-  for (const method of ['client_secret_basic', 'client_secret_post']) {
+  const methods = ['client_secret_basic', 'client_secret_post'];
+  if (opts['private-key']) methods.push('private_key_jwt');
+  for (const method of methods) {
     await run(opts, method);
   }
   console.log('openid-client interop: all checks passed');

@@ -1,7 +1,8 @@
 //! Interop: strict third-party clients against the built `isogate` binary.
 //!
 //! - openid-client 6 + jose (Node): discovery, client_credentials with a resource indicator
-//!   over client_secret_basic and client_secret_post, RFC 9068 verification of the token.
+//!   over client_secret_basic, client_secret_post and private_key_jwt (its own RFC 7523
+//!   assertion), RFC 9068 verification of the token.
 //! - Authlib (Python): RFC 8414 and OpenID Connect Discovery validation of both documents.
 //! - openid-client 6 and Authlib's OAuth2Session run the authorization code journey of SPEC §6
 //!   (PKCE S256, two resource indicators, one narrow token per redemption and refresh),
@@ -359,11 +360,31 @@ async fn openid_client_gets_and_jose_verifies_an_isolated_token() {
     if !openid_client_installed(&dir) {
         return;
     }
-    let server = Server::start();
+    // A private_key_jwt client (SPEC §9) whose public key is in a JWKS file; openid-client
+    // signs its assertions with the private half.
+    let keys = tempfile::tempdir().expect("temp dir");
+    let pem = keys.path().join("signed.pem");
+    isogate::jwt::generate_key_file(&pem, isogate::jwt::Alg::ES256).expect("a key");
+    let key = isogate::jwt::SigningKey::from_file(
+        &pem,
+        isogate::jwt::Alg::ES256,
+        Some("k1".into()),
+        false,
+    )
+    .expect("the key");
+    let jwks = keys.path().join("signed.jwks.json");
+    let set = serde_json::json!({"keys": [serde_json::to_value(&key.jwk).expect("a JWK")]});
+    std::fs::write(&jwks, set.to_string()).expect("write the JWKS");
+    let signed = format!(
+        "\n[[clients]]\nclient_id = \"signed\"\ntoken_endpoint_auth_method = \"private_key_jwt\"\njwks_file = \"{}\"\nallowed_grant_types = [\"client_credentials\"]\nallowed_scopes = [\"read\"]\n",
+        jwks.display()
+    );
+    let server = Server::start_with_config(|port| config(port, None) + &signed);
     let script = dir.join("openid_client.mjs");
     let script = script.to_str().expect("UTF-8 path");
     let node = Path::new("node");
     let issuer = server.issuer.clone();
+    let pem = pem.to_str().expect("UTF-8 path");
     let args = |secret: &'static str| {
         vec![
             script,
@@ -377,13 +398,23 @@ async fn openid_client_gets_and_jose_verifies_an_isolated_token() {
             "read",
             "--resource",
             "urn:invoices",
+            "--key-client-id",
+            "signed",
+            "--private-key",
+            pem,
+            "--kid",
+            "k1",
         ]
     };
 
     let outcome = run(node, &args(SECRET));
     let server = outcome.assert_success(server);
     print!("{}", outcome.stdout);
-    for method in ["client_secret_basic", "client_secret_post"] {
+    for method in [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ] {
         assert!(
             outcome.stdout.contains(&format!("ok {method} ")),
             "{method} was not exercised\n{}",
