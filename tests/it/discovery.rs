@@ -25,7 +25,12 @@ async fn both_well_known_documents_describe_the_issuer() {
     assert_eq!(doc["id_token_signing_alg_values_supported"][0], "RS256");
     assert_eq!(
         doc["token_endpoint_auth_methods_supported"],
-        serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
+        serde_json::json!([
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+            "none"
+        ])
     );
     assert_eq!(
         doc["grant_types_supported"],

@@ -143,21 +143,32 @@ fn mcp_rules(
                 "names no scope: no token could make this call",
             );
         }
-        for (j, s) in list.iter().enumerate() {
-            if api.is_some_and(|a| !a.lists(s.get_ref())) {
-                v.at(
-                    s,
-                    format!("{key}.mcp.{rule:?}[{j}]"),
-                    format!(
-                        "the resource {resource:?} does not list the scope {:?}",
-                        s.get_ref()
-                    ),
-                );
-            }
-        }
+        unlisted_scopes(v, &list, &format!("{key}.mcp.{rule:?}"), resource, api);
         out.insert(rule, list.into_iter().map(S::into_inner).collect());
     }
     crate::proxy::mcp::Rules::new(out)
+}
+
+/// Reports each scope of the rule at `key` that `api` (the route's `resource`) does not list.
+fn unlisted_scopes(
+    v: &mut V<'_>,
+    scopes: &[S<String>],
+    key: &str,
+    resource: &str,
+    api: Option<&ApiResource>,
+) {
+    for (j, s) in scopes.iter().enumerate() {
+        if api.is_some_and(|a| !a.lists(s.get_ref())) {
+            v.at(
+                s,
+                format!("{key}[{j}]"),
+                format!(
+                    "the resource {resource:?} does not list the scope {:?}",
+                    s.get_ref()
+                ),
+            );
+        }
+    }
 }
 
 /// Whether `prefix` is in the normal form the gateway matches against, and made only of
@@ -262,19 +273,8 @@ pub(super) fn route_configs(
                         "a method must be upper case (e.g. GET) or \"*\"",
                     );
                 }
-                for (j, s) in list.iter().enumerate() {
-                    if api.is_some_and(|a| !a.lists(s.get_ref())) {
-                        v.at(
-                            s,
-                            format!("{key}.scopes.{method}[{j}]"),
-                            format!(
-                                "the resource {:?} does not list the scope {:?}",
-                                resource.get_ref(),
-                                s.get_ref()
-                            ),
-                        );
-                    }
-                }
+                let at = format!("{key}.scopes.{method}");
+                unlisted_scopes(v, &list, &at, resource.get_ref(), api);
                 methods.insert(method, list.into_iter().map(S::into_inner).collect());
             }
         }
