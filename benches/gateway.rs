@@ -221,7 +221,7 @@ impl Setup {
                         &basic,
                         &form,
                         &isogate::dpop::Replay::default(),
-                        &isogate::issuer::assertion::ClientKeys::default(),
+                        &isogate::issuer::Clients::default(),
                         issued_at,
                     ))
                     .unwrap_or_else(|e| panic!("the bench token is refused: {e}"));

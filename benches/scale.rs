@@ -172,7 +172,7 @@ fn token(c: &mut Criterion) {
                 &headers,
                 &form,
                 &isogate::dpop::Replay::default(),
-                &isogate::issuer::assertion::ClientKeys::default(),
+                &isogate::issuer::Clients::default(),
                 now(),
             ))
         };

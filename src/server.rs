@@ -252,7 +252,7 @@ impl Roles {
                 passwords: issuer::passwords::Passwords::per_cpu(),
                 proofs: Default::default(),
                 registrations: Default::default(),
-                client_keys: Default::default(),
+                clients: Default::default(),
                 metrics: metrics.clone(),
                 clock: clock.clone(),
             })),

@@ -171,6 +171,12 @@ pub struct RegistrationConfig {
     /// The grant types a registered client may use (`allowed_grant_types`, default
     /// `authorization_code` and `refresh_token`).
     pub allowed_grant_types: BTreeSet<crate::resources::GrantType>,
+    /// Whether an https `client_id` names a client ID metadata document
+    /// (`client_id_metadata_documents`).
+    pub client_id_metadata_documents: bool,
+    /// Whether such a document may come from a loopback, private or link-local address
+    /// (`allow_private_addresses`, for tests).
+    pub allow_private_addresses: bool,
 }
 
 /// The connection limits of one listener (`max_connections`, `idle_timeout`,

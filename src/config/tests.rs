@@ -869,11 +869,6 @@ fn registration_takes_known_scopes_grant_types_and_a_stored_token() {
             "sha256:",
         ),
         (
-            "client_id_metadata_documents = true",
-            "issuer.registration.client_id_metadata_documents",
-            "not built",
-        ),
-        (
             "allow_private_addresses = true",
             "issuer.registration.allow_private_addresses",
             "metadata documents",

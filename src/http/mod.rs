@@ -8,7 +8,7 @@ pub(crate) use serve::{serve, Listener, TlsSource, WorkerThreads, Workers};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioExecutor;
@@ -119,19 +119,23 @@ pub(crate) fn connector(connect_timeout: Duration) -> Connector {
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
-    let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    let builder = match builder.with_native_roots() {
+    tls().https_or_http().enable_http1().wrap_connector(http)
+}
+
+/// rustls verifying against the system's roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` too).
+pub(crate) fn tls() -> hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>
+{
+    match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
         Ok(builder) => builder,
         Err(e) => {
-            tracing::warn!(error = %e, "no system root certificates; https upstreams will fail verification");
+            tracing::warn!(error = %e, "no system root certificates; https connections will fail verification");
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
                 rustls::ClientConfig::builder()
                     .with_root_certificates(rustls::RootCertStore::empty())
                     .with_no_client_auth(),
             )
         }
-    };
-    builder.https_or_http().enable_http1().wrap_connector(http)
+    }
 }
 
 /// GETs `url` and parses its JSON body (at most `limit` bytes), within `timeout`.
@@ -141,6 +145,21 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     timeout: Duration,
     limit: usize,
 ) -> Result<T, String> {
+    let (_, body) = get(client, url, timeout, limit).await?;
+    serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not the JSON expected: {e}"))
+}
+
+/// GETs `url` asking for JSON: a `200`'s headers and body (at most `limit` bytes), within
+/// `timeout`. Any other status is an error; redirects are not followed.
+pub(crate) async fn get<C>(
+    client: &hyper_util::client::legacy::Client<C, Body>,
+    url: &str,
+    timeout: Duration,
+    limit: usize,
+) -> Result<(HeaderMap, Bytes), String>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
     let req = http::Request::get(uri)
         .header(header::ACCEPT, "application/json")
@@ -150,18 +169,38 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
         let response = client
             .request(req)
             .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("GET {url}: status {}", response.status()));
+            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(format!(
+                "GET {url}: status {status}; redirects are not followed"
+            ));
         }
-        let body = http_body_util::Limited::new(response.into_body(), limit)
+        if status != StatusCode::OK {
+            return Err(format!("GET {url}: status {status}"));
+        }
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::Limited::new(body, limit)
             .collect()
             .await
             .map_err(|e| format!("GET {url}: {e}"))?
             .to_bytes();
-        serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not the JSON expected: {e}"))
+        Ok((parts.headers, body))
     };
     tokio::time::timeout(timeout, fetch)
         .await
         .map_err(|_| format!("GET {url}: no answer within {timeout:?}"))?
+}
+
+/// An error and its sources, `: `-joined (hyper's client error alone says only "client error
+/// (Connect)").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }

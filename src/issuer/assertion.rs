@@ -122,6 +122,20 @@ impl ClientKeys {
     }
 }
 
+/// `client_id`'s keys from a JWKS given whole (`jwks_file`, a document's `jwks`): every key
+/// must be usable, and there must be one.
+pub fn key_set(client_id: &str, set: &JwkSet) -> Result<Arc<TrustedKeys>, String> {
+    let (keys, skipped) = IssuerKeys::from_jwk_set(client_id, false, set);
+    match skipped.first() {
+        Some((kid, why)) => Err(format!(
+            "the key {} is not usable: {why}",
+            kid.as_deref().unwrap_or("without kid")
+        )),
+        None if keys.keys().next().is_none() => Err("holds no key".to_owned()),
+        None => Ok(Arc::new(TrustedKeys::new(vec![keys]))),
+    }
+}
+
 /// The client an assertion says it comes from: its `sub` (which must equal `iss`), read
 /// before anything is verified, only to find the client and its keys.
 pub fn client_id(assertion: &str) -> Option<String> {
@@ -146,7 +160,7 @@ pub async fn check(
     client: &Client,
     config: &Config,
     grants: &Grants,
-    client_keys: &ClientKeys,
+    clients: &super::Clients,
     now: u64,
 ) -> Result<(), OAuthError> {
     let refused = |why: String| OAuthError::InvalidClient {
@@ -154,20 +168,23 @@ pub async fn check(
         description: format!("client assertion: {why}"),
     };
     let claims = match &client.assertion_keys {
-        Some(AssertionKeys::File { keys, .. }) => verify::verify(assertion, keys),
+        Some(AssertionKeys::File { keys, .. } | AssertionKeys::Given(keys)) => {
+            verify::verify(assertion, keys)
+        }
         Some(AssertionKeys::Uri(uri)) => {
             let id = &client.client_id;
-            let keys = client_keys
+            let keys = clients
+                .keys
                 .keys(id, uri, false)
                 .await
                 .map_err(|_| refused("the client's keys could not be fetched".into()))?;
             match verify::verify(assertion, &keys) {
                 // A key the client added since: fetched again, at most every 30 s.
                 Err(TokenError::UnknownKid) => {
-                    let keys = client_keys
-                        .keys(id, uri, true)
-                        .await
-                        .map_err(|_| refused("the client's keys could not be fetched".into()))?;
+                    let keys =
+                        clients.keys.keys(id, uri, true).await.map_err(|_| {
+                            refused("the client's keys could not be fetched".into())
+                        })?;
                     verify::verify(assertion, &keys)
                 }
                 other => other,

@@ -6,8 +6,9 @@ use std::borrow::Cow;
 
 use http::HeaderMap;
 
-use super::assertion::{self, ClientKeys};
+use super::assertion;
 use super::form::Form;
+use super::Clients;
 use super::OAuthError;
 use crate::config::Config;
 use crate::grants::Grants;
@@ -34,7 +35,7 @@ pub(super) async fn authenticate<'c>(
     form: &Form,
     config: &'c Config,
     grants: &Grants,
-    client_keys: &ClientKeys,
+    clients: &Clients,
     now: u64,
 ) -> Result<Cow<'c, Client>, OAuthError> {
     let presented = presented(headers, form)?;
@@ -42,12 +43,12 @@ pub(super) async fn authenticate<'c>(
         basic: presented.basic,
         description: description.to_owned(),
     };
-    let client = super::register::find(config, grants, &presented.client_id).await?;
+    let client = super::register::find(config, grants, clients, &presented.client_id).await?;
     if let Some(assertion) = &presented.assertion {
         let Some(client) = client.filter(|c| c.assertion_keys.is_some()) else {
             return Err(fail("client authentication failed"));
         };
-        assertion::check(assertion, &client, config, grants, client_keys, now).await?;
+        assertion::check(assertion, &client, config, grants, clients, now).await?;
         return Ok(client);
     }
     match (&presented.secret, client) {

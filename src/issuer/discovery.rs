@@ -79,8 +79,11 @@ pub(crate) fn document(issuer: &IssuerConfig, config: &Config) -> Bytes {
         "authorization_response_iss_parameter_supported": true,
         "dpop_signing_alg_values_supported": crate::dpop::ALGS.split(' ').collect::<Vec<_>>(),
     });
-    if issuer.registration.is_some() {
+    if let Some(registration) = &issuer.registration {
         doc["registration_endpoint"] = json!(issuer.url("/connect/register"));
+        if registration.client_id_metadata_documents {
+            doc["client_id_metadata_document_supported"] = json!(true);
+        }
     }
     Bytes::from(doc.to_string())
 }

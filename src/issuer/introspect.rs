@@ -10,11 +10,11 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
-use super::assertion::ClientKeys;
 use super::client_auth::{self, Presented};
 use super::error::no_store;
 use super::form::{self, Form};
 use super::oidc::{verify_local, UNCHECKED};
+use super::Clients;
 use super::OAuthError;
 use crate::grants::Grants;
 use crate::http::{full, json, Body};
@@ -32,7 +32,7 @@ enum Caller<'a> {
 pub(super) async fn introspect(
     snapshot: Arc<Snapshot>,
     grants: &Grants,
-    client_keys: &ClientKeys,
+    clients: &Clients,
     req: Request<Incoming>,
     within: std::time::Duration,
     now: std::time::SystemTime,
@@ -44,8 +44,7 @@ pub(super) async fn introspect(
         Err(e) => return e.response(),
     };
     let answer = async {
-        let caller =
-            authenticate(&snapshot, grants, client_keys, &parts.headers, &form, now).await?;
+        let caller = authenticate(&snapshot, grants, clients, &parts.headers, &form, now).await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
@@ -64,7 +63,7 @@ pub(super) async fn introspect(
 async fn authenticate<'s>(
     snapshot: &'s Snapshot,
     grants: &Grants,
-    client_keys: &ClientKeys,
+    clients: &Clients,
     headers: &http::HeaderMap,
     form: &Form,
     now: u64,
@@ -88,7 +87,7 @@ async fn authenticate<'s>(
             basic,
             description: "client authentication failed".into(),
         }),
-        (None, _) => client_auth::authenticate(headers, form, config, grants, client_keys, now)
+        (None, _) => client_auth::authenticate(headers, form, config, grants, clients, now)
             .await
             .map(|client| Caller::Client(Box::new(client))),
     }
@@ -164,7 +163,7 @@ async fn describe(
 pub(super) async fn revocation(
     snapshot: Arc<Snapshot>,
     grants: &Grants,
-    client_keys: &ClientKeys,
+    clients: &Clients,
     req: Request<Incoming>,
     within: std::time::Duration,
     now: std::time::SystemTime,
@@ -181,7 +180,7 @@ pub(super) async fn revocation(
             &form,
             &snapshot.config,
             grants,
-            client_keys,
+            clients,
             now,
         )
         .await?;

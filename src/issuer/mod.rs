@@ -4,6 +4,7 @@ pub mod assertion;
 pub(crate) mod authorize;
 mod client_auth;
 pub(crate) mod discovery;
+pub(crate) mod document;
 mod error;
 pub mod form;
 mod introspect;
@@ -15,6 +16,7 @@ pub(crate) mod session;
 pub mod token;
 
 pub use error::OAuthError;
+pub use register::Clients;
 pub use token::{mint, token, Minted, Subject, TokenResponse};
 
 use std::net::SocketAddr;
@@ -43,8 +45,8 @@ pub struct Service {
     pub proofs: crate::dpop::Replay,
     /// Registrations per peer address (SPEC §9).
     pub registrations: register::RateLimit,
-    /// The key sets of private_key_jwt clients with a `jwks_uri` (SPEC §9).
-    pub client_keys: assertion::ClientKeys,
+    /// What is fetched about clients: `jwks_uri` key sets and metadata documents (SPEC §9).
+    pub clients: Clients,
     /// Where token requests are counted.
     pub metrics: Arc<Metrics>,
     /// The clock every request reads once.
@@ -193,7 +195,7 @@ async fn answer(
                 snapshot.clone(),
                 grants,
                 proofs,
-                &service.client_keys,
+                &service.clients,
                 req,
                 within,
                 now,
@@ -209,11 +211,11 @@ async fn answer(
             oidc::userinfo(&snapshot, issuer, grants, &service.proofs, req, now).await
         }
         Endpoint::Introspect => {
-            let keys = &service.client_keys;
+            let keys = &service.clients;
             introspect::introspect(snapshot.clone(), grants, keys, req, within, now).await
         }
         Endpoint::Revocation => {
-            let keys = &service.client_keys;
+            let keys = &service.clients;
             introspect::revocation(snapshot.clone(), grants, keys, req, within, now).await
         }
         Endpoint::Register => match issuer.registration.as_ref() {

@@ -13,6 +13,8 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::assertion::ClientKeys;
+use super::document::{is_document_id, Documents};
 use super::error::no_store;
 use super::OAuthError;
 use crate::config::{Config, RegistrationConfig};
@@ -56,19 +58,62 @@ impl RateLimit {
     }
 }
 
+/// What isogate fetches about clients that are not in the file: the key sets of
+/// private_key_jwt clients with a `jwks_uri`, and client ID metadata documents (SPEC §9).
+#[derive(Default)]
+pub struct Clients {
+    pub(crate) keys: ClientKeys,
+    pub(crate) documents: Documents,
+}
+
+/// Why a client could not be looked up.
+#[derive(Debug)]
+pub(crate) enum FindError {
+    /// The store failed (a registered client).
+    Store(StoreError),
+    /// The client's metadata document could not be fetched or used: why.
+    Document(String),
+}
+
+impl From<StoreError> for FindError {
+    fn from(e: StoreError) -> Self {
+        FindError::Store(e)
+    }
+}
+
+impl From<FindError> for OAuthError {
+    fn from(e: FindError) -> Self {
+        match e {
+            FindError::Store(e) => e.into(),
+            FindError::Document(why) => OAuthError::InvalidClient {
+                basic: false,
+                description: format!("the client's metadata document cannot be used: {why}"),
+            },
+        }
+    }
+}
+
 /// The client named `client_id`: the file's, else (with `[issuer.registration]`) one that
-/// registered itself. The file's always wins, so a registration can never shadow it.
+/// registered itself, or one whose `client_id` is the URL of its metadata document. The
+/// file's always wins, so neither can shadow it.
 pub(crate) async fn find<'c>(
     config: &'c Config,
     grants: &Grants,
+    clients: &Clients,
     client_id: &str,
-) -> Result<Option<Cow<'c, Client>>, StoreError> {
+) -> Result<Option<Cow<'c, Client>>, FindError> {
     if let Some(client) = config.clients.get(client_id) {
         return Ok(Some(Cow::Borrowed(client)));
     }
     let Some(registration) = config.issuer.as_ref().and_then(|i| i.registration.as_ref()) else {
         return Ok(None);
     };
+    if registration.client_id_metadata_documents && is_document_id(client_id) {
+        let client = clients.documents.client(client_id, registration).await;
+        return client
+            .map(|c| Some(Cow::Owned(c)))
+            .map_err(FindError::Document);
+    }
     if !client_id.starts_with(ID_PREFIX) {
         return Ok(None);
     }
@@ -387,7 +432,7 @@ fn response_types(grant_types: &[String]) -> &'static [&'static str] {
 }
 
 /// Why `uri` may not be registered as a redirect URI (RFC 8252, SPEC §9), if it may not.
-fn redirect_uri_problem(uri: &str) -> Option<&'static str> {
+pub(super) fn redirect_uri_problem(uri: &str) -> Option<&'static str> {
     if uri.len() > MAX_URI_LEN {
         return Some("longer than 2,000 bytes");
     }

@@ -265,6 +265,8 @@ pub enum AssertionKeys {
     },
     /// `jwks_uri`: fetched when needed (`crate::issuer::assertion`).
     Uri(String),
+    /// `jwks` given whole in a client ID metadata document.
+    Given(std::sync::Arc<crate::jwt::verify::TrustedKeys>),
 }
 
 #[cfg(test)]

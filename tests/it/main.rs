@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod connections;
 mod discovery;
+mod documents;
 mod dpop;
 mod fleet;
 mod gateway;

@@ -13,16 +13,16 @@ use crate::servers::{JwksServer, Upstream};
 use crate::support::*;
 
 const ISSUER: &str = "http://isogate.test";
-const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// A client's key pair.
-struct Key {
-    key: SigningKey,
+pub(crate) struct Key {
+    pub(crate) key: SigningKey,
     _dir: tempfile::TempDir,
 }
 
 impl Key {
-    fn new(kid: &str, alg: Alg) -> Self {
+    pub(crate) fn new(kid: &str, alg: Alg) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.pem");
         isogate::jwt::generate_key_file(&path, alg).unwrap();
@@ -33,7 +33,7 @@ impl Key {
     }
 
     /// `claims` signed, with the usual JWT header of an assertion.
-    fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         isogate::jwt::encode(&self.key, "JWT", claims).unwrap()
     }
 }
@@ -57,7 +57,7 @@ fn unique() -> String {
 }
 
 /// The claims of a good assertion by `client_id`.
-fn claims(client_id: &str) -> Value {
+pub(crate) fn claims(client_id: &str) -> Value {
     let now = now();
     json!({"iss": client_id, "sub": client_id, "aud": ISSUER, "iat": now, "exp": now + 60,
            "jti": unique()})

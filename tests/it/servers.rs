@@ -29,6 +29,18 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
+    spawn_on(None, respond).await
+}
+
+/// [`spawn`], over TLS when `tls` is given.
+async fn spawn_on<F, Fut>(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    respond: F,
+) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(async move {
@@ -36,15 +48,28 @@ where
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let respond = respond.clone();
+            let (respond, tls) = (respond.clone(), tls.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let respond = respond.clone();
                     async move { Ok::<_, Infallible>(respond(req).await) }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = match tls {
+                    None => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Some(tls) => {
+                        let Ok(stream) = tls.accept(stream).await else {
+                            return;
+                        };
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                };
             });
         }
     });
@@ -255,33 +280,11 @@ pub struct TlsUpstream {
 
 impl TlsUpstream {
     pub async fn start(pki: &TestPki) -> Self {
-        let config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(vec![pki.cert_der.clone()], pki.key_der.clone_key())
-            .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let service = service_fn(|req: Request<Incoming>| async move {
-                        let body = format!("tls upstream {}", req.uri().path());
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
+        let (addr, task) = spawn_on(Some(pki.acceptor()), |req: Request<Incoming>| async move {
+            let body = format!("tls upstream {}", req.uri().path());
+            Response::new(Full::new(Bytes::from(body)))
+        })
+        .await;
         TlsUpstream { addr, task }
     }
 
@@ -298,6 +301,15 @@ impl Drop for TlsUpstream {
 }
 
 impl TestPki {
+    /// A TLS acceptor with the server certificate.
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![self.cert_der.clone()], self.key_der.clone_key())
+            .expect("server config");
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
     /// The server certificate, PEM.
     pub fn cert_pem(&self) -> String {
         pem::encode(&pem::Pem::new("CERTIFICATE", self.cert_der.to_vec()))
@@ -319,5 +331,91 @@ impl TestPki {
             std::fs::write(&tmp, text).expect("write");
             std::fs::rename(&tmp, path).expect("rename");
         }
+    }
+}
+
+/// What a [`DocumentServer`] answers at one path.
+#[derive(Clone)]
+pub struct Served {
+    pub status: StatusCode,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    /// How long it waits before answering.
+    pub delay: std::time::Duration,
+}
+
+impl Served {
+    /// `200` with `body` as JSON.
+    pub fn json(body: &serde_json::Value) -> Self {
+        Served {
+            status: StatusCode::OK,
+            headers: vec![("content-type", "application/json".into())],
+            body: body.to_string().into_bytes(),
+            delay: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// An HTTPS server on 127.0.0.1:0 (certificate for `localhost`) that answers what the test set
+/// per path (404 elsewhere) and counts the requests per path: where clients publish their
+/// metadata documents.
+pub struct DocumentServer {
+    pub addr: SocketAddr,
+    served: Arc<Mutex<std::collections::HashMap<String, Served>>>,
+    fetches: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DocumentServer {
+    pub async fn start(pki: &TestPki) -> Self {
+        let served: Arc<Mutex<std::collections::HashMap<String, Served>>> = Arc::default();
+        let fetches: Arc<Mutex<std::collections::HashMap<String, usize>>> = Arc::default();
+        let (served2, fetches2) = (served.clone(), fetches.clone());
+        let (addr, task) = spawn_on(Some(pki.acceptor()), move |req: Request<Incoming>| {
+            let path = req.uri().path().to_owned();
+            *fetches2.lock().unwrap().entry(path.clone()).or_default() += 1;
+            let answer = served2.lock().unwrap().get(&path).cloned();
+            async move {
+                let Some(answer) = answer else {
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    *r.status_mut() = StatusCode::NOT_FOUND;
+                    return r;
+                };
+                tokio::time::sleep(answer.delay).await;
+                let mut r = Response::new(Full::new(Bytes::from(answer.body)));
+                *r.status_mut() = answer.status;
+                for (name, value) in answer.headers {
+                    r.headers_mut().insert(name, value.parse().unwrap());
+                }
+                r
+            }
+        })
+        .await;
+        DocumentServer {
+            addr,
+            served,
+            fetches,
+            task,
+        }
+    }
+
+    /// `https://localhost:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    pub fn set(&self, path: &str, served: Served) {
+        self.served.lock().unwrap().insert(path.to_owned(), served);
+    }
+
+    /// How many requests reached `path`.
+    pub fn fetches(&self, path: &str) -> usize {
+        self.fetches.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for DocumentServer {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -240,23 +240,9 @@ fn assertion_keys(
                     serde_json::from_slice::<jsonwebtoken::jwk::JwkSet>(&bytes)
                         .map_err(|e| format!("not a JWKS (a JSON object with \"keys\"): {e}"))
                 })
-                .and_then(|set| {
-                    let (keys, skipped) =
-                        crate::jwt::verify::IssuerKeys::from_jwk_set(client_id, false, &set);
-                    match skipped.first() {
-                        Some((kid, why)) => Err(format!(
-                            "the key {} is not usable: {why}",
-                            kid.as_deref().unwrap_or("without kid")
-                        )),
-                        None if keys.keys().next().is_none() => Err("holds no key".to_owned()),
-                        None => Ok(keys),
-                    }
-                });
+                .and_then(|set| crate::issuer::assertion::key_set(client_id, &set));
             match parsed {
-                Ok(keys) => Some(AssertionKeys::File {
-                    path,
-                    keys: Arc::new(crate::jwt::verify::TrustedKeys::new(vec![keys])),
-                }),
+                Ok(keys) => Some(AssertionKeys::File { path, keys }),
                 Err(why) => {
                     v.at(&file, format!("{key}.jwks_file"), why);
                     None

@@ -217,14 +217,6 @@ fn registration_config(
             v.grant_types(&listed, &format!("{key}.allowed_grant_types"))
         }
     };
-    if client_id_metadata_documents {
-        v.report(
-            span.clone(),
-            format!("{key}.client_id_metadata_documents"),
-            "client ID metadata documents are not built in this version yet; remove the key \
-             (clients can register with POST /connect/register)",
-        );
-    }
     if allow_private_addresses && !client_id_metadata_documents {
         v.report(
             span,
@@ -236,5 +228,7 @@ fn registration_config(
         initial_access_token,
         allowed_scopes: allowed_scopes.into_iter().map(S::into_inner).collect(),
         allowed_grant_types: grant_types,
+        client_id_metadata_documents,
+        allow_private_addresses,
     }
 }

@@ -68,7 +68,13 @@ impl Ctx<'_> {
         request: &AuthorizeRequest,
         subject: &str,
     ) -> Result<bool, Failure> {
-        let found = register::find(self.config, &self.service.grants, &request.client_id).await?;
+        let found = register::find(
+            self.config,
+            &self.service.grants,
+            &self.service.clients,
+            &request.client_id,
+        )
+        .await?;
         let Some(client) = found else {
             return Ok(false);
         };
@@ -132,7 +138,7 @@ impl Ctx<'_> {
                 name,
             })
             .collect();
-        let client = request.client_id.clone();
+        let client = crate::issuer::document::shown_name(&request.client_id).into_owned();
         let (id, pending) = self
             .service
             .sessions

@@ -152,7 +152,7 @@ impl Ctx<'_> {
             &self.issuer.url("/connect/authorize/login"),
             id,
             &pending.csrf,
-            &pending.request.client_id,
+            &crate::issuer::document::shown_name(&pending.request.client_id),
             username,
             error,
         );

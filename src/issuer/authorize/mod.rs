@@ -76,6 +76,20 @@ impl From<StoreError> for Failure {
     }
 }
 
+impl From<crate::issuer::register::FindError> for Failure {
+    fn from(e: crate::issuer::register::FindError) -> Self {
+        match e {
+            crate::issuer::register::FindError::Store(e) => Failure::Store(e),
+            // Why is in the log ("client metadata document refused"); no redirect is trusted.
+            crate::issuer::register::FindError::Document(_) => Failure::Page(
+                StatusCode::BAD_REQUEST,
+                "The application's client metadata document could not be fetched, or does not \
+                 describe it.",
+            ),
+        }
+    }
+}
+
 impl From<SessionError> for Failure {
     fn from(e: SessionError) -> Self {
         match e {
@@ -122,7 +136,7 @@ pub(crate) async fn authorize(
     };
     let ctx = Ctx::new(&snapshot.config, issuer, service, &parts.headers, now);
     let result = match form {
-        Ok(form) => match request::validate_for(&snapshot.config, &service.grants, &form).await {
+        Ok(form) => match request::validate_for(&snapshot.config, service, &form).await {
             Ok(request) => {
                 let session = cookies::get(&parts.headers, cookies::SESSION).map(str::to_owned);
                 ctx.proceed(request, session.as_deref(), StatusCode::FOUND)

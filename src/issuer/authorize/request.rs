@@ -35,11 +35,11 @@ pub(super) struct Prompt {
 /// rest (failures sent back to the redirect).
 pub(super) async fn validate_for(
     config: &Config,
-    grants: &crate::grants::Grants,
+    service: &crate::issuer::Service,
     form: &Form,
 ) -> Result<AuthorizeRequest, Failure> {
     let found = match form.get("client_id") {
-        Some(id) => register::find(config, grants, id).await?,
+        Some(id) => register::find(config, &service.grants, &service.clients, id).await?,
         None => None,
     };
     validate(config, form, found.as_deref())

@@ -16,9 +16,9 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use super::assertion::ClientKeys;
 use super::error::no_store;
 use super::form::{self, Form};
+use super::Clients;
 use super::{client_auth, OAuthError};
 use crate::config::{Config, IssuerConfig};
 use crate::dpop::{self, Replay};
@@ -54,7 +54,7 @@ pub async fn endpoint(
     snapshot: Arc<Snapshot>,
     grants: &Grants,
     proofs: &Replay,
-    client_keys: &ClientKeys,
+    clients: &Clients,
     req: Request<Incoming>,
     within: std::time::Duration,
     now: SystemTime,
@@ -77,7 +77,7 @@ pub async fn endpoint(
                         headers: &parts.headers,
                         form: &form,
                         proofs,
-                        client_keys,
+                        clients,
                         now,
                     };
                     issue(&snapshot.config, issuer, grants, request).await
@@ -120,14 +120,14 @@ pub async fn token(
     headers: &HeaderMap,
     form: &Form,
     proofs: &Replay,
-    client_keys: &ClientKeys,
+    clients: &Clients,
     now: SystemTime,
 ) -> Result<TokenResponse, OAuthError> {
     let request = Received {
         headers,
         form,
         proofs,
-        client_keys,
+        clients,
         now,
     };
     issue(config, issuer, grants, request)
@@ -140,7 +140,7 @@ struct Received<'a> {
     headers: &'a HeaderMap,
     form: &'a Form,
     proofs: &'a Replay,
-    client_keys: &'a ClientKeys,
+    clients: &'a Clients,
     now: SystemTime,
 }
 
@@ -161,14 +161,14 @@ async fn issue(
         headers,
         form,
         proofs,
-        client_keys,
+        clients,
         now,
     } = request;
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing".into()))?;
     let at = crate::jwt::numeric_date(now);
-    let client = client_auth::authenticate(headers, form, config, grants, client_keys, at).await?;
+    let client = client_auth::authenticate(headers, form, config, grants, clients, at).await?;
     let client = &*client;
     let grant = GrantType::parse(grant_type).ok_or_else(|| {
         OAuthError::UnsupportedGrantType(format!("the grant type {grant_type:?} is not supported"))
@@ -327,7 +327,7 @@ allowed_scopes = ["read", "tx"]
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             for raw in [body, form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish().into_bytes()] {
                 if let Ok(form) = Form::parse(&raw) {
-                    let _ = runtime.block_on(token(&config, issuer, &grants, &headers, &form, &Replay::default(), &ClientKeys::default(), now));
+                    let _ = runtime.block_on(token(&config, issuer, &grants, &headers, &form, &Replay::default(), &Clients::default(), now));
                 }
             }
         }
@@ -350,7 +350,7 @@ allowed_scopes = ["read", "tx"]
             &HeaderMap::new(),
             &form,
             &Replay::default(),
-            &ClientKeys::default(),
+            &Clients::default(),
             now,
         )
         .await
