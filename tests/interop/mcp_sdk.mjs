@@ -2,7 +2,7 @@
 // isogate's gateway (SPEC §9–§10).
 //
 //   node tests/interop/mcp_sdk.mjs --mcp-url http://127.0.0.1:8080/mcp --upstream-port 9100 \
-//     [--username alice] [--password alice]
+//     [--client-metadata-url https://app.example/client.json] [--username alice] [--password alice]
 //
 // 1. An MCP server written with the SDK (McpServer, stateless Streamable HTTP with JSON
 //    answers) listens on 127.0.0.1:<upstream-port>, where isogate's route for --mcp-url
@@ -10,8 +10,9 @@
 //    x-isogate-sub header.
 // 2. The SDK's client with an OAuth provider connects to --mcp-url: from the 401 it finds the
 //    route's RFC 9728 document, then isogate's authorization server metadata, registers itself
-//    (RFC 7591, a public client with a loopback redirect URI), and sends the user to the
-//    authorize URL; the login and consent forms are driven over HTTP (login_form.mjs) and the
+//    (RFC 7591, a public client with a loopback redirect URI) — or, with --client-metadata-url,
+//    uses that URL as its client_id (a client ID metadata document the caller serves, which
+//    isogate fetches) — and sends the user to the authorize URL; the login and consent forms are driven over HTTP (login_form.mjs) and the
 //    code handed to transport.finishAuth, which redeems it with the resource indicator.
 // 3. Connected again: tools/list and tools/call list_invoices with a token whose aud is the MCP
 //    server's URL alone and whose scope is what the 401 asked for ("mcp").
@@ -38,6 +39,7 @@ function options() {
     options: {
       'mcp-url': { type: 'string' },
       'upstream-port': { type: 'string' },
+      'client-metadata-url': { type: 'string' },
       username: { type: 'string', default: 'alice' },
       password: { type: 'string', default: 'alice' },
     },
@@ -100,11 +102,16 @@ function mcpServer(port) {
 // The client's side of OAuth, kept in memory; the authorize URL the SDK would open in a
 // browser is kept for the test to sign in at.
 class Provider {
+  clientMetadataUrl;
   information;
   stored;
   verifier;
   pending;
   registrations = 0;
+
+  constructor(clientMetadataUrl) {
+    this.clientMetadataUrl = clientMetadataUrl;
+  }
 
   get redirectUrl() {
     return REDIRECT_URI;
@@ -173,7 +180,8 @@ async function main() {
   const mcpUrl = new URL(opts['mcp-url']);
   const listener = await mcpServer(opts['upstream-port']);
   try {
-    const provider = new Provider();
+    const documentUrl = opts['client-metadata-url'];
+    const provider = new Provider(documentUrl);
     const connect = async () => {
       const client = new Client({ name: 'isogate-interop', version: '1.0.0' });
       const transport = new StreamableHTTPClientTransport(mcpUrl, { authProvider: provider });
@@ -189,8 +197,13 @@ async function main() {
     } catch (e) {
       if (!(e instanceof UnauthorizedError)) throw e;
     }
-    check(provider.registrations === 1, `registered ${provider.registrations} times, expected once`);
-    check(provider.information.client_id?.startsWith('reg_'), `client_id ${provider.information.client_id}`);
+    check(provider.registrations === 1, `saved client information ${provider.registrations} times, expected once`);
+    const clientId = provider.information.client_id;
+    if (documentUrl) {
+      check(clientId === documentUrl, `client_id ${clientId}, expected the document's URL ${documentUrl}`);
+    } else {
+      check(clientId?.startsWith('reg_'), `client_id ${clientId}, expected one isogate registered`);
+    }
     const login = await signIn(provider, opts, 'first authorization');
     check(login.resource === mcpUrl.href, `the SDK asked for resource ${login.resource}, expected ${mcpUrl.href}`);
     check(login.scope === 'mcp', `the SDK asked for scope ${login.scope}, expected what the 401 named ("mcp")`);
@@ -228,7 +241,8 @@ async function main() {
     check(deleted.seen.scope.split(' ').includes('invoices.delete'), `after step-up the server saw scope ${deleted.seen.scope}`);
     check(provider.registrations === 1, 'the client registered again');
     await client.close();
-    console.log(`ok: registered ${provider.information.client_id}, listed and called tools, stepped up to invoices.delete`);
+    const how = documentUrl ? 'metadata document' : 'registered';
+    console.log(`ok: ${how} ${clientId}, listed and called tools, stepped up to invoices.delete`);
   } finally {
     listener.close();
   }

@@ -124,9 +124,14 @@ impl Server {
 
     /// `isogate serve` on the file `config(port)` makes for the port it will listen on.
     fn start_with_config(config: impl Fn(u16) -> String) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// [`Server::start_with_config`] with extra environment variables.
+    fn start_with_env(config: impl Fn(u16) -> String, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut server = Self::spawn(dir.path(), "isogate.toml", port, &config(port));
+        let mut server = Self::spawn(dir.path(), "isogate.toml", port, &config(port), env);
         server._dir = Some(dir);
         server
     }
@@ -141,24 +146,24 @@ impl Server {
             "{}\n[store]\nurl = \"{store}\"\n",
             config(port, Some(redirect_uri))
         );
-        let first = Self::spawn(dir.path(), "a.toml", port, &toml);
+        let first = Self::spawn(dir.path(), "a.toml", port, &toml, &[]);
         let other = free_port();
         let listen = |port: u16| format!("listen = \"127.0.0.1:{port}\"");
         assert!(toml.contains(&listen(port)), "the issuer listens on {port}");
         let toml = toml.replace(&listen(port), &listen(other));
-        let mut second = Self::spawn(dir.path(), "b.toml", other, &toml);
+        let mut second = Self::spawn(dir.path(), "b.toml", other, &toml, &[]);
         second.issuer = first.issuer.clone();
         second._dir = Some(dir);
         (first, second)
     }
 
     /// `isogate serve` on `toml`, written to `dir/name`, whose token service listens on `port`.
-    fn spawn(dir: &Path, name: &str, port: u16, toml: &str) -> Self {
+    fn spawn(dir: &Path, name: &str, port: u16, toml: &str, env: &[(&str, &str)]) -> Self {
         let path = dir.join(name);
         std::fs::write(&path, toml).expect("write config");
         let path = path.to_str().expect("UTF-8 temp path");
-        let mut running =
-            Running::spawn(env!("CARGO_BIN_EXE_isogate"), &["serve", "--config", path]);
+        let args = ["serve", "--config", path];
+        let mut running = Running::spawn_with_env(env!("CARGO_BIN_EXE_isogate"), &args, env);
         let line = running.wait_for("listening role=issuer addr=");
         let addr: SocketAddr = line
             .rsplit("addr=")
@@ -877,6 +882,9 @@ fn mcp_config(port: u16, gateway: u16, upstream: u16) -> String {
         r#"
 [issuer.registration]
 allowed_scopes = ["mcp", "invoices.delete"]
+client_id_metadata_documents = true
+# The test serves the client's metadata document on 127.0.0.1.
+allow_private_addresses = true
 
 [[api_scopes]]
 name = "mcp"
@@ -904,34 +912,89 @@ resource = "http://127.0.0.1:{gateway}/mcp"
 
 #[tokio::test]
 async fn the_mcp_sdk_registers_signs_in_calls_tools_and_steps_up_through_the_gateway() {
+    let Some(log) = mcp_sdk_run(None, &[]).await else {
+        return;
+    };
+    assert!(log.contains("client registered"), "{log}");
+}
+
+/// The same journey with a client ID metadata document (SPEC §9): the SDK's client uses the
+/// URL of a document the test serves over https (an rcgen CA that isogate trusts through
+/// `SSL_CERT_FILE`) as its client_id, and registers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_sdk_signs_in_with_a_client_id_metadata_document() {
+    use crate::servers::{DocumentServer, Served, TestPki};
+    let pki = TestPki::new();
+    let documents = DocumentServer::start(&pki).await;
+    let url = documents.url("/mcp-client/client.json");
+    documents.set(
+        "/mcp-client/client.json",
+        Served::json(&serde_json::json!({
+            "client_id": url,
+            "client_name": "isogate MCP interop",
+            "redirect_uris": ["http://127.0.0.1/callback"],
+            "grant_types": ["authorization_code"],
+            "token_endpoint_auth_method": "none",
+        })),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).expect("write the CA");
+    let env = [
+        ("SSL_CERT_FILE", ca.to_str().expect("UTF-8 path")),
+        ("SSL_CERT_DIR", dir.path().to_str().expect("UTF-8 path")),
+    ];
+    let Some(log) = mcp_sdk_run(Some(&url), &env).await else {
+        return;
+    };
+    assert!(!log.contains("client registered"), "{log}");
+    assert!(
+        documents.fetches("/mcp-client/client.json") >= 1,
+        "isogate fetched the document"
+    );
+}
+
+/// Runs tests/interop/mcp_sdk.mjs against isogate serving [`mcp_config`] (with `env`), the
+/// client registering by RFC 7591 or, with `document`, using that client ID metadata document;
+/// checks isogate's side of the step-up and returns its log (`None`: the SDK is not installed).
+async fn mcp_sdk_run(document: Option<&str>, env: &[(&str, &str)]) -> Option<String> {
     let dir = interop_dir();
     let sdk = dir.join("node_modules/@modelcontextprotocol/sdk/package.json");
     if !installed(
         "MCP TypeScript SDK (npm)",
         &[sdk, dir.join("node_modules/zod/package.json")],
     ) {
-        return;
+        return None;
     }
     let (gateway, upstream) = (free_port(), free_port());
-    let server = Server::start_with_config(|port| mcp_config(port, gateway, upstream));
+    let server = Server::start_with_env(|port| mcp_config(port, gateway, upstream), env);
     let script = dir.join("mcp_sdk.mjs");
     let mcp_url = format!("http://127.0.0.1:{gateway}/mcp");
     let upstream = upstream.to_string();
-    let args = [
-        script.to_str().expect("UTF-8 path"),
-        "--mcp-url",
-        &mcp_url,
-        "--upstream-port",
-        &upstream,
+    let mut args = vec![
+        script.to_str().expect("UTF-8 path").to_owned(),
+        "--mcp-url".into(),
+        mcp_url,
+        "--upstream-port".into(),
+        upstream,
     ];
-    let outcome = run(Path::new("node"), &args);
+    if let Some(url) = document {
+        args.extend(["--client-metadata-url".into(), url.to_owned()]);
+    }
+    // Blocking, off the runtime that may be serving the client's document.
+    let outcome = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(Path::new("node"), &args)
+    })
+    .await
+    .expect("the SDK run");
     let server = outcome.assert_success(server);
     print!("{}", outcome.stdout);
-    assert!(
-        outcome.stdout.contains("ok: registered reg_"),
-        "{}",
-        outcome.report()
-    );
+    let expected = match document {
+        None => "ok: registered reg_".to_owned(),
+        Some(url) => format!("ok: metadata document {url},"),
+    };
+    assert!(outcome.stdout.contains(&expected), "{}", outcome.report());
     // isogate's side: the step-up was its 403, and every call went through the MCP route.
     let log = server.log();
     let refused = log
@@ -945,4 +1008,5 @@ async fn the_mcp_sdk_registers_signs_in_calls_tools_and_steps_up_through_the_gat
             && l.contains("sub=818727")),
         "{log}"
     );
+    Some(log)
 }

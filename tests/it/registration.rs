@@ -56,7 +56,9 @@ async fn a_public_client_registers_and_signs_in_with_pkce_on_any_loopback_port()
         "http://isogate.test/connect/register"
     );
     assert!(
-        discovery.get("client_id_metadata_document_supported").is_none(),
+        discovery
+            .get("client_id_metadata_document_supported")
+            .is_none(),
         "documents are off: {discovery}"
     );
     let reply = register(
