@@ -171,8 +171,14 @@ pub struct RegisteredClient {
     pub redirect_uris: Vec<String>,
     /// `grant_types`.
     pub grant_types: Vec<String>,
-    /// `token_endpoint_auth_method`: `none` or `client_secret_basic`.
+    /// `token_endpoint_auth_method`: `none`, `client_secret_basic` or `private_key_jwt`.
     pub token_endpoint_auth_method: String,
+    /// `jwks` of a private_key_jwt client, as the JSON it registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<String>,
+    /// `jwks_uri` of a private_key_jwt client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
     /// `scope`, space-separated.
     pub scope: String,
     /// The secret's stored form (`sha256:…`), for a confidential client.

@@ -59,6 +59,7 @@ impl ClientKeys {
         client_id: &str,
         uri: &str,
         unknown_kid: bool,
+        via: Via<'_>,
     ) -> Result<Arc<TrustedKeys>, String> {
         let slot = (client_id.to_owned(), uri.to_owned());
         let kept = self.lock().get(&slot).map(|f| {
@@ -72,10 +73,24 @@ impl ClientKeys {
         if let Some((keys, true, _)) = kept {
             return Ok(keys);
         }
-        let http = self
-            .http
-            .get_or_init(|| crate::http::client(crate::http::connector(FETCH_TIMEOUT)));
-        let fetched = crate::http::get_json::<JwkSet>(http, uri, FETCH_TIMEOUT, MAX_DOCUMENT).await;
+        let fetched = match via {
+            Via::Trusted => {
+                let http = self
+                    .http
+                    .get_or_init(|| crate::http::client(crate::http::connector(FETCH_TIMEOUT)));
+                crate::http::get_json::<JwkSet>(http, uri, FETCH_TIMEOUT, MAX_DOCUMENT).await
+            }
+            Via::Guarded {
+                documents,
+                allow_private,
+            } => documents
+                .get(uri, allow_private, MAX_DOCUMENT)
+                .await
+                .and_then(|(_, body)| {
+                    serde_json::from_slice::<JwkSet>(&body)
+                        .map_err(|e| format!("not a JWKS (a JSON object with \"keys\"): {e}"))
+                }),
+        };
         let now = Instant::now();
         let refetched = if unknown_kid {
             Some(now)
@@ -136,6 +151,17 @@ pub fn key_set(client_id: &str, set: &JwkSet) -> Result<Arc<TrustedKeys>, String
     }
 }
 
+/// How a `jwks_uri` is fetched: as the file's operator wrote it, or as a client published it
+/// (registered or in a metadata document), with the metadata documents' guards.
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    Trusted,
+    Guarded {
+        documents: &'a super::document::Documents,
+        allow_private: bool,
+    },
+}
+
 /// The client an assertion says it comes from: its `sub` (which must equal `iss`), read
 /// before anything is verified, only to find the client and its keys.
 pub fn client_id(assertion: &str) -> Option<String> {
@@ -171,20 +197,33 @@ pub async fn check(
         Some(AssertionKeys::File { keys, .. } | AssertionKeys::Given(keys)) => {
             verify::verify(assertion, keys)
         }
-        Some(AssertionKeys::Uri(uri)) => {
+        Some(AssertionKeys::Uri(uri) | AssertionKeys::Published(uri)) => {
+            let via = match &client.assertion_keys {
+                Some(AssertionKeys::Published(_)) => Via::Guarded {
+                    documents: &clients.documents,
+                    allow_private: config
+                        .issuer
+                        .as_ref()
+                        .and_then(|i| i.registration.as_ref())
+                        .is_some_and(|r| r.allow_private_addresses),
+                },
+                _ => Via::Trusted,
+            };
             let id = &client.client_id;
+            let fetch_failed = |_| refused("the client's keys could not be fetched".into());
             let keys = clients
                 .keys
-                .keys(id, uri, false)
+                .keys(id, uri, false, via)
                 .await
-                .map_err(|_| refused("the client's keys could not be fetched".into()))?;
+                .map_err(fetch_failed)?;
             match verify::verify(assertion, &keys) {
                 // A key the client added since: fetched again, at most every 30 s.
                 Err(TokenError::UnknownKid) => {
-                    let keys =
-                        clients.keys.keys(id, uri, true).await.map_err(|_| {
-                            refused("the client's keys could not be fetched".into())
-                        })?;
+                    let keys = clients
+                        .keys
+                        .keys(id, uri, true, via)
+                        .await
+                        .map_err(fetch_failed)?;
                     verify::verify(assertion, &keys)
                 }
                 other => other,

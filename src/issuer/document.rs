@@ -134,7 +134,23 @@ impl Documents {
 
     /// Fetches and validates the document at `url`; with it, how long it may be kept.
     async fn fetch(&self, url: &str, allow_private: bool) -> Result<(Described, Duration), String> {
-        let parsed = url_problem(url).map_err(|why| format!("the client_id URL {why}"))?;
+        url_problem(url).map_err(|why| format!("the client_id URL {why}"))?;
+        let (headers, body) = self.get(url, allow_private, MAX_DOCUMENT).await?;
+        let document: Document = serde_json::from_slice(&body)
+            .map_err(|e| format!("the document is not client metadata JSON: {e}"))?;
+        let described = validate(url, document)?;
+        Ok((described, keep_for(&headers)))
+    }
+
+    /// GETs `url` (https only) as a client published it: never inside the network unless
+    /// `allow_private`, no redirects, within 5 s and `limit` bytes.
+    pub(crate) async fn get(
+        &self,
+        url: &str,
+        allow_private: bool,
+        limit: usize,
+    ) -> Result<(HeaderMap, bytes::Bytes), String> {
+        let parsed = url::Url::parse(url).map_err(|_| format!("{url} is not a URL"))?;
         if let Some(ip) = match parsed.host() {
             Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
@@ -151,13 +167,9 @@ impl Documents {
             &self.guarded
         };
         let fetcher = slot.get_or_init(|| fetcher(allow_private));
-        let (headers, body) = crate::http::get(fetcher, url, FETCH_TIMEOUT, MAX_DOCUMENT)
+        crate::http::get(fetcher, url, FETCH_TIMEOUT, limit)
             .await
-            .map_err(|e| e.replace(&format!("GET {url}: "), ""))?;
-        let document: Document = serde_json::from_slice(&body)
-            .map_err(|e| format!("the document is not client metadata JSON: {e}"))?;
-        let described = validate(url, document)?;
-        Ok((described, keep_for(&headers)))
+            .map_err(|e| e.replace(&format!("GET {url}: "), ""))
     }
 
     fn keep(&self, url: &str, described: &Result<Arc<Described>, String>, keep: Duration) {
@@ -237,10 +249,11 @@ fn validate(url: &str, document: Document) -> Result<Described, String> {
         ("private_key_jwt", Some(set), None) => Some(AssertionKeys::Given(
             super::assertion::key_set(url, &set).map_err(|why| format!("its jwks: {why}"))?,
         )),
-        ("private_key_jwt", None, Some(_)) => {
-            return Err("jwks_uri in a metadata document is not supported yet: give the keys as jwks".into())
+        ("private_key_jwt", None, Some(uri)) if uri.starts_with("https://") => {
+            Some(AssertionKeys::Published(uri))
         }
-        ("private_key_jwt", _, _) => return Err("private_key_jwt needs jwks".into()),
+        ("private_key_jwt", None, Some(_)) => return Err("its jwks_uri must be https".into()),
+        ("private_key_jwt", _, _) => return Err("private_key_jwt needs one of jwks and jwks_uri".into()),
         (other, _, _) => {
             return Err(format!(
                 "token_endpoint_auth_method {:?} is not offered to a metadata document: use none or private_key_jwt",

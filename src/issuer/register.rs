@@ -21,7 +21,7 @@ use crate::config::{Config, RegistrationConfig};
 use crate::grants::{Grants, RegisteredClient, StoreError};
 use crate::http::Body;
 use crate::protocol::authorization::{authorization, Credentials};
-use crate::resources::{Client, GrantType, RefreshTokenUsage};
+use crate::resources::{AssertionKeys, Client, GrantType, RefreshTokenUsage};
 use crate::secret::SecretHash;
 
 /// The largest registration request read.
@@ -30,6 +30,8 @@ const MAX_BODY: usize = 16 * 1024;
 const MAX_REDIRECT_URIS: usize = 10;
 /// The longest redirect URI accepted, in bytes.
 const MAX_URI_LEN: usize = 2_000;
+/// The largest `jwks` registered, as JSON.
+const MAX_JWKS: usize = 8 * 1024;
 /// The longest `client_name`, in characters.
 const MAX_NAME_CHARS: usize = 200;
 /// Registrations accepted from one peer address per minute, per instance.
@@ -134,6 +136,17 @@ pub(crate) fn client_of(record: &RegisteredClient, registration: &RegistrationCo
         .secret
         .as_deref()
         .and_then(|s| SecretHash::parse(s).ok());
+    // Checked at registration; a set that no longer parses leaves the client unable to sign in.
+    let assertion_keys = match (&record.jwks, &record.jwks_uri) {
+        (Some(jwks), _) => serde_json::from_str(jwks)
+            .map_err(|e| e.to_string())
+            .and_then(|set| super::assertion::key_set(&record.client_id, &set))
+            .map_err(|why| tracing::warn!(client_id = %record.client_id, error = %why, "registered jwks unusable"))
+            .ok()
+            .map(AssertionKeys::Given),
+        (None, Some(uri)) => Some(AssertionKeys::Published(uri.clone())),
+        (None, None) => None,
+    };
     Client {
         client_id: record.client_id.clone(),
         require_secret: record.token_endpoint_auth_method != "none",
@@ -153,7 +166,7 @@ pub(crate) fn client_of(record: &RegisteredClient, registration: &RegistrationCo
         refresh_token_sliding_lifetime: crate::config::DEFAULT_REFRESH_SLIDING_LIFETIME,
         refresh_token_reuse_grace: Duration::ZERO,
         require_dpop: false,
-        assertion_keys: None,
+        assertion_keys,
     }
 }
 
@@ -170,6 +183,8 @@ struct Metadata {
     response_types: Option<Vec<String>>,
     scope: Option<String>,
     client_name: Option<String>,
+    jwks: Option<serde_json::Value>,
+    jwks_uri: Option<String>,
 }
 
 /// Why a registration is refused (RFC 7591 §3.2.2).
@@ -243,6 +258,10 @@ struct Registered<'a> {
     scope: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwks: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwks_uri: Option<&'a str>,
 }
 
 /// Answers `POST /connect/register`: `201` with the client, or why not.
@@ -271,7 +290,8 @@ pub(super) async fn register(
     let metadata: Metadata = serde_json::from_slice(&bytes)
         .map_err(|e| Refused::Metadata(format!("the body is not client metadata JSON: {e}")))?;
     let mut record = validate(config, registration, metadata, now)?;
-    let secret = (record.token_endpoint_auth_method != "none").then(crate::protocol::random_token);
+    let secret = (record.token_endpoint_auth_method == "client_secret_basic")
+        .then(crate::protocol::random_token);
     record.secret = secret
         .as_deref()
         .map(|s| SecretHash::of(s.as_bytes()).to_stored());
@@ -291,6 +311,11 @@ pub(super) async fn register(
         token_endpoint_auth_method: &record.token_endpoint_auth_method,
         scope: &record.scope,
         client_name: record.client_name.as_deref(),
+        jwks: record
+            .jwks
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok()),
+        jwks_uri: record.jwks_uri.as_deref(),
     };
     Ok(no_store(crate::http::json(StatusCode::CREATED, &answer)))
 }
@@ -323,11 +348,17 @@ fn validate(
     let method = metadata
         .token_endpoint_auth_method
         .unwrap_or_else(|| "client_secret_basic".to_owned());
-    if !matches!(method.as_str(), "none" | "client_secret_basic") {
+    if !matches!(
+        method.as_str(),
+        "none" | "client_secret_basic" | "private_key_jwt"
+    ) {
         return bad(format!(
-            "token_endpoint_auth_method {method:?} is not offered: use none or client_secret_basic"
+            "token_endpoint_auth_method {method:?} is not offered: use none, client_secret_basic \
+             or private_key_jwt"
         ));
     }
+    let client_id = format!("{ID_PREFIX}{}", crate::protocol::random_b64::<16>());
+    let (jwks, jwks_uri) = assertion_keys(&client_id, &method, metadata.jwks, metadata.jwks_uri)?;
     let asked = metadata
         .grant_types
         .unwrap_or_else(|| vec!["authorization_code".to_owned()]);
@@ -345,7 +376,11 @@ fn validate(
         return bad("grant_types is empty".into());
     }
     if parsed.contains(&GrantType::ClientCredentials) && method == "none" {
-        return bad("client_credentials needs a confidential client (client_secret_basic)".into());
+        return bad(
+            "client_credentials needs a confidential client (client_secret_basic or \
+             private_key_jwt)"
+                .into(),
+        );
     }
     let code = parsed.contains(&GrantType::AuthorizationCode);
     let grant_types: Vec<String> = parsed.iter().map(|g| g.as_str().to_owned()).collect();
@@ -401,7 +436,6 @@ fn validate(
             ));
         }
     }
-    let client_id = format!("{ID_PREFIX}{}", crate::protocol::random_b64::<16>());
     if config.clients.contains_key(&client_id) {
         return Err(
             OAuthError::ServerError("a random client_id is taken by the file".into()).into(),
@@ -413,10 +447,51 @@ fn validate(
         redirect_uris: metadata.redirect_uris,
         grant_types,
         token_endpoint_auth_method: method,
+        jwks,
+        jwks_uri,
         scope,
         secret: None,
         issued_at: now,
     })
+}
+
+/// The keys of a `private_key_jwt` registration: `jwks` (checked now, kept as JSON) or an
+/// https `jwks_uri` (fetched when the client authenticates), exactly one; neither for any other
+/// method.
+fn assertion_keys(
+    client_id: &str,
+    method: &str,
+    jwks: Option<serde_json::Value>,
+    jwks_uri: Option<String>,
+) -> Result<(Option<String>, Option<String>), Refused> {
+    let bad = |m: &str| Err(Refused::Metadata(m.to_owned()));
+    match (method == "private_key_jwt", jwks, jwks_uri) {
+        (false, None, None) => Ok((None, None)),
+        (false, _, _) => {
+            bad("jwks and jwks_uri go with token_endpoint_auth_method private_key_jwt")
+        }
+        (true, Some(jwks), None) => {
+            let text = jwks.to_string();
+            if text.len() > MAX_JWKS {
+                return bad("jwks is larger than 8 KiB");
+            }
+            let set = serde_json::from_value(jwks)
+                .map_err(|e| Refused::Metadata(format!("jwks is not a JWKS: {e}")))?;
+            super::assertion::key_set(client_id, &set)
+                .map_err(|why| Refused::Metadata(format!("jwks {why}")))?;
+            Ok((Some(text), None))
+        }
+        (true, None, Some(uri)) => {
+            let https = url::Url::parse(&uri).is_ok_and(|u| {
+                u.scheme() == "https" && u.host().is_some() && uri.len() <= MAX_URI_LEN
+            });
+            if !https {
+                return bad("jwks_uri must be an https URL");
+            }
+            Ok((None, Some(uri)))
+        }
+        (true, _, _) => bad("private_key_jwt needs one of jwks and jwks_uri"),
+    }
 }
 
 /// The `response_types` that go with `grant_types` (RFC 7591 §2.1): `code` with

@@ -265,7 +265,10 @@ pub enum AssertionKeys {
     },
     /// `jwks_uri`: fetched when needed (`crate::issuer::assertion`).
     Uri(String),
-    /// `jwks` given whole in a client ID metadata document.
+    /// A `jwks_uri` a client published itself (registered, or in its metadata document):
+    /// fetched like a metadata document, never from inside the network unless allowed.
+    Published(String),
+    /// `jwks` given whole at registration or in a client ID metadata document.
     Given(std::sync::Arc<crate::jwt::verify::TrustedKeys>),
 }
 

@@ -444,4 +444,23 @@ async fn a_document_client_authenticates_with_private_key_jwt_from_its_jwks() {
         "client assertion",
         "another key",
     );
+
+    // Keys at the document's jwks_uri, fetched with the same guards.
+    let remote = documents.url("/remote/client.json");
+    documents.set(
+        "/remote/client.json",
+        Served::json(&json!({
+            "client_id": remote,
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks_uri": documents.url("/remote/jwks.json"),
+        })),
+    );
+    documents.set(
+        "/remote/jwks.json",
+        Served::json(&json!({"keys": [serde_json::to_value(&key.key.jwk).unwrap()]})),
+    );
+    let reply = ask(key.sign(&claims(&remote))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(documents.fetches("/remote/jwks.json"), 1);
 }

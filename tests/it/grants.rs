@@ -550,7 +550,10 @@ async fn a_registered_client_is_found_by_its_id_never_overwritten_and_never_swep
         client_name: Some("One".into()),
         redirect_uris: vec!["http://127.0.0.1/cb".into()],
         grant_types: vec!["authorization_code".into()],
-        token_endpoint_auth_method: "none".into(),
+        token_endpoint_auth_method: "private_key_jwt".into(),
+        // Kept as registered, in both stores.
+        jwks: Some(r#"{"keys":[]}"#.into()),
+        jwks_uri: Some("https://keys.example/jwks".into()),
         scope: "read".into(),
         secret: None,
         issued_at: NOW,

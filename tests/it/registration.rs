@@ -406,3 +406,142 @@ async fn a_client_registered_at_one_instance_is_known_to_the_other() {
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 }
+
+/// A client that registers its public keys (RFC 7591 `jwks`) authenticates with private_key_jwt
+/// (RFC 7523) and gets no secret; one that registers a `jwks_uri` inside the network is never
+/// fetched from there (the metadata documents' fetcher, SPEC §9).
+#[tokio::test]
+async fn a_client_registers_its_keys_and_authenticates_with_private_key_jwt() {
+    use crate::private_key_jwt::{claims, Key, ASSERTION_TYPE};
+    let isogate = Isogate::start(&config(OPEN)).await;
+    let key = Key::new("reg-1", isogate::jwt::Alg::ES256);
+    let jwk = serde_json::to_value(&key.key.jwk).unwrap();
+    let reply = register(
+        &isogate,
+        json!({
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [jwk]},
+            "scope": "read",
+        }),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let client = reply.json();
+    assert!(client.get("client_secret").is_none(), "{client}");
+    assert_eq!(client["token_endpoint_auth_method"], "private_key_jwt");
+    assert_eq!(client["jwks"]["keys"][0]["kid"], "reg-1", "{client}");
+    let client_id = client["client_id"].as_str().unwrap().to_owned();
+
+    let ask = |assertion: Option<String>| {
+        let url = isogate.issuer_url("/connect/token");
+        let client_id = client_id.clone();
+        async move {
+            let mut form = vec![
+                ("grant_type", "client_credentials".to_owned()),
+                ("scope", "read".to_owned()),
+                ("resource", "urn:products".to_owned()),
+            ];
+            match assertion {
+                Some(a) => {
+                    form.push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
+                    form.push(("client_assertion", a));
+                }
+                None => form.push(("client_id", client_id)),
+            }
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post_form(&url, &form, None).await
+        }
+    };
+    let assertion = key.sign(&claims(&client_id));
+    let reply = ask(Some(assertion.clone())).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let (_, token) = decode_parts(reply.json()["access_token"].as_str().unwrap());
+    assert_eq!(token["client_id"], client_id.as_str());
+    for (reply, what) in [
+        (ask(Some(assertion)).await, "the same jti"),
+        (ask(None).await, "no assertion"),
+        (
+            ask(Some(
+                Key::new("reg-1", isogate::jwt::Alg::ES256).sign(&claims(&client_id)),
+            ))
+            .await,
+            "another key",
+        ),
+    ] {
+        assert_eq!(
+            refused(&reply, StatusCode::BAD_REQUEST),
+            "invalid_client",
+            "{what}"
+        );
+    }
+
+    for (metadata, says) in [
+        (
+            json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "private_key_jwt"}),
+            "needs one of jwks and jwks_uri",
+        ),
+        (
+            json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "private_key_jwt",
+                   "jwks": {"keys": []}}),
+            "jwks holds no key",
+        ),
+        (
+            json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "private_key_jwt",
+                   "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}),
+            "jwks",
+        ),
+        (
+            json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "private_key_jwt",
+                   "jwks_uri": "http://keys.example/jwks"}),
+            "jwks_uri must be an https URL",
+        ),
+        (
+            json!({"redirect_uris": ["https://app.example.com/cb"], "jwks_uri": "https://keys.example/jwks"}),
+            "go with token_endpoint_auth_method private_key_jwt",
+        ),
+    ] {
+        let reply = register(&isogate, metadata.clone()).await;
+        assert_eq!(
+            refused(&reply, StatusCode::BAD_REQUEST),
+            "invalid_client_metadata",
+            "{metadata}"
+        );
+        let description = reply.json()["error_description"].to_string();
+        assert!(description.contains(says), "{metadata}: {description}");
+    }
+
+    // A jwks_uri on this machine: refused when the client authenticates, and nothing is
+    // fetched (documents are off here, so private addresses are too).
+    let pki = crate::servers::TestPki::new();
+    let keys = crate::servers::DocumentServer::start(&pki).await;
+    keys.set(
+        "/jwks",
+        crate::servers::Served::json(
+            &json!({"keys": [serde_json::to_value(&key.key.jwk).unwrap()]}),
+        ),
+    );
+    let reply = register(
+        &isogate,
+        json!({
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks_uri": format!("https://127.0.0.1:{}/jwks", keys.addr.port()),
+        }),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    let inside = reply.json()["client_id"].as_str().unwrap().to_owned();
+    let reply = ask(Some(key.sign(&claims(&inside)))).await;
+    assert_eq!(refused(&reply, StatusCode::BAD_REQUEST), "invalid_client");
+    assert!(
+        reply.text().contains("could not be fetched"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(
+        keys.fetches("/jwks"),
+        0,
+        "nothing was fetched from 127.0.0.1"
+    );
+}
