@@ -362,8 +362,23 @@ async fn documents_are_never_fetched_from_inside_the_network_unless_allowed() {
     let pki = TestPki::new();
     let documents = DocumentServer::start(&pki).await;
     let dir = tempfile::tempdir().unwrap();
-    let (_running, issuer) = serve(dir.path(), &pki, &registration(false));
     let port = documents.addr.port();
+    // A client of the file named like a document: the file's wins, and nothing is fetched.
+    let named = format!("https://localhost:{port}/file-client.json");
+    let file_client = format!(
+        "\n[[clients]]\nclient_id = \"{named}\"\nsecrets = [\"{SECRET_HASH}\"]\n\
+         allowed_grant_types = [\"client_credentials\"]\nallowed_scopes = [\"read\"]\n"
+    );
+    let (_running, issuer) = serve(dir.path(), &pki, &(registration(false) + &file_client));
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("resource", "urn:products"),
+    ];
+    let url = format!("http://{issuer}/connect/token");
+    let reply = post_form(&url, &form, Some((&named, SECRET))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(documents.fetches("/file-client.json"), 0);
+
     documents.set(
         "/notes/client.json",
         Served::json(&public_document(&documents.url("/notes/client.json"))),
