@@ -192,9 +192,9 @@ where
         .map_err(|_| format!("GET {url}: no answer within {timeout:?}"))?
 }
 
-/// An error and its sources, `: `-joined (hyper's client error alone says only "client error
-/// (Connect)").
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes, `: `-joined, for logs and error descriptions (hyper's client error
+/// alone says only "client error (Connect)").
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::register::redirect_uri_problem;
 use crate::config::RegistrationConfig;
-use crate::resources::{AssertionKeys, Client, GrantType, RefreshTokenUsage};
+use crate::resources::{AssertionKeys, Client, GrantType};
 
 /// How long one fetch may take, connection and body included.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -293,29 +293,14 @@ fn validate(url: &str, document: Document) -> Result<Described, String> {
 /// The client a document describes, within what `[issuer.registration]` allows now (as for a
 /// registered client: any allowed scope, the consent page every time it asks for more).
 fn client_of(described: &Described, registration: &RegistrationConfig) -> Client {
-    let grant_types: BTreeSet<GrantType> = described
-        .grant_types
-        .iter()
-        .filter(|g| registration.allowed_grant_types.contains(g))
-        .copied()
-        .collect();
     Client {
-        client_id: described.client_id.clone(),
-        require_secret: false,
-        secrets: Vec::new(),
-        allow_offline_access: grant_types.contains(&GrantType::RefreshToken),
-        allowed_grant_types: grant_types,
-        allowed_scopes: registration.allowed_scopes.iter().cloned().collect(),
-        access_token_lifetime: None,
-        redirect_uris: described.redirect_uris.clone(),
-        require_pkce: true,
-        require_consent: true,
-        refresh_token_usage: RefreshTokenUsage::OneTime,
-        refresh_token_lifetime: crate::config::DEFAULT_REFRESH_LIFETIME,
-        refresh_token_sliding_lifetime: crate::config::DEFAULT_REFRESH_SLIDING_LIFETIME,
-        refresh_token_reuse_grace: Duration::ZERO,
-        require_dpop: false,
         assertion_keys: described.keys.clone(),
+        ..super::register::self_described(
+            &described.client_id,
+            &described.redirect_uris,
+            described.grant_types.iter().copied(),
+            registration,
+        )
     }
 }
 

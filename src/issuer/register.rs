@@ -126,12 +126,6 @@ pub(crate) async fn find<'c>(
 /// What a registered client may do now: the grant types it registered, within what
 /// `[issuer.registration]` allows today, and any scope that section allows.
 pub(crate) fn client_of(record: &RegisteredClient, registration: &RegistrationConfig) -> Client {
-    let grant_types: BTreeSet<GrantType> = record
-        .grant_types
-        .iter()
-        .filter_map(|g| GrantType::parse(g))
-        .filter(|g| registration.allowed_grant_types.contains(g))
-        .collect();
     let secret = record
         .secret
         .as_deref()
@@ -148,9 +142,37 @@ pub(crate) fn client_of(record: &RegisteredClient, registration: &RegistrationCo
         (None, None) => None,
     };
     Client {
-        client_id: record.client_id.clone(),
         require_secret: record.token_endpoint_auth_method != "none",
         secrets: secret.into_iter().collect(),
+        assertion_keys,
+        ..self_described(
+            &record.client_id,
+            &record.redirect_uris,
+            record
+                .grant_types
+                .iter()
+                .filter_map(|g| GrantType::parse(g)),
+            registration,
+        )
+    }
+}
+
+/// A client that describes itself (registered, or by its metadata document), public until
+/// told otherwise: the grant types it named that `[issuer.registration]` still allows, any
+/// scope that section allows, PKCE and consent always.
+pub(super) fn self_described(
+    client_id: &str,
+    redirect_uris: &[String],
+    grant_types: impl Iterator<Item = GrantType>,
+    registration: &RegistrationConfig,
+) -> Client {
+    let grant_types: BTreeSet<GrantType> = grant_types
+        .filter(|g| registration.allowed_grant_types.contains(g))
+        .collect();
+    Client {
+        client_id: client_id.to_owned(),
+        require_secret: false,
+        secrets: Vec::new(),
         allow_offline_access: grant_types.contains(&GrantType::RefreshToken),
         allowed_grant_types: grant_types,
         // Not narrowed to the scope it registered: MCP clients register with the scope of their
@@ -158,7 +180,7 @@ pub(crate) fn client_of(record: &RegisteredClient, registration: &RegistrationCo
         // consent, and anyone may register with every allowed scope anyway.
         allowed_scopes: registration.allowed_scopes.iter().cloned().collect(),
         access_token_lifetime: None,
-        redirect_uris: record.redirect_uris.clone(),
+        redirect_uris: redirect_uris.to_vec(),
         require_pkce: true,
         require_consent: true,
         refresh_token_usage: RefreshTokenUsage::OneTime,
@@ -166,7 +188,7 @@ pub(crate) fn client_of(record: &RegisteredClient, registration: &RegistrationCo
         refresh_token_sliding_lifetime: crate::config::DEFAULT_REFRESH_SLIDING_LIFETIME,
         refresh_token_reuse_grace: Duration::ZERO,
         require_dpop: false,
-        assertion_keys,
+        assertion_keys: None,
     }
 }
 

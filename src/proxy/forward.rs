@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 
 use super::upstream::Upstreams;
 use crate::config::{Route, Upstream};
-use crate::http::{json, Body};
+use crate::http::{error_chain, json, Body};
 use crate::jwt::verify::Claims;
 use crate::protocol::REWRITING;
 use crate::resources::{ApiResource, Model};
@@ -396,18 +396,6 @@ fn from_client_body(e: &(dyn std::error::Error + 'static)) -> bool {
             && e.source()
                 .is_some_and(|cause| cause.downcast_ref::<hyper::Error>().is_some())
     })
-}
-
-/// The error and its causes, for the log.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
