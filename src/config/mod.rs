@@ -478,6 +478,15 @@ impl Invalid {
 
 /// Reads, parses and validates the resource file at `path`.
 pub fn load(path: &Path, missing_keys: MissingKeys) -> Result<Config, Invalid> {
+    load_read(path, missing_keys).0
+}
+
+/// [`load`], and the bytes it parsed (`None` when the file could not be read): a reload
+/// compares them with the file a moment later to tell whether it was still being written.
+pub fn load_read(
+    path: &Path,
+    missing_keys: MissingKeys,
+) -> (Result<Config, Invalid>, Option<Vec<u8>>) {
     let invalid = |problems, text_hash| Invalid {
         path: path.to_owned(),
         problems,
@@ -489,27 +498,44 @@ pub fn load(path: &Path, missing_keys: MissingKeys) -> Result<Config, Invalid> {
         column: 0,
         message,
     };
-    let bytes = std::fs::read(path).map_err(|e| {
-        invalid(
-            vec![unreadable(format!("cannot read the file: {e}"))],
-            [0; 32],
-        )
-    })?;
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let problem = unreadable(format!("cannot read the file: {e}"));
+            return (Err(invalid(vec![problem], [0; 32])), None);
+        }
+    };
     // The hash of exactly these bytes: a reload compares it to tell whether the file changed,
-    // so it must never describe other bytes than the ones parsed.
-    let mut text_hash = [0; 32];
-    text_hash
-        .copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref());
-    let text = String::from_utf8(bytes)
-        .map_err(|_| invalid(vec![unreadable("the file is not UTF-8".into())], text_hash))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    parse(&text, dir, missing_keys)
-        .map(|mut config| {
+    // so it must never describe other bytes than the ones parsed. Taken on another core while
+    // this one parses (a big file's hash costs a fifth of its parse).
+    let (text_hash, parsed) = std::thread::scope(|s| {
+        let hashing = s.spawn(|| {
+            let mut hash = [0; 32];
+            hash.copy_from_slice(
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref(),
+            );
+            hash
+        });
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let parsed = std::str::from_utf8(&bytes).map(|text| parse(text, dir, missing_keys));
+        let hash = hashing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (hash, parsed)
+    });
+    let loaded = match parsed {
+        Err(_) => Err(invalid(
+            vec![unreadable("the file is not UTF-8".into())],
+            text_hash,
+        )),
+        Ok(Ok(mut config)) => {
             config.path = path.to_owned();
             config.text_hash = text_hash;
-            config
-        })
-        .map_err(|problems| invalid(problems, text_hash))
+            Ok(config)
+        }
+        Ok(Err(problems)) => Err(invalid(problems, text_hash)),
+    };
+    (loaded, Some(bytes))
 }
 
 /// Parses and validates file contents; relative paths are resolved against `dir`.
@@ -521,7 +547,9 @@ pub fn parse(text: &str, dir: &Path, missing_keys: MissingKeys) -> Result<Config
     // On a thread of its own, which exits with the parse's memory: see [`relocated`].
     std::thread::scope(|s| {
         let parsing = s.spawn(|| parse_here(text, dir, missing_keys).map(relocated));
-        parsing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        parsing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
 
@@ -609,7 +637,12 @@ fn deserialize(
     lines: &Lines<'_>,
 ) -> Result<Shapes, Vec<Problem>> {
     let mut unknown = Vec::new();
-    if let Ok(file) = shapes(root, &mut unknown) {
+    // Without serde_path_to_error, which copies every key it passes to know where an error
+    // is: a file with a problem is deserialized again below, with it.
+    let deserializer = toml::de::Deserializer::from(root);
+    let mut ignored = |path: serde_ignored::Path<'_>| unknown.push(segments(&path));
+    let ignoring = serde_ignored::Deserializer::new(deserializer, &mut ignored);
+    if let Ok(file) = <raw::File as serde::Deserialize>::deserialize(ignoring) {
         if unknown.is_empty() {
             return Ok(Shapes {
                 file,

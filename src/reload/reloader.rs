@@ -111,19 +111,20 @@ impl Reloader {
             let path = self.path.clone();
             let before = files[1..].to_vec();
             let began = tokio::time::Instant::now();
-            let (loaded, text_hash, named, early, late) = tokio::task::spawn_blocking(move || {
-                let early = files_hash(&before);
-                let loaded = config::load(&path, MissingKeys::Refuse);
-                let (text_hash, named) = match &loaded {
-                    Ok(config) => (config.text_hash, config.named_files()),
-                    Err(invalid) => (invalid.text_hash, before.clone()),
-                };
-                let early = (named == before).then_some(early);
-                let late = files_hash(&named);
-                (loaded, text_hash, named, early, late)
-            })
-            .await
-            .ok()?;
+            let (loaded, parsed, text_hash, named, early, late) =
+                tokio::task::spawn_blocking(move || {
+                    let early = files_hash(&before);
+                    let (loaded, parsed) = config::load_read(&path, MissingKeys::Refuse);
+                    let (text_hash, named) = match &loaded {
+                        Ok(config) => (config.text_hash, config.named_files()),
+                        Err(invalid) => (invalid.text_hash, before.clone()),
+                    };
+                    let early = (named == before).then_some(early);
+                    let late = files_hash(&named);
+                    (loaded, parsed, text_hash, named, early, late)
+                })
+                .await
+                .ok()?;
             let first_read = if early.is_some() {
                 began
             } else {
@@ -131,19 +132,13 @@ impl Reloader {
             };
             tokio::time::sleep_until(first_read + QUIET).await;
             let path = self.path.clone();
-            let (text_again, files_again) = tokio::task::spawn_blocking(move || {
-                // As the load hashes it: zero when the file cannot be read.
-                let mut text_hash = [0; 32];
-                if let Ok(bytes) = std::fs::read(&path) {
-                    text_hash.copy_from_slice(
-                        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref(),
-                    );
-                }
-                (text_hash, files_hash(&named))
+            let (same_text, files_again) = tokio::task::spawn_blocking(move || {
+                // Compared byte for byte with what was parsed (cheaper than hashing it again).
+                (std::fs::read(&path).ok() == parsed, files_hash(&named))
             })
             .await
             .ok()?;
-            if text_again == text_hash && files_again == late && early.is_none_or(|e| e == late) {
+            if same_text && files_again == late && early.is_none_or(|e| e == late) {
                 return Some((loaded, combined_hash(&text_hash, &late)));
             }
             tracing::debug!(file = %self.path.display(), "the file is still changing; reading it again");

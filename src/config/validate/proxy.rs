@@ -190,6 +190,9 @@ pub(super) fn route_configs(
     has_proxy: bool,
 ) -> Vec<Route> {
     let mut seen = BTreeSet::new();
+    // Routes mostly share a few upstreams: each is parsed once, and its parts are shared.
+    let mut upstreams: std::collections::HashMap<String, Option<Upstream>> =
+        std::collections::HashMap::new();
     // Kept for the life of the configuration: no room to spare (a grown Vec holds up to twice).
     let mut out = Vec::with_capacity(entries.len());
     let listed = !entries.is_empty();
@@ -234,7 +237,10 @@ pub(super) fn route_configs(
                 "another route has the same host and path_prefix",
             );
         }
-        let parsed = Upstream::parse(upstream.get_ref());
+        let parsed = upstreams
+            .entry(upstream.get_ref().clone())
+            .or_insert_with_key(|text| Upstream::parse(text))
+            .clone();
         if parsed.is_none() {
             v.at(
                 &upstream,
