@@ -544,17 +544,6 @@ pub fn load_read(
 /// value of the wrong shape and every missing required key (each found by deserializing
 /// again without it), and every problem of meaning in what remains.
 pub fn parse(text: &str, dir: &Path, missing_keys: MissingKeys) -> Result<Config, Vec<Problem>> {
-    // On a thread of its own, which exits with the parse's memory: see [`relocated`].
-    std::thread::scope(|s| {
-        let parsing = s.spawn(|| parse_here(text, dir, missing_keys).map(relocated));
-        parsing
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
-/// [`parse`] on the calling thread.
-fn parse_here(text: &str, dir: &Path, missing_keys: MissingKeys) -> Result<Config, Vec<Problem>> {
     let lines = Lines::new(text);
     let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
     let in_order = |mut problems: Vec<Problem>| {
@@ -585,33 +574,6 @@ fn parse_here(text: &str, dir: &Path, missing_keys: MissingKeys) -> Result<Confi
     } else {
         Err(in_order(problems))
     }
-}
-
-/// `config` with the parts that grow with the file (the model, clients, users, routes) copied
-/// on another thread, and the originals dropped on this one, the parse's. The allocator serves
-/// each thread from pages of its own and keeps a thread's emptied pages until that thread
-/// allocates again or exits, so an idle gateway kept what a big file's parse had freed
-/// (BENCHMARKS.md, "Scale"). With the copies elsewhere, the parse's thread ends holding nothing
-/// and its pages go back; the copies sit densely on fresh pages.
-fn relocated(mut config: Config) -> Config {
-    let copies = std::thread::scope(|s| {
-        s.spawn(|| {
-            (
-                config.model.clone(),
-                config.clients.clone(),
-                config.users.clone(),
-                config.routes.clone(),
-            )
-        })
-        .join()
-    });
-    if let Ok((model, clients, users, routes)) = copies {
-        config.model = model;
-        config.clients = clients;
-        config.users = users;
-        config.routes = routes;
-    }
-    config
 }
 
 /// What [`deserialize`] makes of a file.

@@ -20,7 +20,7 @@ use crate::secret::SecretHash;
 pub const OFFLINE_ACCESS: &str = "offline_access";
 
 /// Everything a token's audience and scopes are computed from.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Model {
     /// Identity resources by name.
     pub identity_resources: BTreeMap<String, IdentityResource>,
@@ -39,7 +39,7 @@ pub struct Model {
 }
 
 /// Positions in [`Model::api_resources`].
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 struct ModelIndex {
     by_name: FxHashMap<Box<str>, usize>,
     /// Each scope name's listing resources, in file order.
