@@ -40,7 +40,7 @@ pub(super) fn client_configs(
                 format!("duplicate client_id {:?}", client_id.get_ref()),
             );
         }
-        let hashes = v.secrets(&secrets, &format!("{key}.secrets"));
+        let hashes = v.secrets(&secrets, &Field(&key, "secrets"));
         let require_secret = require_secret.unwrap_or(true);
         let private_key_jwt = token_endpoint_auth_method
             .as_ref()
@@ -60,8 +60,7 @@ pub(super) fn client_configs(
         } else if require_secret && secrets.is_empty() {
             v.report(span.clone(), format!("{key}.secrets"), "a confidential client needs at least one secret (or set require_secret = false for a public client)");
         }
-        let grant_types =
-            v.grant_types(&allowed_grant_types, &format!("{key}.allowed_grant_types"));
+        let grant_types = v.grant_types(&allowed_grant_types, &Field(&key, "allowed_grant_types"));
         if allowed_grant_types.is_empty() {
             v.report(
                 span.clone(),
@@ -98,7 +97,7 @@ pub(super) fn client_configs(
         }
         v.allowed_scopes(
             &allowed_scopes,
-            &format!("{key}.allowed_scopes"),
+            &Field(&key, "allowed_scopes"),
             model,
             "with allow_offline_access = true",
         );
@@ -118,7 +117,7 @@ pub(super) fn client_configs(
         };
         let reuse_grace = v.duration_up_to(
             &refresh_token_reuse_grace,
-            &format!("{key}.refresh_token_reuse_grace"),
+            &Field(&key, "refresh_token_reuse_grace"),
             Duration::ZERO,
             MAX_REFRESH_REUSE_GRACE,
         );
@@ -140,7 +139,7 @@ pub(super) fn client_configs(
             access_token_lifetime: access_token_lifetime.as_ref().map(|_| {
                 v.duration(
                     &access_token_lifetime,
-                    &format!("{key}.access_token_lifetime"),
+                    &Field(&key, "access_token_lifetime"),
                     DEFAULT_ACCESS_TOKEN_LIFETIME,
                 )
             }),
@@ -151,12 +150,12 @@ pub(super) fn client_configs(
             refresh_token_usage: usage,
             refresh_token_lifetime: v.duration(
                 &refresh_token_lifetime,
-                &format!("{key}.refresh_token_lifetime"),
+                &Field(&key, "refresh_token_lifetime"),
                 DEFAULT_REFRESH_LIFETIME,
             ),
             refresh_token_sliding_lifetime: v.duration_up_to(
                 &refresh_token_sliding_lifetime,
-                &format!("{key}.refresh_token_sliding_lifetime"),
+                &Field(&key, "refresh_token_sliding_lifetime"),
                 DEFAULT_REFRESH_SLIDING_LIFETIME,
                 Duration::MAX,
             ),

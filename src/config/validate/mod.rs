@@ -2,6 +2,7 @@
 //! [`Problem`] with its key path and position. Validation never stops at the first problem.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -70,20 +71,20 @@ impl V<'_> {
     fn duration(
         &mut self,
         value: &Option<S<raw::Duration>>,
-        key: &str,
+        key: &(impl fmt::Display + ?Sized),
         default: Duration,
     ) -> Duration {
         let Some(value) = value else { return default };
         match humantime::parse_duration(value.get_ref()) {
             Ok(d) if !d.is_zero() => d,
             Ok(_) => {
-                self.at(value, key, "must be longer than zero");
+                self.at(value, key.to_string(), "must be longer than zero");
                 default
             }
             Err(e) => {
                 self.at(
                     value,
-                    key,
+                    key.to_string(),
                     format!("not a duration ({e}); write e.g. \"30s\", \"5m\", \"1h\", \"30d\""),
                 );
                 default
@@ -131,7 +132,7 @@ impl V<'_> {
     fn duration_up_to(
         &mut self,
         value: &Option<S<raw::Duration>>,
-        key: &str,
+        key: &(impl fmt::Display + ?Sized),
         default: Duration,
         max: Duration,
     ) -> Duration {
@@ -141,7 +142,7 @@ impl V<'_> {
             Ok(_) => {
                 self.at(
                     value,
-                    key,
+                    key.to_string(),
                     format!("must be at most {}", humantime::format_duration(max)),
                 );
                 default
@@ -149,7 +150,7 @@ impl V<'_> {
             Err(e) => {
                 self.at(
                     value,
-                    key,
+                    key.to_string(),
                     format!("not a duration ({e}); write e.g. \"0s\", \"30s\", \"5m\", \"15d\""),
                 );
                 default
@@ -174,14 +175,20 @@ impl V<'_> {
 
     /// Checks the `allowed_scopes` at `key`: each names an identity resource or an API scope,
     /// never `offline_access`, which is granted otherwise (`offline` says how).
-    fn allowed_scopes(&mut self, scopes: &[S<String>], key: &str, model: &Model, offline: &str) {
+    fn allowed_scopes(
+        &mut self,
+        scopes: &[S<String>],
+        key: &(impl fmt::Display + ?Sized),
+        model: &Model,
+        offline: &str,
+    ) {
         for (i, scope) in scopes.iter().enumerate() {
             let name = scope.get_ref();
-            let key = format!("{key}[{i}]");
+            let key = || format!("{key}[{i}]");
             if name == OFFLINE_ACCESS {
                 self.at(
                     scope,
-                    key,
+                    key(),
                     format!("offline_access is granted {offline}, not listed here"),
                 );
             } else if !model.identity_resources.contains_key(name)
@@ -189,13 +196,17 @@ impl V<'_> {
             {
                 let message =
                     format!("no [[identity_resources]] or [[api_scopes]] entry is named {name:?}");
-                self.at(scope, key, message);
+                self.at(scope, key(), message);
             }
         }
     }
 
     /// The grant types listed at `key`, each reported when unknown.
-    fn grant_types(&mut self, listed: &[S<String>], key: &str) -> BTreeSet<GrantType> {
+    fn grant_types(
+        &mut self,
+        listed: &[S<String>],
+        key: &(impl fmt::Display + ?Sized),
+    ) -> BTreeSet<GrantType> {
         let mut grant_types = BTreeSet::new();
         for (i, g) in listed.iter().enumerate() {
             match GrantType::parse(g.get_ref()) {
@@ -212,7 +223,11 @@ impl V<'_> {
         grant_types
     }
 
-    fn secrets(&mut self, values: &[S<String>], key: &str) -> Vec<SecretHash> {
+    fn secrets(
+        &mut self,
+        values: &[S<String>],
+        key: &(impl fmt::Display + ?Sized),
+    ) -> Vec<SecretHash> {
         values
             .iter()
             .enumerate()
@@ -227,10 +242,27 @@ impl V<'_> {
     }
 
     /// A name must be unique among `seen`; reports the second occurrence.
-    fn unique(&mut self, seen: &mut BTreeSet<String>, name: &S<String>, key: String, what: &str) {
+    fn unique(
+        &mut self,
+        seen: &mut BTreeSet<String>,
+        name: &S<String>,
+        key: impl fmt::Display,
+        what: &str,
+    ) {
         if !seen.insert(name.get_ref().clone()) {
-            self.at(name, key, format!("duplicate {what} {:?}", name.get_ref()));
+            let message = format!("duplicate {what} {:?}", name.get_ref());
+            self.at(name, key.to_string(), message);
         }
+    }
+}
+
+/// A key path written only when a problem needs it: `0.1` (`clients[3]` and `secrets`). A
+/// big file has no problems, and formatting every key of it cost a tenth of its validation.
+struct Field<'a>(&'a str, &'a str);
+
+impl fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
     }
 }
 

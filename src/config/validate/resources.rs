@@ -111,7 +111,7 @@ pub(super) fn apis(
         {
             v.at(&name, format!("{key}.name"), format!("must be an absolute URI without fragment, at most {MAX_RESOURCE_LEN} characters (e.g. \"urn:invoices\" or \"https://api.example.com/invoices\")"));
         }
-        v.unique(&mut names, &name, format!("{key}.name"), "API resource");
+        v.unique(&mut names, &name, Field(&key, "name"), "API resource");
         for (j, scope) in scopes.iter().enumerate() {
             if !model.api_scopes.contains_key(scope.get_ref()) {
                 v.at(
@@ -143,7 +143,7 @@ pub(super) fn apis(
                 );
             }
         }
-        let secrets = v.secrets(&secrets, &format!("{key}.secrets"));
+        let secrets = v.secrets(&secrets, &Field(&key, "secrets"));
         model.api_resources.push(ApiResource {
             name: name.into_inner(),
             display_name,
