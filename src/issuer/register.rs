@@ -548,12 +548,8 @@ pub(super) fn redirect_uri_problem(uri: &str) -> Option<&'static str> {
     match url.scheme() {
         "https" if url.host().is_some() => None,
         "https" => Some("an https redirect needs a host"),
-        "http" => match url.host() {
-            Some(url::Host::Ipv4(ip)) if ip.is_loopback() => None,
-            Some(url::Host::Ipv6(ip)) if ip.is_loopback() => None,
-            Some(url::Host::Domain("localhost")) => None,
-            _ => Some("http is allowed only to a loopback address (127.0.0.1, [::1], localhost)"),
-        },
+        "http" if crate::protocol::is_loopback_http(&url, true) => None,
+        "http" => Some("http is allowed only to a loopback address (127.0.0.1, [::1], localhost)"),
         scheme if scheme.contains('.') => None,
         _ => Some(
             "use https, http to a loopback address, or a private-use scheme with a dot \

@@ -27,6 +27,19 @@ pub(crate) fn random_b64<const N: usize>() -> String {
 }
 
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
+/// Whether `url` is plain `http` to this machine: to a loopback IP literal (`127.0.0.1`,
+/// `[::1]`), or with `or_localhost` also to the name `localhost` (RFC 8252 §7.3 lets only the IP
+/// literals take any port).
+pub(crate) fn is_loopback_http(url: &url::Url, or_localhost: bool) -> bool {
+    url.scheme() == "http"
+        && match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => or_localhost && name == "localhost",
+            None => false,
+        }
+}
+
 pub(crate) fn is_scope_token(value: &str) -> bool {
     !value.is_empty()
         && value

@@ -213,14 +213,7 @@ fn assertion_keys(
     match (jwks_uri, jwks_file) {
         (Some(uri), None) => {
             let usable = url::Url::parse(uri.get_ref()).is_ok_and(|u| {
-                u.scheme() == "https"
-                    || (u.scheme() == "http"
-                        && u.host_str().is_some_and(|h| {
-                            h == "localhost"
-                                || h.trim_matches(['[', ']'])
-                                    .parse::<std::net::IpAddr>()
-                                    .is_ok_and(|ip| ip.is_loopback())
-                        }))
+                u.scheme() == "https" || crate::protocol::is_loopback_http(&u, true)
             });
             if !usable {
                 v.at(

@@ -125,12 +125,7 @@ fn redirect_matches(registered: &str, uri: &str) -> bool {
     // so that nothing but the port may differ from the registered text.
     let loopback = |text: &str| {
         let mut url = url::Url::parse(text).ok()?;
-        let ip = match url.host()? {
-            url::Host::Ipv4(ip) => ip.is_loopback(),
-            url::Host::Ipv6(ip) => ip.is_loopback(),
-            url::Host::Domain(_) => false,
-        };
-        (url.scheme() == "http" && ip && url.as_str() == text).then_some(())?;
+        (crate::protocol::is_loopback_http(&url, false) && url.as_str() == text).then_some(())?;
         url.set_port(None).ok()?;
         Some(url)
     };
