@@ -72,6 +72,8 @@ type Fetcher = hyper_util::client::legacy::Client<
 struct Kept {
     described: Result<Arc<Described>, String>,
     until: Instant,
+    /// Fetched with `allow_private_addresses`: a reload that turns it off refetches at once.
+    allow_private: bool,
 }
 
 /// A document, validated: what a client built from it needs.
@@ -106,25 +108,24 @@ impl Documents {
         registration: &RegistrationConfig,
     ) -> Result<Client, String> {
         let now = Instant::now();
+        let allow_private = registration.allow_private_addresses;
         let kept = self
             .lock()
             .get(url)
-            .filter(|k| k.until > now)
+            .filter(|k| k.until > now && k.allow_private == allow_private)
             .map(|k| k.described.clone());
         let described = match kept {
             Some(described) => described,
             None => {
-                let (described, keep) = match self
-                    .fetch(url, registration.allow_private_addresses)
-                    .await
-                {
+                let (described, keep) = match self.fetch(url, allow_private).await {
                     Ok((described, keep)) => (Ok(Arc::new(described)), keep),
                     Err(why) => {
-                        tracing::warn!(client_id = %url, error = %why, "client metadata document refused");
+                        let shown: String = url.chars().take(200).collect();
+                        tracing::warn!(client_id = %shown, error = %why, "client metadata document refused");
                         (Err(why), KEEP_REFUSAL)
                     }
                 };
-                self.keep(url, &described, keep);
+                self.keep(url, &described, keep, allow_private);
                 described
             }
         };
@@ -172,7 +173,13 @@ impl Documents {
             .map_err(|e| e.replace(&format!("GET {url}: "), ""))
     }
 
-    fn keep(&self, url: &str, described: &Result<Arc<Described>, String>, keep: Duration) {
+    fn keep(
+        &self,
+        url: &str,
+        described: &Result<Arc<Described>, String>,
+        keep: Duration,
+        allow_private: bool,
+    ) {
         if keep.is_zero() && described.is_ok() {
             self.lock().remove(url);
             return;
@@ -187,7 +194,12 @@ impl Documents {
         }
         let until = now + keep;
         let described = described.clone();
-        kept.insert(url.to_owned(), Kept { described, until });
+        let entry = Kept {
+            described,
+            until,
+            allow_private,
+        };
+        kept.insert(url.to_owned(), entry);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Kept>> {

@@ -479,3 +479,36 @@ async fn a_document_client_authenticates_with_private_key_jwt_from_its_jwks() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(documents.fetches("/remote/jwks.json"), 1);
 }
+
+/// A document kept while private addresses were allowed is fetched again, and refused, as soon
+/// as a reload turns `allow_private_addresses` off: the cache never outlives the rule.
+#[tokio::test]
+async fn turning_private_addresses_off_applies_to_kept_documents_at_once() {
+    let pki = TestPki::new();
+    let documents = DocumentServer::start(&pki).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, issuer) = serve(dir.path(), &pki, &registration(true));
+    let url = documents.url("/notes/client.json");
+    let mut served = Served::json(&public_document(&url));
+    served
+        .headers
+        .push(("cache-control", "max-age=3600".into()));
+    documents.set("/notes/client.json", served);
+    let reply = redeem_as(issuer, &url).await;
+    assert_eq!(reply.json()["error"], "invalid_grant", "{}", reply.text());
+    let path = dir.path().join("isogate.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let closed = text.replace(
+        "allow_private_addresses = true",
+        "allow_private_addresses = false",
+    );
+    assert_ne!(text, closed);
+    write_atomically(&path, &closed);
+    running.wait_for("configuration reloaded");
+    assert_refused(
+        &redeem_as(issuer, &url).await,
+        "a loopback address",
+        "after the reload",
+    );
+    assert_eq!(documents.fetches("/notes/client.json"), 1);
+}
