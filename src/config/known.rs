@@ -18,15 +18,51 @@ type Tables = BTreeMap<Vec<&'static str>, &'static [&'static str]>;
 /// The known key of the table at `table` (keys only, no indexes) nearest to `unknown`, when
 /// one is near enough to be what was meant.
 pub(super) fn nearest(table: &[&str], unknown: &str) -> Option<&'static str> {
-    static TABLES: OnceLock<Tables> = OnceLock::new();
-    let tables = TABLES.get_or_init(|| trace::<super::raw::File>().unwrap_or_default());
-    tables
+    tables()
         .get(table)?
         .iter()
         .map(|known| (strsim::jaro_winkler(known, unknown), *known))
         .filter(|(similarity, _)| *similarity >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, known)| known)
+}
+
+/// The raw file's tables, traced once.
+fn tables() -> &'static Tables {
+    static TABLES: OnceLock<Tables> = OnceLock::new();
+    TABLES.get_or_init(|| trace::<super::raw::File>().unwrap_or_default())
+}
+
+/// Whether every key in the parsed document `root` is one its table knows, so that it can be
+/// deserialized without tracking unknown keys (which copies every key). The values of fields
+/// that are no table of the raw shapes (maps keyed by the user, scalars, arrays of scalars) are
+/// not looked into: serde ignores nothing there. `false` also when a table is not known at all.
+pub(super) fn all_known(root: &toml::de::DeTable<'_>) -> bool {
+    fn walk(table: &toml::de::DeTable<'_>, path: &mut Vec<&'static str>, tables: &Tables) -> bool {
+        let Some(fields) = tables.get(path.as_slice()) else {
+            return false;
+        };
+        table.iter().all(|(key, value)| {
+            let Some(field) = fields.iter().find(|f| **f == key.get_ref().as_ref()) else {
+                return false;
+            };
+            path.push(field);
+            let known = !tables.contains_key(path.as_slice())
+                || match value.get_ref() {
+                    toml::de::DeValue::Table(inner) => walk(inner, path, tables),
+                    toml::de::DeValue::Array(items) => {
+                        items.iter().all(|item| match item.get_ref() {
+                            toml::de::DeValue::Table(inner) => walk(inner, path, tables),
+                            _ => true,
+                        })
+                    }
+                    _ => true,
+                };
+            path.pop();
+            known
+        })
+    }
+    walk(root, &mut Vec::new(), tables())
 }
 
 /// Every struct's field names in `T`, by path.
@@ -182,6 +218,26 @@ mod tests {
         assert!(keys(&["issuer", "signing_keys"]).contains(&"alg"));
         assert!(keys(&["proxy", "trusted_issuers"]).contains(&"wait_for_keys"));
         assert!(keys(&["routes"]).contains(&"path_prefix"));
+    }
+
+    #[test]
+    fn a_document_with_only_known_keys_is_told_from_one_with_a_stranger() {
+        let known = |text: &str| all_known(toml::de::DeTable::parse(text).unwrap().get_ref());
+        let routes = "[proxy]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npath_prefix = \"/a\"\n\
+                      upstream = \"http://127.0.0.1:1\"\nresource = \"urn:a\"\n\
+                      [routes.mcp]\n\"tools/call\" = [\"a\"]\n";
+        assert!(known(routes), "a map's keys are the user's");
+        assert!(known(
+            "[[clients]]\nclient_id = \"a\"\n[[clients]]\nclient_id = \"b\"\n"
+        ));
+        for stranger in [
+            "colour = 1\n",
+            "[[clients]]\nclient_id = \"a\"\n[[clients]]\nclient_id = \"b\"\ncolour = 1\n",
+            "[issuer]\n[[issuer.signing_keys]]\nalgo = \"ES256\"\n",
+            "[issuer]\n[issuer.registration]\nallowed_scope = []\n",
+        ] {
+            assert!(!known(stranger), "{stranger}");
+        }
     }
 
     #[test]

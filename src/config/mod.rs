@@ -598,14 +598,12 @@ fn deserialize(
     text: &str,
     lines: &Lines<'_>,
 ) -> Result<Shapes, Vec<Problem>> {
-    let mut unknown = Vec::new();
     // Without serde_path_to_error, which copies every key it passes to know where an error
-    // is: a file with a problem is deserialized again below, with it.
-    let deserializer = toml::de::Deserializer::from(root);
-    let mut ignored = |path: serde_ignored::Path<'_>| unknown.push(segments(&path));
-    let ignoring = serde_ignored::Deserializer::new(deserializer, &mut ignored);
-    if let Ok(file) = <raw::File as serde::Deserialize>::deserialize(ignoring) {
-        if unknown.is_empty() {
+    // is, and without serde_ignored (which copies them too) when no key is unknown: a file with
+    // a problem is deserialized again below, with both.
+    if known::all_known(root.get_ref()) {
+        let deserializer = toml::de::Deserializer::from(root);
+        if let Ok(file) = <raw::File as serde::Deserialize>::deserialize(deserializer) {
             return Ok(Shapes {
                 file,
                 unknown: Vec::new(),
