@@ -36,7 +36,9 @@ fn tables() -> &'static Tables {
 /// Whether every key in the parsed document `root` is one its table knows, so that it can be
 /// deserialized without tracking unknown keys (which copies every key). The values of fields
 /// that are no table of the raw shapes (maps keyed by the user, scalars, arrays of scalars) are
-/// not looked into: serde ignores nothing there. `false` also when a table is not known at all.
+/// not looked into: serde ignores nothing there (a map whose values were structs would hide
+/// their keys from this walk; the raw shapes have none). `false` also when a table is not known
+/// at all.
 pub(super) fn all_known(root: &toml::de::DeTable<'_>) -> bool {
     fn walk(table: &toml::de::DeTable<'_>, path: &mut Vec<&'static str>, tables: &Tables) -> bool {
         let Some(fields) = tables.get(path.as_slice()) else {
