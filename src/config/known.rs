@@ -40,31 +40,54 @@ fn tables() -> &'static Tables {
 /// their keys from this walk; the raw shapes have none). `false` also when a table is not known
 /// at all.
 pub(super) fn all_known(root: &toml::de::DeTable<'_>) -> bool {
-    fn walk(table: &toml::de::DeTable<'_>, path: &mut Vec<&'static str>, tables: &Tables) -> bool {
-        let Some(fields) = tables.get(path.as_slice()) else {
-            return false;
-        };
+    fn walk(table: &toml::de::DeTable<'_>, known: &Known) -> bool {
         table.iter().all(|(key, value)| {
-            let Some(field) = fields.iter().find(|f| **f == key.get_ref().as_ref()) else {
+            let Some((_, inner)) = known
+                .fields
+                .iter()
+                .find(|(f, _)| *f == key.get_ref().as_ref())
+            else {
                 return false;
             };
-            path.push(field);
-            let known = !tables.contains_key(path.as_slice())
-                || match value.get_ref() {
-                    toml::de::DeValue::Table(inner) => walk(inner, path, tables),
-                    toml::de::DeValue::Array(items) => {
-                        items.iter().all(|item| match item.get_ref() {
-                            toml::de::DeValue::Table(inner) => walk(inner, path, tables),
-                            _ => true,
-                        })
-                    }
+            let Some(inner) = inner else {
+                return true;
+            };
+            match value.get_ref() {
+                toml::de::DeValue::Table(table) => walk(table, inner),
+                toml::de::DeValue::Array(items) => items.iter().all(|item| match item.get_ref() {
+                    toml::de::DeValue::Table(table) => walk(table, inner),
                     _ => true,
-                };
-            path.pop();
-            known
+                }),
+                _ => true,
+            }
         })
     }
-    walk(root, &mut Vec::new(), tables())
+    static ROOT: OnceLock<Option<Known>> = OnceLock::new();
+    ROOT.get_or_init(|| Known::at(tables(), &mut Vec::new()))
+        .as_ref()
+        .is_some_and(|known| walk(root, known))
+}
+
+/// [`Tables`] as a tree, for [`all_known`]'s walk: a table's fields, each with the table its
+/// value is when it is one (looked up by path once, not for every key of a document).
+struct Known {
+    fields: Vec<(&'static str, Option<Known>)>,
+}
+
+impl Known {
+    fn at(tables: &Tables, path: &mut Vec<&'static str>) -> Option<Known> {
+        let fields = tables.get(path.as_slice())?;
+        let fields = fields
+            .iter()
+            .map(|field| {
+                path.push(field);
+                let inner = Known::at(tables, path);
+                path.pop();
+                (*field, inner)
+            })
+            .collect();
+        Some(Known { fields })
+    }
 }
 
 /// Every struct's field names in `T`, by path.
