@@ -381,6 +381,7 @@ fn serve_help_names_sighup_rust_log_and_isogate_workers() {
         "SIGHUP           reload the resource file",
         "RUST_LOG         the log filter",
         "ISOGATE_WORKERS  how many threads serve",
+        "MIMALLOC_PURGE_DELAY  how long freed memory stays resident",
         "--config <FILE>",
     ] {
         assert!(out.contains(needle), "{needle:?} missing in:\n{out}");
@@ -900,6 +901,42 @@ async fn isogate_workers_sets_the_serving_threads() {
     let cpus = std::thread::available_parallelism().unwrap().get();
     assert_eq!(worker_threads_when(running.pid(), cpus), cpus);
     assert!(!token_from(issuer, "urn:invoices").await.is_empty());
+}
+
+/// `serve` runs with mimalloc's `MIMALLOC_PURGE_DELAY` at 0, so that memory a load frees is
+/// given back at once: it starts itself again with it, in the same process (the id it was
+/// started with, its arguments, its stderr). A value the operator set is kept.
+#[test]
+fn serve_gives_freed_memory_back_at_once_unless_told_otherwise() {
+    let purge_delay = |pid: u32| {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        environ
+            .split(|b| *b == 0)
+            .find_map(|var| var.strip_prefix(b"MIMALLOC_PURGE_DELAY="))
+            .map(|value| String::from_utf8_lossy(value).into_owned())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("isogate.toml");
+    std::fs::write(&path, issuer_section("http://isogate.test") + SEED).unwrap();
+    let args = ["serve", "--config", path.to_str().unwrap()];
+    for (set, expected) in [(None, "0"), (Some("250"), "250")] {
+        let env: Vec<(&str, &str)> = set
+            .map(|v| ("MIMALLOC_PURGE_DELAY", v))
+            .into_iter()
+            .collect();
+        let mut running = Running::spawn_with_env(env!("CARGO_BIN_EXE_isogate"), &args, &env);
+        running.wait_for("listening role=issuer addr=");
+        assert_eq!(purge_delay(running.pid()).as_deref(), Some(expected));
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", running.pid())).unwrap();
+        let cmdline: Vec<&[u8]> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .collect();
+        let expected_args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        assert_eq!(cmdline[1..], expected_args[..]);
+        running.signal("TERM");
+        assert_eq!(running.finish().0, Some(0));
+    }
 }
 
 #[tokio::test]
