@@ -122,11 +122,11 @@ listener or the grant store cannot be opened.")]
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    if matches!(cli.command, Command::Serve { .. }) {
-        purge_at_once();
-    }
     match cli.command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config } => {
+            purge_at_once();
+            serve(&config)
+        }
         Command::Check { config } => check(&config),
         Command::HashSecret { secret } => match input("secret", secret) {
             Ok(secret) => {
