@@ -18,10 +18,11 @@ use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, Recom
 use tokio::sync::watch;
 
 /// Events closer together than this are one change (editors write a file in several steps:
-/// a backup rename, a create, writes, a close, all within a few milliseconds). A file still
-/// open for writing is waited for apart from this, and a trigger that changed nothing is
-/// not a reload, so a short window costs at most a load.
-const DEBOUNCE: Duration = Duration::from_millis(30);
+/// a backup rename, a create, writes, a close, all within a few milliseconds). Every reload
+/// waits this long, so it is short: a file still open for writing is waited for apart from
+/// this, so is a resource file renamed away and not yet replaced, and a trigger that changed
+/// nothing is not a reload, so a window too short costs at most a load.
+const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// What one reload attempt did; published after every attempt so tests and operators can wait
 /// for it instead of sleeping.

@@ -63,6 +63,7 @@ impl Reloader {
                 Ok(()) = changes.changed() => false,
             };
             settled(&mut changes).await;
+            reappeared(&self.path, &mut changes).await;
             let Some((loaded, hash)) = self.load_settled(&files).await else {
                 continue;
             };
@@ -203,6 +204,19 @@ async fn settled(changes: &mut watch::Receiver<Change>) {
         match tokio::time::timeout(STALL, changes.changed()).await {
             Ok(Ok(())) => {}
             // Stalled, or the watch is gone: read what is there.
+            _ => return,
+        }
+    }
+}
+
+/// Waits while the resource file is gone, for at most [`STALL`] in all: an editor that saves
+/// by renaming the file away and writing a new one is between the two, and a file deleted
+/// for good is a rejected reload once this ends.
+async fn reappeared(path: &std::path::Path, changes: &mut watch::Receiver<Change>) {
+    let deadline = tokio::time::Instant::now() + STALL;
+    while !tokio::fs::try_exists(path).await.unwrap_or(true) {
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => settled(changes).await,
             _ => return,
         }
     }

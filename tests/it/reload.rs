@@ -365,6 +365,22 @@ async fn a_deleted_and_recreated_file_is_applied_and_the_deletion_changes_nothin
     assert_eq!(scope_granted(&isogate).await, "read");
 }
 
+/// An editor's save that renames the file away (its backup) and then writes a new one: the
+/// moment between the two is not a rejected reload, even when it is longer than the watch's
+/// debounce. The new file is applied, once.
+#[tokio::test]
+async fn a_file_renamed_away_and_then_written_anew_is_one_reload_and_no_rejection() {
+    let upstream = Upstream::start().await;
+    let isogate = Isogate::start(&config(&upstream.url(), "[\"read\", \"write\"]", "")).await;
+    let path = isogate.path("isogate.toml");
+    std::fs::rename(&path, isogate.path("isogate.toml~")).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    std::fs::write(&path, config(&upstream.url(), "[\"read\"]", "")).unwrap();
+    let status = isogate.reloaded(|s| s.applied == 1).await;
+    assert_eq!((status.rejected, status.generation), (0, 2), "{status:?}");
+    assert_eq!(scope_granted(&isogate).await, "read");
+}
+
 /// A file rewritten in place with a pause mid-write: its first half is valid TOML without the
 /// invoices route's `[routes.scopes]`, which would let a read-only token write. It is never
 /// applied; the whole file is, once written and closed.
