@@ -389,6 +389,41 @@ impl Metrics {
         self.first_request(series, status, reason);
     }
 
+    /// Drops the series of every route whose `path_prefix` is not among `prefixes` (a reload
+    /// removed it), so that the scrape holds the routes that exist and not every route ever
+    /// served. A request still in flight on a removed route counts it again; the next reload
+    /// drops it.
+    pub fn keep_routes<'a>(&self, prefixes: impl IntoIterator<Item = &'a str>) {
+        let keep: rustc_hash::FxHashSet<&str> = prefixes.into_iter().collect();
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        routes.retain(|prefix, series| {
+            if &**prefix == NO_ROUTE || keep.contains(&**prefix) {
+                return true;
+            }
+            for (outcome, histogram) in OUTCOMES.iter().zip(&series.durations) {
+                if histogram.get().is_some() {
+                    self.durations.remove(&RouteLabels {
+                        route: series.label.clone(),
+                        outcome,
+                    });
+                }
+            }
+            let counters = series
+                .requests
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            for &(status, reason) in counters.keys() {
+                self.requests.remove(&RequestLabels {
+                    role: "proxy",
+                    route: series.label.clone(),
+                    status,
+                    reason,
+                });
+            }
+            false
+        });
+    }
+
     /// Times one request of `series` with the outcome at index `outcome` of [`OUTCOMES`].
     fn observe(&self, series: &RouteSeries, outcome: usize, elapsed: Duration) {
         series.durations[outcome]

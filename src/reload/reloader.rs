@@ -182,6 +182,14 @@ impl Reloader {
         if let Some(gateway) = &self.gateway {
             gateway.configure(&snapshot.config);
         }
+        // The series of routes this configuration removed go from the scrape.
+        self.metrics.keep_routes(
+            snapshot
+                .config
+                .routes
+                .iter()
+                .map(|r| r.path_prefix.as_str()),
+        );
         self.state.store(snapshot);
         // Metrics and load time first: whoever sees the status sees them too.
         let generation = self.status.borrow().generation + 1;

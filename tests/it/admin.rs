@@ -463,6 +463,73 @@ async fn reloads_show_in_the_metrics_and_the_config_view_without_secrets() {
     assert_ne!(applied.hash, first.hash);
 }
 
+/// A reload that removes a route removes that route's series from the scrape; the routes that
+/// stay keep counting from where they were.
+#[tokio::test]
+async fn a_route_removed_by_a_reload_leaves_the_scrape() {
+    let upstream = Upstream::start().await;
+    let isogate = start(&upstream).await;
+    let invoices = token_for(&isogate, "urn:invoices").await;
+    let products = token_for(&isogate, "urn:products").await;
+    let at = |path: &str| proxy_url(&isogate, path);
+    assert_eq!(
+        call(&at("/invoices/1"), Some(&invoices)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&at("/products/1"), Some(&products)).await.status,
+        StatusCode::OK
+    );
+    let routes_in = |scrape: &Scrape, name: &str| -> Vec<String> {
+        let mut routes: Vec<String> = scrape
+            .series(name)
+            .iter()
+            .filter_map(|sample| sample.labels.get("route").cloned())
+            .collect();
+        routes.sort();
+        routes
+    };
+    let before = Scrape::of(&isogate).await;
+    assert_eq!(
+        routes_in(&before, "isogate_requests_total"),
+        ["/invoices", "/products"]
+    );
+
+    let without_products = config(&upstream.url(), "[\"read\", \"write\"]").replace(
+        &format!(
+            "[[routes]]\npath_prefix = \"/products\"\nupstream = \"{}\"\nresource = \"urn:products\"\n",
+            upstream.url()
+        ),
+        "",
+    );
+    assert!(!without_products.contains("\"/products\""));
+    write_atomically(&isogate.path("isogate.toml"), &without_products);
+    isogate.reloaded(|s| s.applied == 1).await;
+    assert_eq!(
+        call(&at("/invoices/2"), Some(&invoices)).await.status,
+        StatusCode::OK
+    );
+
+    let after = Scrape::of(&isogate).await;
+    assert_eq!(routes_in(&after, "isogate_requests_total"), ["/invoices"]);
+    assert_eq!(
+        routes_in(&after, "isogate_request_duration_seconds_count"),
+        ["/invoices"]
+    );
+    assert_eq!(
+        after.get(
+            "isogate_requests_total",
+            &[
+                ("role", "proxy"),
+                ("route", "/invoices"),
+                ("status", "200"),
+                ("reason", "ok"),
+            ],
+        ),
+        2.0
+    );
+}
+
 async fn refuses_connections(addr: SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_err()
 }
