@@ -525,10 +525,7 @@ fn routing(c: &mut Criterion) {
 
 criterion_group! {
     name = gateway;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50);
+    config = common::criterion();
     targets = cold, warm, full_cache, routing
 }
 criterion_main!(gateway);

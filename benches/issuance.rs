@@ -222,10 +222,7 @@ fn sign(c: &mut Criterion) {
 
 criterion_group! {
     name = issuance;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50);
+    config = common::criterion();
     targets = rules, token, sign
 }
 criterion_main!(issuance);

@@ -6,6 +6,8 @@
 //! Run with `cargo bench --bench scale`. Each file is generated and validated before its
 //! measured closures.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -187,10 +189,7 @@ fn token(c: &mut Criterion) {
 
 criterion_group! {
     name = scale;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50);
+    config = common::criterion();
     targets = routing, rules, token
 }
 criterion_main!(scale);

@@ -1,6 +1,19 @@
-//! What the benches share. Each file in benches/ is its own crate; they include this one.
+//! What the benches share. Each file in benches/ is its own crate; they include this one, and
+//! each uses only some of it.
+#![allow(dead_code)]
+
+use std::time::Duration;
 
 use isogate::jwt::Alg;
+
+/// The criterion settings of the micro-benches: 1 s of warm-up, 3 s of measurement, 50
+/// samples.
+pub(crate) fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50)
+}
 
 /// A cut-down copy of the example resource file (invoices isolated, products shared, client
 /// `client` with secret `secret`) with one signing key of `alg`, created in the bench's folder on
