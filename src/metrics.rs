@@ -129,6 +129,27 @@ struct RouteSeries {
     requests: RwLock<FxHashMap<(u16, &'static str), Counter>>,
 }
 
+impl RouteSeries {
+    /// The labels of its `isogate_request_duration_seconds` for `outcome` (one of
+    /// [`OUTCOMES`]): made here only, so that what is removed is what was made.
+    fn duration_labels(&self, outcome: &'static str) -> RouteLabels {
+        RouteLabels {
+            route: self.label.clone(),
+            outcome,
+        }
+    }
+
+    /// The labels of its `isogate_requests_total` counter for `status` and `reason`.
+    fn request_labels(&self, status: u16, reason: &'static str) -> RequestLabels {
+        RequestLabels {
+            role: "proxy",
+            route: self.label.clone(),
+            status,
+            reason,
+        }
+    }
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
@@ -402,10 +423,7 @@ impl Metrics {
             }
             for (outcome, histogram) in OUTCOMES.iter().zip(&series.durations) {
                 if histogram.get().is_some() {
-                    self.durations.remove(&RouteLabels {
-                        route: series.label.clone(),
-                        outcome,
-                    });
+                    self.durations.remove(&series.duration_labels(outcome));
                 }
             }
             let counters = series
@@ -413,12 +431,7 @@ impl Metrics {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
             for &(status, reason) in counters.keys() {
-                self.requests.remove(&RequestLabels {
-                    role: "proxy",
-                    route: series.label.clone(),
-                    status,
-                    reason,
-                });
+                self.requests.remove(&series.request_labels(status, reason));
             }
             false
         });
@@ -428,10 +441,8 @@ impl Metrics {
     fn observe(&self, series: &RouteSeries, outcome: usize, elapsed: Duration) {
         series.durations[outcome]
             .get_or_init(|| {
-                self.durations.get_or_create_owned(&RouteLabels {
-                    route: series.label.clone(),
-                    outcome: OUTCOMES[outcome],
-                })
+                self.durations
+                    .get_or_create_owned(&series.duration_labels(OUTCOMES[outcome]))
             })
             .observe(elapsed.as_secs_f64());
     }
@@ -451,12 +462,9 @@ impl Metrics {
 
     /// Counts the first request of a route with this status and reason, and keeps its counter.
     fn first_request(&self, series: &RouteSeries, status: u16, reason: &'static str) {
-        let counter = self.requests.get_or_create_owned(&RequestLabels {
-            role: "proxy",
-            route: series.label.clone(),
-            status,
-            reason,
-        });
+        let counter = self
+            .requests
+            .get_or_create_owned(&series.request_labels(status, reason));
         counter.inc();
         series
             .requests
