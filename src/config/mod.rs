@@ -3,6 +3,7 @@
 
 pub mod host;
 mod known;
+mod pieces;
 mod raw;
 mod validate;
 pub(crate) use validate::{DEFAULT_REFRESH_LIFETIME, DEFAULT_REFRESH_SLIDING_LIFETIME};
@@ -545,6 +546,25 @@ pub fn load_read(
 /// again without it), and every problem of meaning in what remains.
 pub fn parse(text: &str, dir: &Path, missing_keys: MissingKeys) -> Result<Config, Vec<Problem>> {
     let lines = Lines::new(text);
+    // A big file is first parsed in pieces; if it has a problem, the whole is parsed again
+    // below to say where.
+    if text.len() > 2 * pieces::PIECE {
+        if let Some(config) = pieces::parse(text, pieces::PIECE)
+            .and_then(|file| without_problems(file, dir, missing_keys, &lines))
+        {
+            return Ok(config);
+        }
+    }
+    parse_whole(text, dir, missing_keys, &lines)
+}
+
+/// [`parse`], of the whole text at once.
+fn parse_whole(
+    text: &str,
+    dir: &Path,
+    missing_keys: MissingKeys,
+    lines: &Lines<'_>,
+) -> Result<Config, Vec<Problem>> {
     let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
     let in_order = |mut problems: Vec<Problem>| {
         problems.sort_by_key(|p| (p.line, p.column));
@@ -561,11 +581,11 @@ pub fn parse(text: &str, dir: &Path, missing_keys: MissingKeys) -> Result<Config
         file,
         unknown,
         mut problems,
-    } = deserialize(root, text, &lines).map_err(in_order)?;
+    } = deserialize(root, text, lines).map_err(in_order)?;
     let mended: BTreeSet<String> = problems.iter().map(|p| p.key.clone()).collect();
     problems.extend(unknown);
     let mut meaning = Vec::new();
-    let config = validate::validate(file, &lines, dir, missing_keys, &mut meaning);
+    let config = validate::validate(file, lines, dir, missing_keys, &mut meaning);
     // A key already reported as mistyped or missing stood in for by a placeholder: what
     // validation says about that placeholder is noise.
     problems.extend(meaning.into_iter().filter(|p| !mended.contains(&p.key)));
@@ -574,6 +594,30 @@ pub fn parse(text: &str, dir: &Path, missing_keys: MissingKeys) -> Result<Config
     } else {
         Err(in_order(problems))
     }
+}
+
+/// The configuration `file` makes, or `None` when it has a problem.
+fn without_problems(
+    file: raw::File,
+    dir: &Path,
+    missing_keys: MissingKeys,
+    lines: &Lines<'_>,
+) -> Option<Config> {
+    let mut meaning = Vec::new();
+    let config = validate::validate(file, lines, dir, missing_keys, &mut meaning);
+    meaning.is_empty().then_some(config)
+}
+
+/// `root` deserialized into the raw shapes when every key is known and of the right shape.
+///
+/// Without serde_path_to_error, which copies every key it passes to know where an error is,
+/// and without serde_ignored (which copies them too): a file with a problem is deserialized
+/// again with both, by [`deserialize`].
+fn shaped(root: toml::Spanned<toml::de::DeTable<'_>>) -> Option<raw::File> {
+    if !known::all_known(root.get_ref()) {
+        return None;
+    }
+    <raw::File as serde::Deserialize>::deserialize(toml::de::Deserializer::from(root)).ok()
 }
 
 /// What [`deserialize`] makes of a file.
@@ -598,18 +642,12 @@ fn deserialize(
     text: &str,
     lines: &Lines<'_>,
 ) -> Result<Shapes, Vec<Problem>> {
-    // Without serde_path_to_error, which copies every key it passes to know where an error
-    // is, and without serde_ignored (which copies them too) when no key is unknown: a file with
-    // a problem is deserialized again below, with both.
-    if known::all_known(root.get_ref()) {
-        let deserializer = toml::de::Deserializer::from(root);
-        if let Ok(file) = <raw::File as serde::Deserialize>::deserialize(deserializer) {
-            return Ok(Shapes {
-                file,
-                unknown: Vec::new(),
-                problems: Vec::new(),
-            });
-        }
+    if let Some(file) = shaped(root) {
+        return Ok(Shapes {
+            file,
+            unknown: Vec::new(),
+            problems: Vec::new(),
+        });
     }
     let (original, _) = toml::de::DeTable::parse_recoverable(text);
     // The mended copy, made at the first mend.

@@ -75,6 +75,46 @@ pub(super) struct File {
     pub shutdown_grace: Option<S<Duration>>,
 }
 
+impl File {
+    /// Goes on with `more`, deserialized from the text after this one's: its arrays of tables
+    /// are appended; `None` when it sets a table or key this one sets too.
+    pub(super) fn append(&mut self, more: File) -> Option<()> {
+        fn once<T>(here: &mut Option<T>, more: Option<T>) -> Option<()> {
+            match (here.is_some(), more) {
+                (true, Some(_)) => return None,
+                (false, Some(more)) => *here = Some(more),
+                (_, None) => {}
+            }
+            Some(())
+        }
+        let File {
+            issuer,
+            identity_resources,
+            api_scopes,
+            api_resources,
+            clients,
+            users,
+            proxy,
+            routes,
+            admin,
+            store,
+            shutdown_grace,
+        } = more;
+        once(&mut self.issuer, issuer)?;
+        once(&mut self.proxy, proxy)?;
+        once(&mut self.admin, admin)?;
+        once(&mut self.store, store)?;
+        once(&mut self.shutdown_grace, shutdown_grace)?;
+        self.identity_resources.extend(identity_resources);
+        self.api_scopes.extend(api_scopes);
+        self.api_resources.extend(api_resources);
+        self.clients.extend(clients);
+        self.users.extend(users);
+        self.routes.extend(routes);
+        Some(())
+    }
+}
+
 /// `[issuer]`.
 #[derive(Debug, Deserialize)]
 pub(super) struct Issuer {

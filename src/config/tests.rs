@@ -949,3 +949,50 @@ fn mcp_rules_name_methods_tools_and_listed_scopes_and_replace_route_scopes() {
         "at least one rule",
     );
 }
+
+/// `VALID` with `n` more of each entry, a route and the proxy: big enough to be parsed in
+/// pieces.
+fn big(n: usize) -> String {
+    let mut text = format!("{VALID}\n[proxy]\nlisten = \"127.0.0.1:0\"\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[api_scopes]]\nname = \"scope-{i}\"\n\n[[api_resources]]\nname = \"urn:api-{i}\"\n\
+             scopes = [\"scope-{i}\"]\n\n[[clients]]\nclient_id = \"client-{i}\"\n\
+             secrets = [\"sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=\"]\n\
+             allowed_grant_types = [\"client_credentials\"]\nallowed_scopes = [\"scope-{i}\"]\n\n\
+             [[routes]]\npath_prefix = \"/api-{i}\"\nupstream = \"http://127.0.0.1:4\"\n\
+             resource = \"urn:api-{i}\"\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn a_big_file_parsed_in_pieces_is_the_configuration_of_the_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = big(500);
+    assert!(text.len() > 4 * pieces::PIECE);
+    assert!(pieces::parse(&text, pieces::PIECE).is_some());
+    let lines = Lines::new(&text);
+    let in_pieces = parse(&text, dir.path(), MissingKeys::Accept).unwrap();
+    let whole = parse_whole(&text, dir.path(), MissingKeys::Accept, &lines).unwrap();
+    assert_eq!(format!("{in_pieces:?}"), format!("{whole:?}"));
+    assert_eq!(in_pieces.routes.len(), 500);
+    assert_eq!(in_pieces.clients.len(), 501);
+}
+
+#[test]
+fn a_problem_in_a_big_file_is_reported_at_its_line_in_the_whole() {
+    let text = format!("{}\n[[routes]]\npath_prefix = \"/late\"\nupstream = \"ftp://x\"\nresource = \"urn:invoices\"\n", big(500));
+    let line = text
+        .lines()
+        .position(|l| l == "upstream = \"ftp://x\"")
+        .unwrap()
+        + 1;
+    has(&problems(&text), "routes[500].upstream", line, "");
+    // A key that two pieces define: left to the whole, which says where.
+    let text = format!("{}\n[proxy]\nlisten = \"127.0.0.1:1\"\n", big(500));
+    let line = text.lines().count() - 1;
+    let found = problems(&text);
+    assert!(found.iter().any(|p| p.line == line), "{found:?}");
+}
