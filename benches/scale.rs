@@ -1,7 +1,8 @@
 //! How the request paths scale with the resource file (see BENCHMARKS.md, "Scale"): one file
 //! with N API resources, N clients and N routes, for N = 10, 1,000 and 10,000, and the last of
 //! each exercised. Route choice through the index next to the plain scan of every route, the
-//! SPEC §3 rules with and without a resource indicator, and the whole token endpoint.
+//! SPEC §3 rules with and without a resource indicator, the whole token endpoint, and the load
+//! of the file itself (parse and validation, in pieces above 32 KiB).
 //!
 //! Run with `cargo bench --bench scale`. Each file is generated and validated before its
 //! measured closures.
@@ -187,9 +188,29 @@ fn token(c: &mut Criterion) {
     group.finish();
 }
 
+/// `config::parse` of the whole file, as `check` and a reload run it (the key is not read).
+/// With the system allocator, which keeps what a load freed for the next one: the server's
+/// reload, which gives it back at once, also pays for faulting it in again.
+fn load(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scale_load");
+    // A load of 10,000 entries takes about 100 ms: fewer samples than the other groups.
+    group.sample_size(10);
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    for n in SIZES {
+        let text = resource_file(n);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &text, |b, text| {
+            b.iter(|| {
+                config::parse(black_box(text), dir.path(), MissingKeys::Accept)
+                    .unwrap_or_else(|problems| panic!("the scale file is invalid: {problems:?}"))
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = scale;
     config = common::criterion();
-    targets = routing, rules, token
+    targets = routing, rules, token, load
 }
 criterion_main!(scale);
