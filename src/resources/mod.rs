@@ -174,6 +174,33 @@ impl ApiResource {
     }
 }
 
+/// A set of names, sorted, in one allocation of exactly its size. Kept per client for the life
+/// of a configuration: a `BTreeSet<String>` holds a node with room for eleven, 280 bytes for a
+/// client with one scope.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names(Box<[String]>);
+
+impl Names {
+    /// Whether `name` is in the set.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.binary_search_by(|n| n.as_str().cmp(name)).is_ok()
+    }
+
+    /// The names in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+}
+
+impl FromIterator<String> for Names {
+    fn from_iter<I: IntoIterator<Item = String>>(names: I) -> Self {
+        let mut names: Vec<String> = names.into_iter().collect();
+        names.sort_unstable();
+        names.dedup();
+        Names(names.into_boxed_slice())
+    }
+}
+
 /// An OAuth grant type a client may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GrantType {
@@ -228,7 +255,7 @@ pub struct Client {
     /// Grant types the client may use.
     pub allowed_grant_types: BTreeSet<GrantType>,
     /// Scope names (identity or API) the client may request.
-    pub allowed_scopes: BTreeSet<String>,
+    pub allowed_scopes: Names,
     /// Overrides the issuer's access token lifetime.
     pub access_token_lifetime: Option<Duration>,
     /// Exact redirect URIs for `authorization_code`.

@@ -228,7 +228,7 @@ impl V<'_> {
         values: &[S<String>],
         key: &(impl fmt::Display + ?Sized),
     ) -> Vec<SecretHash> {
-        values
+        let mut hashes: Vec<SecretHash> = values
             .iter()
             .enumerate()
             .filter_map(|(i, s)| match SecretHash::parse(s.get_ref()) {
@@ -238,7 +238,10 @@ impl V<'_> {
                     None
                 }
             })
-            .collect()
+            .collect();
+        // Kept for the life of the configuration: no room to spare (collected, it has four).
+        hashes.shrink_to_fit();
+        hashes
     }
 
     /// A name must be unique among `seen`; reports the second occurrence.

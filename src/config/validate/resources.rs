@@ -82,6 +82,8 @@ pub(super) fn scopes(
             },
         );
     }
+    // Built again in one go, which fills each node (see `clients::client_configs`).
+    model.api_scopes = std::mem::take(&mut model.api_scopes).into_iter().collect();
 }
 
 pub(super) fn apis(
