@@ -14,6 +14,7 @@ pub mod issuer;
 pub mod jwt;
 pub(crate) mod memory;
 pub(crate) mod metrics;
+pub(crate) mod positions;
 pub(crate) mod protocol;
 pub mod proxy;
 pub mod reload;

@@ -18,9 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
-
 use crate::jwt::KeySet;
+use crate::positions::Positions;
 use crate::resources::{Client, Model};
 
 /// What to do with a signing key file that is missing but marked `generate_if_missing`.
@@ -254,30 +253,42 @@ pub struct User {
 #[derive(Debug, Clone, Default)]
 pub struct Users {
     list: Vec<User>,
-    by_subject: FxHashMap<String, usize>,
-    by_username: FxHashMap<String, usize>,
+    by_subject: Positions,
+    by_username: Positions,
 }
 
 impl Users {
     /// Indexes `list`.
     pub fn new(list: Vec<User>) -> Self {
-        let mut users = Users::default();
-        for (i, user) in list.iter().enumerate() {
-            users.by_subject.entry(user.subject.clone()).or_insert(i);
-            users.by_username.entry(user.username.clone()).or_insert(i);
+        let mut users = Users {
+            list,
+            ..Users::default()
+        };
+        for i in 0..users.list.len() {
+            users
+                .by_subject
+                .insert_first(i, |i| users.list.get(i).map(|u| u.subject.as_str()));
+            users
+                .by_username
+                .insert_first(i, |i| users.list.get(i).map(|u| u.username.as_str()));
         }
-        users.list = list;
         users
     }
 
     /// The user whose `sub` is `subject`.
     pub fn by_subject(&self, subject: &str) -> Option<&User> {
-        self.list.get(*self.by_subject.get(subject)?)
+        let i = (self.by_subject).get(Some(subject), |i| {
+            self.list.get(i).map(|u| u.subject.as_str())
+        })?;
+        self.list.get(i)
     }
 
     /// The user who logs in as `username`.
     pub fn by_username(&self, username: &str) -> Option<&User> {
-        self.list.get(*self.by_username.get(username)?)
+        let i = (self.by_username).get(Some(username), |i| {
+            self.list.get(i).map(|u| u.username.as_str())
+        })?;
+        self.list.get(i)
     }
 
     /// How many there are.
@@ -355,8 +366,8 @@ pub struct Route {
     pub path_prefix: String,
     /// The host it is pinned to.
     pub host: Option<Host>,
-    /// The upstream origin, e.g. `http://127.0.0.1:9001`.
-    pub upstream: Upstream,
+    /// The upstream origin, e.g. `http://127.0.0.1:9001`; one for all the routes that name it.
+    pub upstream: Arc<Upstream>,
     /// The API resource this route protects.
     pub resource: String,
     /// Method → scopes; `*` for the rest. Empty: any scope of the resource.

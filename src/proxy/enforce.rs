@@ -500,7 +500,9 @@ mod tests {
         Route {
             path_prefix: "/invoices".into(),
             host: None,
-            upstream: crate::config::Upstream::parse("http://127.0.0.1:1").unwrap(),
+            upstream: std::sync::Arc::new(
+                crate::config::Upstream::parse("http://127.0.0.1:1").unwrap(),
+            ),
             resource: "urn:invoices".into(),
             scopes: rules
                 .iter()

@@ -9,7 +9,9 @@
 
 use std::borrow::Cow;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::FxHashSet;
+
+use crate::positions::Positions;
 
 use crate::config::Route;
 
@@ -192,13 +194,23 @@ fn push_escape(out: &mut String, b: u8) {
     out.push(char::from(HEX[usize::from(b & 0x0F)]));
 }
 
-/// The routes of a file indexed for [`Index::select`]: host-less routes by prefix, and routes
-/// naming a host by host, then prefix. Prefixes are kept without trailing slashes (the root is
-/// the empty string); each key holds the first route of the file with it.
+/// The routes of a file indexed for [`Index::select`], by host (none for a host-less route)
+/// and prefix. Prefixes are looked up without trailing slashes (the root is the empty string);
+/// each key finds the first route of the file with it. The keys are read from the routes, not
+/// copied: pass the same slice to every call.
 #[derive(Debug, Default)]
 pub struct Index {
-    any_host: FxHashMap<Box<str>, usize>,
-    by_host: FxHashMap<Box<str>, FxHashMap<Box<str>, usize>>,
+    by_key: Positions,
+    /// The hosts that routes name: a request for another host looks up host-less routes only.
+    hosts: FxHashSet<Box<str>>,
+}
+
+/// A route's key in the [`Index`].
+fn key(route: &Route) -> (Option<&str>, &str) {
+    (
+        route.host.as_ref().map(|h| h.as_str()),
+        route.path_prefix.trim_end_matches('/'),
+    )
 }
 
 impl Index {
@@ -206,13 +218,12 @@ impl Index {
     pub fn new(routes: &[Route]) -> Self {
         let mut index = Index::default();
         for (i, route) in routes.iter().enumerate() {
-            let prefixes = match &route.host {
-                None => &mut index.any_host,
-                Some(host) => index.by_host.entry(host.as_str().into()).or_default(),
-            };
-            prefixes
-                .entry(route.path_prefix.trim_end_matches('/').into())
-                .or_insert(i);
+            if let Some(host) = &route.host {
+                if !index.hosts.contains(host.as_str()) {
+                    index.hosts.insert(host.as_str().into());
+                }
+            }
+            index.by_key.insert_first(i, |i| routes.get(i).map(key));
         }
         index
     }
@@ -228,14 +239,16 @@ impl Index {
         host: Option<&str>,
         path: &str,
     ) -> Option<&'a Route> {
-        let named = self.named(host);
+        let host = self.named(host);
+        let find = |key| self.find(routes, key);
         let mut end = path.len();
         loop {
             let prefix = &path[..end];
-            let found = named
-                .and_then(|prefixes| prefixes.get(prefix))
-                .or_else(|| self.any_host.get(prefix));
-            if let Some(&i) = found {
+            let found = host
+                .as_deref()
+                .and_then(|host| find((Some(host), prefix)))
+                .or_else(|| find((None, prefix)));
+            if let Some(i) = found {
                 return routes.get(i);
             }
             if end == 0 {
@@ -255,24 +268,34 @@ impl Index {
         prefix: &str,
     ) -> Option<&'a Route> {
         let key = if prefix == "/" { "" } else { prefix };
-        let named = self.named(host).and_then(|prefixes| prefixes.get(key));
-        let any = self.any_host.get(key);
+        let named = self
+            .named(host)
+            .and_then(|host| self.find(routes, (Some(&host), key)));
+        let any = self.find(routes, (None, key));
         let first = match (named, any) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b)?,
         };
-        routes.get(*first).filter(|r| r.path_prefix == prefix)
+        routes.get(first).filter(|r| r.path_prefix == prefix)
     }
 
-    /// The prefixes of the routes naming the host of the authority `host`, if any.
-    fn named(&self, host: Option<&str>) -> Option<&FxHashMap<Box<str>, usize>> {
+    /// The position of the first route with `key`.
+    fn find(&self, routes: &[Route], key: (Option<&str>, &str)) -> Option<usize> {
+        self.by_key.get(Some(key), |i| routes.get(i).map(self::key))
+    }
+
+    /// The host of the authority `host`, lower-cased, when routes name it.
+    fn named<'h>(&self, host: Option<&'h str>) -> Option<Cow<'h, str>> {
+        if self.hosts.is_empty() {
+            return None;
+        }
         let host = host.and_then(crate::config::host::split)?;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             Cow::Owned(host.to_ascii_lowercase())
         } else {
             Cow::Borrowed(host)
         };
-        self.by_host.get(&*host)
+        self.hosts.contains(&*host).then_some(host)
     }
 }
 

@@ -10,10 +10,10 @@ pub use rules::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
-use rustc_hash::FxHashMap;
 use std::time::Duration;
 
 use crate::jwt::Alg;
+use crate::positions::Positions;
 use crate::secret::SecretHash;
 
 /// The scope that asks for a refresh token.
@@ -38,12 +38,15 @@ pub struct Model {
     index: OnceLock<ModelIndex>,
 }
 
-/// Positions in [`Model::api_resources`].
+/// Positions in [`Model::api_resources`]; the names are read from the resources, not copied.
 #[derive(Debug, Default)]
 struct ModelIndex {
-    by_name: FxHashMap<Box<str>, usize>,
-    /// Each scope name's listing resources, in file order.
-    by_scope: FxHashMap<Box<str>, Vec<usize>>,
+    by_name: Positions,
+    /// Every scope an API resource lists, as (resource, place in its `scopes`), by scope name
+    /// and then in file order.
+    listed: Vec<(usize, usize)>,
+    /// The first of `listed` with each scope name.
+    by_scope: Positions,
 }
 
 impl Model {
@@ -56,47 +59,68 @@ impl Model {
     fn lookups(&self) -> &ModelIndex {
         self.index.get_or_init(|| {
             let mut index = ModelIndex::default();
-            for (i, resource) in self.api_resources.iter().enumerate() {
+            for i in 0..self.api_resources.len() {
+                index.by_name.insert_first(i, |i| self.name_at(i));
+            }
+            index.listed = (self.api_resources.iter().enumerate())
+                .flat_map(|(i, r)| (0..r.scopes.len()).map(move |j| (i, j)))
+                .collect();
+            // Stable: file order within a name.
+            index.listed.sort_by_key(|&at| self.scope_at(at));
+            index.listed.shrink_to_fit();
+            for j in 0..index.listed.len() {
+                let listed = &index.listed;
                 index
-                    .by_name
-                    .entry(resource.name.as_str().into())
-                    .or_insert(i);
-                for scope in &resource.scopes {
-                    index
-                        .by_scope
-                        .entry(scope.as_str().into())
-                        .or_default()
-                        .push(i);
-                }
+                    .by_scope
+                    .insert_first(j, |j| listed.get(j).and_then(|&at| self.scope_at(at)));
             }
             index
         })
     }
 
+    fn name_at(&self, i: usize) -> Option<&str> {
+        self.api_resources.get(i).map(|r| r.name.as_str())
+    }
+
+    fn scope_at(&self, (i, j): (usize, usize)) -> Option<&str> {
+        let resource = self.api_resources.get(i)?;
+        resource.scopes.get(j).map(String::as_str)
+    }
+
     /// The API resource with this name.
     pub fn api_resource(&self, name: &str) -> Option<&ApiResource> {
-        let &i = self.lookups().by_name.get(name)?;
+        let i = self
+            .lookups()
+            .by_name
+            .get(Some(name), |i| self.name_at(i))?;
         self.api_resources.get(i)
     }
 
     /// The API resources that list the API scope `scope`, in file order (one that lists it
     /// twice comes twice).
-    pub fn listing(&self, scope: &str) -> impl Iterator<Item = &ApiResource> {
-        self.lookups()
-            .by_scope
-            .get(scope)
-            .into_iter()
-            .flatten()
-            .filter_map(|&i| self.api_resources.get(i))
+    pub fn listing<'a>(&'a self, scope: &'a str) -> impl Iterator<Item = &'a ApiResource> + 'a {
+        self.listing_at(scope)
+            .filter_map(|(i, _)| self.api_resources.get(i))
+    }
+
+    /// The places in [`ModelIndex::listed`] of `scope`.
+    fn listing_at<'a>(&'a self, scope: &'a str) -> impl Iterator<Item = (usize, usize)> + 'a {
+        let index = self.lookups();
+        let listed = &index.listed;
+        let first = index.by_scope.get(Some(scope), |j| {
+            listed.get(j).and_then(|&at| self.scope_at(at))
+        });
+        let from = first.and_then(|j| listed.get(j..)).unwrap_or_default();
+        from.iter()
+            .copied()
+            .take_while(move |&at| self.scope_at(at) == Some(scope))
     }
 
     /// The API resources that list any of `scopes`, each once, in file order.
     pub fn listing_any<'a>(&self, scopes: impl Iterator<Item = &'a str>) -> Vec<&ApiResource> {
-        let index = self.lookups();
         let mut at: Vec<usize> = scopes
-            .filter_map(|scope| index.by_scope.get(scope))
-            .flatten()
-            .copied()
+            .flat_map(|scope| self.listing_at(scope))
+            .map(|(i, _)| i)
             .collect();
         at.sort_unstable();
         at.dedup();
@@ -302,6 +326,86 @@ pub enum AssertionKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::prelude::*;
+
+    fn api(name: &str, scopes: &[String]) -> ApiResource {
+        ApiResource {
+            name: name.to_owned(),
+            display_name: None,
+            scopes: scopes.to_vec(),
+            isolated: false,
+            enabled: true,
+            user_claims: Vec::new(),
+            allowed_signing_algs: Vec::new(),
+            secrets: Vec::new(),
+            require_dpop: false,
+        }
+    }
+
+    /// Up to 12 resources from 5 names (so names repeat), each listing up to 4 of 6 scopes
+    /// (so a resource may list a scope twice).
+    fn models() -> impl Strategy<Value = Vec<(usize, Vec<usize>)>> {
+        prop::collection::vec((0..5usize, prop::collection::vec(0..6usize, 0..4)), 0..12)
+    }
+
+    proptest! {
+        /// The index finds what a scan of `api_resources` in file order finds.
+        #[test]
+        fn the_index_and_a_scan_agree(listed in models(), asked in prop::collection::vec(0..7usize, 0..4)) {
+            let model = Model {
+                api_resources: listed
+                    .iter()
+                    .map(|(n, s)| api(&format!("urn:{n}"), &s.iter().map(|s| format!("s{s}")).collect::<Vec<_>>()))
+                    .collect(),
+                ..Model::default()
+            };
+            model.index();
+            let at = |r: &ApiResource| r as *const ApiResource;
+            for n in 0..6 {
+                let name = format!("urn:{n}");
+                let first = model.api_resources.iter().find(|r| r.name == name);
+                prop_assert_eq!(model.api_resource(&name).map(at), first.map(at));
+            }
+            for s in 0..7 {
+                let scope = format!("s{s}");
+                let scan: Vec<_> = model
+                    .api_resources
+                    .iter()
+                    .flat_map(|r| r.scopes.iter().filter(|&x| *x == scope).map(move |_| at(r)))
+                    .collect();
+                prop_assert_eq!(model.listing(&scope).map(at).collect::<Vec<_>>(), scan);
+            }
+            let asked: Vec<String> = asked.iter().map(|s| format!("s{s}")).collect();
+            let scan: Vec<_> = model
+                .api_resources
+                .iter()
+                .filter(|r| r.scopes.iter().any(|x| asked.contains(x)))
+                .map(at)
+                .collect();
+            let any = model.listing_any(asked.iter().map(String::as_str));
+            prop_assert_eq!(any.into_iter().map(at).collect::<Vec<_>>(), scan);
+        }
+    }
+
+    #[test]
+    fn names_are_a_sorted_set() {
+        let names: Names = ["read", "openid", "read", "write"]
+            .map(str::to_owned)
+            .into_iter()
+            .collect();
+        assert_eq!(
+            names.iter().collect::<Vec<_>>(),
+            ["openid", "read", "write"]
+        );
+        for name in ["openid", "read", "write"] {
+            assert!(names.contains(name), "{name}");
+        }
+        for name in ["", "rea", "reads", "Read", "profile"] {
+            assert!(!names.contains(name), "{name}");
+        }
+        assert!(!Names::default().contains(""));
+    }
 
     #[test]
     fn grant_types_read_and_write_their_rfc_names() {

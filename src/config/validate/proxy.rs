@@ -190,8 +190,8 @@ pub(super) fn route_configs(
     has_proxy: bool,
 ) -> Vec<Route> {
     let mut seen = BTreeSet::new();
-    // Routes mostly share a few upstreams: each is parsed once, and its parts are shared.
-    let mut upstreams: std::collections::HashMap<String, Option<Upstream>> =
+    // Routes mostly share a few upstreams: each is parsed once, and shared.
+    let mut upstreams: std::collections::HashMap<String, Option<std::sync::Arc<Upstream>>> =
         std::collections::HashMap::new();
     // Kept for the life of the configuration: no room to spare (a grown Vec holds up to twice).
     let mut out = Vec::with_capacity(entries.len());
@@ -239,7 +239,7 @@ pub(super) fn route_configs(
         }
         let parsed = upstreams
             .entry(upstream.get_ref().clone())
-            .or_insert_with_key(|text| Upstream::parse(text))
+            .or_insert_with_key(|text| Upstream::parse(text).map(std::sync::Arc::new))
             .clone();
         if parsed.is_none() {
             v.at(

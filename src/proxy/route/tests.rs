@@ -8,8 +8,9 @@ fn route(prefix: &str, host: Option<&str>) -> Route {
     Route {
         path_prefix: prefix.to_owned(),
         host: host.map(|h| crate::config::Host::of(h).unwrap()),
-        upstream: crate::config::Upstream::parse(&format!("http://{}", host.unwrap_or("any")))
-            .unwrap(),
+        upstream: std::sync::Arc::new(
+            crate::config::Upstream::parse(&format!("http://{}", host.unwrap_or("any"))).unwrap(),
+        ),
         resource: format!("urn:{prefix}"),
         scopes: BTreeMap::new(),
         mcp: None,
