@@ -25,56 +25,9 @@ use tempfile::TempDir;
 /// The sizes measured.
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
 
-/// SHA-256 of `secret`, as `hash-secret` writes it.
-const SECRET_HASH: &str = "sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=";
-
 /// A fixed clock: issuance takes `now` as an argument.
 fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_800_000_000)
-}
-
-/// A resource file with `n` API resources `urn:api-i`, each listing its own scope `scope-i`,
-/// `n` clients `client-i` allowed that scope, and `n` routes `/api-i` to that resource.
-pub fn resource_file(n: usize) -> String {
-    let mut file = String::from(
-        r#"
-[issuer]
-listen = "127.0.0.1:0"
-issuer = "http://127.0.0.1:5000"
-
-[[issuer.signing_keys]]
-file = "keys/es256.pem"
-alg = "ES256"
-generate_if_missing = true
-
-[proxy]
-listen = "127.0.0.1:0"
-"#,
-    );
-    for i in 0..n {
-        file.push_str(&format!(
-            r#"
-[[api_scopes]]
-name = "scope-{i}"
-
-[[api_resources]]
-name = "urn:api-{i}"
-scopes = ["scope-{i}"]
-
-[[clients]]
-client_id = "client-{i}"
-secrets = ["{SECRET_HASH}"]
-allowed_grant_types = ["client_credentials"]
-allowed_scopes = ["scope-{i}"]
-
-[[routes]]
-path_prefix = "/api-{i}"
-upstream = "http://127.0.0.1:9001"
-resource = "urn:api-{i}"
-"#
-        ));
-    }
-    file
 }
 
 /// The validated file of size `n` and the folder of its key.
@@ -87,7 +40,7 @@ struct Setup {
 impl Setup {
     fn new(n: usize) -> Self {
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let config = config::parse(&resource_file(n), dir.path(), MissingKeys::Generate)
+        let config = config::parse(&common::scale_file(n), dir.path(), MissingKeys::Generate)
             .unwrap_or_else(|problems| panic!("the scale file is invalid: {problems:?}"));
         Setup {
             n,
@@ -197,7 +150,7 @@ fn load(c: &mut Criterion) {
     group.sample_size(10);
     let dir = tempfile::tempdir().expect("a temporary folder");
     for n in SIZES {
-        let text = resource_file(n);
+        let text = common::scale_file(n);
         group.bench_with_input(BenchmarkId::from_parameter(n), &text, |b, text| {
             b.iter(|| {
                 config::parse(black_box(text), dir.path(), MissingKeys::Accept)

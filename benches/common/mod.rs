@@ -54,3 +54,51 @@ allowed_scopes = ["read", "write"]
 "#
     )
 }
+
+/// SHA-256 of `secret`, as `hash-secret` writes it.
+pub(crate) const SECRET_HASH: &str = "sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=";
+
+/// The scale benches' resource file (BENCHMARKS.md, "Scale"): `n` API resources `urn:api-i`,
+/// each listing its own scope `scope-i`, `n` clients `client-i` (secret `secret`) allowed that
+/// scope, and `n` routes `/api-i` to that resource.
+pub(crate) fn scale_file(n: usize) -> String {
+    let mut file = String::from(
+        r#"
+[issuer]
+listen = "127.0.0.1:0"
+issuer = "http://127.0.0.1:5000"
+
+[[issuer.signing_keys]]
+file = "keys/es256.pem"
+alg = "ES256"
+generate_if_missing = true
+
+[proxy]
+listen = "127.0.0.1:0"
+"#,
+    );
+    for i in 0..n {
+        file.push_str(&format!(
+            r#"
+[[api_scopes]]
+name = "scope-{i}"
+
+[[api_resources]]
+name = "urn:api-{i}"
+scopes = ["scope-{i}"]
+
+[[clients]]
+client_id = "client-{i}"
+secrets = ["{SECRET_HASH}"]
+allowed_grant_types = ["client_credentials"]
+allowed_scopes = ["scope-{i}"]
+
+[[routes]]
+path_prefix = "/api-{i}"
+upstream = "http://127.0.0.1:9001"
+resource = "urn:api-{i}"
+"#
+        ));
+    }
+    file
+}
