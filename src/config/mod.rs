@@ -267,28 +267,33 @@ impl Users {
         for i in 0..users.list.len() {
             users
                 .by_subject
-                .insert_first(i, |i| users.list.get(i).map(|u| u.subject.as_str()));
+                .insert_first(i, |i| Users::subject(&users.list, i));
             users
                 .by_username
-                .insert_first(i, |i| users.list.get(i).map(|u| u.username.as_str()));
+                .insert_first(i, |i| Users::username(&users.list, i));
         }
         users
     }
 
     /// The user whose `sub` is `subject`.
     pub fn by_subject(&self, subject: &str) -> Option<&User> {
-        let i = (self.by_subject).get(Some(subject), |i| {
-            self.list.get(i).map(|u| u.subject.as_str())
-        })?;
+        let i = (self.by_subject).get(Some(subject), |i| Users::subject(&self.list, i))?;
         self.list.get(i)
     }
 
     /// The user who logs in as `username`.
     pub fn by_username(&self, username: &str) -> Option<&User> {
-        let i = (self.by_username).get(Some(username), |i| {
-            self.list.get(i).map(|u| u.username.as_str())
-        })?;
+        let i = (self.by_username).get(Some(username), |i| Users::username(&self.list, i))?;
         self.list.get(i)
+    }
+
+    /// The keys of [`Users::by_subject`] and [`Users::by_username`].
+    fn subject(list: &[User], i: usize) -> Option<&str> {
+        list.get(i).map(|u| u.subject.as_str())
+    }
+
+    fn username(list: &[User], i: usize) -> Option<&str> {
+        list.get(i).map(|u| u.username.as_str())
     }
 
     /// How many there are.

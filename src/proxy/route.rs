@@ -205,12 +205,13 @@ pub struct Index {
     hosts: FxHashSet<Box<str>>,
 }
 
-/// A route's key in the [`Index`].
-fn key(route: &Route) -> (Option<&str>, &str) {
-    (
+/// The key in the [`Index`] of the route at `i`.
+fn key(routes: &[Route], i: usize) -> Option<(Option<&str>, &str)> {
+    let route = routes.get(i)?;
+    Some((
         route.host.as_ref().map(|h| h.as_str()),
         route.path_prefix.trim_end_matches('/'),
-    )
+    ))
 }
 
 impl Index {
@@ -223,7 +224,7 @@ impl Index {
                     index.hosts.insert(host.as_str().into());
                 }
             }
-            index.by_key.insert_first(i, |i| routes.get(i).map(key));
+            index.by_key.insert_first(i, |i| key(routes, i));
         }
         index
     }
@@ -281,7 +282,7 @@ impl Index {
 
     /// The position of the first route with `key`.
     fn find(&self, routes: &[Route], key: (Option<&str>, &str)) -> Option<usize> {
-        self.by_key.get(Some(key), |i| routes.get(i).map(self::key))
+        self.by_key.get(Some(key), |i| self::key(routes, i))
     }
 
     /// The host of the authority `host`, lower-cased, when routes name it.

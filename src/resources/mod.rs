@@ -72,7 +72,7 @@ impl Model {
                 let listed = &index.listed;
                 index
                     .by_scope
-                    .insert_first(j, |j| listed.get(j).and_then(|&at| self.scope_at(at)));
+                    .insert_first(j, |j| self.listed_scope(listed, j));
             }
             index
         })
@@ -80,6 +80,11 @@ impl Model {
 
     fn name_at(&self, i: usize) -> Option<&str> {
         self.api_resources.get(i).map(|r| r.name.as_str())
+    }
+
+    /// The scope name of the `j`th of [`ModelIndex::listed`].
+    fn listed_scope(&self, listed: &[(usize, usize)], j: usize) -> Option<&str> {
+        listed.get(j).and_then(|&at| self.scope_at(at))
     }
 
     fn scope_at(&self, (i, j): (usize, usize)) -> Option<&str> {
@@ -107,9 +112,7 @@ impl Model {
     fn listing_at<'a>(&'a self, scope: &'a str) -> impl Iterator<Item = (usize, usize)> + 'a {
         let index = self.lookups();
         let listed = &index.listed;
-        let first = index.by_scope.get(Some(scope), |j| {
-            listed.get(j).and_then(|&at| self.scope_at(at))
-        });
+        let first = (index.by_scope).get(Some(scope), |j| self.listed_scope(listed, j));
         let from = first.and_then(|j| listed.get(j..)).unwrap_or_default();
         from.iter()
             .copied()
