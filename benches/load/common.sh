@@ -50,6 +50,24 @@ cpu_ticks() {
   echo "$total"
 }
 
+# Minor page faults, summed over the tree (a page given back to the kernel and used again costs
+# one).
+minor_faults() {
+  local total=0 pid fields
+  for pid in $(tree "$1"); do
+    fields="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
+    fields="${fields##*) }"
+    total=$((total + $(awk '{ print $8 }' <<<"$fields")))
+  done
+  echo "$total"
+}
+
+# Busy clock ticks of the whole machine, all cores (/proc/stat: user, nice, system, irq, softirq,
+# steal), to tell whether a row ran out of machine rather than out of server.
+machine_busy_ticks() {
+  awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+
 # Sum over the tree of a /proc/<pid>/status field, in KiB.
 status_kib() {
   local total=0 pid kib
