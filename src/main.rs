@@ -60,7 +60,7 @@ Environment:
   RUST_LOG         the log filter (default: info), e.g. RUST_LOG=isogate=debug
   ISOGATE_WORKERS  how many threads serve the token service and the gateway (default: one
                    per CPU)
-  MIMALLOC_PURGE_DELAY  how long freed memory stays resident, in ms (default here: 0, at once)
+  MIMALLOC_PURGE_DELAY  how long freed memory stays resident, in ms (default here: 10)
 
 Exits 64 on an invalid resource file or a store schema newer than this isogate, 1 when a
 listener or the grant store cannot be opened.")]
@@ -124,7 +124,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Serve { config } => {
-            purge_at_once();
+            purge_soon();
             serve(&config)
         }
         Command::Check { config } => check(&config),
@@ -164,26 +164,29 @@ fn main() -> ExitCode {
 }
 
 /// mimalloc's setting for how long memory freed to it stays resident before it is given back
-/// to the operating system (1 s by default; 0: at once). mimalloc reads it from the
-/// environment when it starts, before `main`.
+/// to the operating system (1 s by default). mimalloc reads it from the environment when it
+/// starts, before `main`.
 const PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
 
-/// Starts `serve` again in this process with [`PURGE_DELAY`] at 0, unless it is set. mimalloc
-/// purges what is freed only when a later free finds the delay passed, and an idle gateway
-/// frees almost nothing after a load: with 10,000 entries 53 MiB stayed resident with the 1 s
-/// default (and `memory::release_after_load`), 33 MiB with 0. The price is paid by a load,
-/// whose freed pages are given back and faulted in again: a reload of that file takes about
-/// 100 ms more. Under load, 0 made no difference to the CPU per request (BENCHMARKS.md,
-/// "Scale"). The process keeps its id, arguments and descriptors; if it cannot be started
+/// The delay `serve` runs with, in ms. mimalloc purges what is freed only when a later free
+/// finds the delay passed, and an idle gateway frees almost nothing after a load: with 10,000
+/// entries 53 MiB stayed resident with the 1 s default (and `memory::release_after_load`), 27
+/// MiB with 10 ms. At 0 every page that empties under load is given back and faulted in again
+/// when it is next used: 0.27 page faults per warm gateway request against 0.055 at 10 ms
+/// (BENCHMARKS.md, "Scale").
+const SERVE_PURGE_DELAY: &str = "10";
+
+/// Starts `serve` again in this process with [`PURGE_DELAY`] at [`SERVE_PURGE_DELAY`], unless
+/// it is set. The process keeps its id, arguments and descriptors; if it cannot be started
 /// again it goes on as it is.
-fn purge_at_once() {
+fn purge_soon() {
     if std::env::var_os(PURGE_DELAY).is_some() {
         return;
     }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot find this program to set {PURGE_DELAY}=0; memory a load frees is given back later");
+            tracing::warn!(error = %e, "cannot find this program to set {PURGE_DELAY}={SERVE_PURGE_DELAY}; memory a load frees is given back later");
             return;
         }
     };
@@ -193,8 +196,11 @@ fn purge_at_once() {
         command.arg0(arg0);
     }
     // Returns only when it failed.
-    let e = command.args(args).env(PURGE_DELAY, "0").exec();
-    tracing::warn!(error = %e, "cannot start again with {PURGE_DELAY}=0; memory a load frees is given back later");
+    let e = command
+        .args(args)
+        .env(PURGE_DELAY, SERVE_PURGE_DELAY)
+        .exec();
+    tracing::warn!(error = %e, "cannot start again with {PURGE_DELAY}={SERVE_PURGE_DELAY}; memory a load frees is given back later");
 }
 
 fn init_logging(format: LogFormat) {
