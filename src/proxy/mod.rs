@@ -145,10 +145,40 @@ fn request_id(headers: &mut http::HeaderMap) -> http::HeaderValue {
     if let Some(id) = sent {
         return id.clone();
     }
-    let id = crate::protocol::random_b64::<12>();
-    let id = http::HeaderValue::from_str(&id).unwrap_or(http::HeaderValue::from_static("-"));
+    let id = new_request_id();
     headers.insert(X_REQUEST_ID, id.clone());
     id
+}
+
+/// Random bytes of a request id (16 base64url characters).
+const REQUEST_ID_BYTES: usize = 12;
+/// Ids drawn from aws-lc's generator per call: one call costs about what drawing the bytes of
+/// 64 ids does (as Envoy draws its request UUIDs, in batches). A request id is not a secret.
+const REQUEST_IDS_PER_DRAW: usize = 64;
+
+/// A new request id: 12 random bytes, base64url, from this thread's batch.
+fn new_request_id() -> http::HeaderValue {
+    use base64::Engine as _;
+    use std::cell::RefCell;
+    thread_local! {
+        /// Random bytes and how many of them are used; starts used up.
+        static BATCH: RefCell<([u8; REQUEST_ID_BYTES * REQUEST_IDS_PER_DRAW], usize)> =
+            const { RefCell::new(([0; REQUEST_ID_BYTES * REQUEST_IDS_PER_DRAW], REQUEST_ID_BYTES * REQUEST_IDS_PER_DRAW)) };
+    }
+    let mut text = [0u8; 16];
+    BATCH.with_borrow_mut(|(bytes, used)| {
+        if *used == bytes.len() {
+            // The system RNG failing is not recoverable; aws-lc aborts rather than return weak
+            // bytes.
+            aws_lc_rs::rand::fill(bytes).unwrap_or_else(|_| panic!("the system RNG failed"));
+            *used = 0;
+        }
+        let id = &bytes[*used..*used + REQUEST_ID_BYTES];
+        *used += REQUEST_ID_BYTES;
+        let written = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(id, &mut text);
+        debug_assert_eq!(written.ok(), Some(text.len()));
+    });
+    http::HeaderValue::from_bytes(&text).unwrap_or(http::HeaderValue::from_static("-"))
 }
 
 /// Answers one request to the proxy listener: one log line and one count per request.
@@ -367,5 +397,37 @@ impl Gateway {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("localhost");
         format!("{}://{host}{METADATA_PATH}{prefix}", self.scheme)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_request_ids_are_distinct_base64url_across_draws() {
+        let ids: std::collections::HashSet<_> = (0..REQUEST_IDS_PER_DRAW * 3 + 5)
+            .map(|_| new_request_id().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), REQUEST_IDS_PER_DRAW * 3 + 5);
+        for id in &ids {
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_usable_sent_request_id_is_kept_and_another_replaced() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(X_REQUEST_ID, http::HeaderValue::from_static("trace-42"));
+        assert_eq!(request_id(&mut headers), "trace-42");
+        headers.insert(X_REQUEST_ID, http::HeaderValue::from_static("two words"));
+        let made = request_id(&mut headers);
+        assert_eq!(made.len(), 16);
+        assert_eq!(headers[&X_REQUEST_ID], made);
     }
 }
