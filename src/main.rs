@@ -173,7 +173,7 @@ const PURGE_DELAY: &str = "MIMALLOC_PURGE_DELAY";
 /// entries 53 MiB stayed resident with the 1 s default (and `memory::release_after_load`), 27
 /// MiB with 10 ms. At 0 every page that empties under load is given back and faulted in again
 /// when it is next used: 0.27 page faults per warm gateway request against 0.055 at 10 ms
-/// (BENCHMARKS.md, "Scale").
+/// (BENCHMARKS.md, "Session 7").
 const SERVE_PURGE_DELAY: &str = "10";
 
 /// Starts `serve` again in this process with [`PURGE_DELAY`] at [`SERVE_PURGE_DELAY`], unless
