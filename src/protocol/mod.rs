@@ -18,7 +18,7 @@ pub(crate) fn random_token() -> String {
     random_b64::<32>()
 }
 
-/// `N` random bytes, base64url: a `jti` (16), a request id (12).
+/// `N` random bytes, base64url: a `jti` or a registered `client_id` (16).
 pub(crate) fn random_b64<const N: usize>() -> String {
     let mut bytes = [0u8; N];
     // The system RNG failing is not recoverable; aws-lc aborts rather than return weak bytes.
