@@ -37,29 +37,28 @@ tree() {
   pgrep -P "$pid" || true
 }
 
-# utime + stime (or with a second argument `user`, utime alone) in clock ticks, summed over the
-# tree (all threads of each process).
-cpu_ticks() {
+# stat_sum PID EXPR: the awk expression EXPR over the fields of /proc/<pid>/stat after the
+# command name ($12 is utime, $13 stime, $8 minor faults), summed over the tree (all threads of
+# each process).
+stat_sum() {
   local total=0 pid fields
   for pid in $(tree "$1"); do
     fields="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
     # Fields after the command name, which is in parentheses and may hold spaces.
     fields="${fields##*) }"
-    total=$((total + $(awk -v what="${2:-all}" '{ print (what == "user") ? $12 : $12 + $13 }' <<<"$fields")))
+    total=$((total + $(awk "{ print $2 }" <<<"$fields")))
   done
   echo "$total"
 }
 
-# Minor page faults, summed over the tree (a page given back to the kernel and used again costs
-# one).
+# utime + stime (or with a second argument `user`, utime alone) in clock ticks.
+cpu_ticks() {
+  if [ "${2:-}" = user ]; then stat_sum "$1" '$12'; else stat_sum "$1" '$12 + $13'; fi
+}
+
+# Minor page faults (a page given back to the kernel and used again costs one).
 minor_faults() {
-  local total=0 pid fields
-  for pid in $(tree "$1"); do
-    fields="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
-    fields="${fields##*) }"
-    total=$((total + $(awk '{ print $8 }' <<<"$fields")))
-  done
-  echo "$total"
+  stat_sum "$1" '$8'
 }
 
 # Busy clock ticks of the whole machine, all cores (/proc/stat: user, nice, system, irq, softirq,
