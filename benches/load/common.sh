@@ -132,3 +132,85 @@ $body
 EOF
 }
 
+
+# --- what is measured: the upstream, nginx as a plain proxy, isogate's file ---------------------
+# The trivial upstream behind every proxy: one nginx worker answering "ok".
+upstream_conf() {
+  nginx_conf upstream 1 "  server {
+    listen 127.0.0.1:$1;
+    location / { default_type text/plain; return 200 'ok\n'; }
+  }"
+}
+
+# api_upstream PORT: nginx's upstream block `api`, the upstream at PORT with keep-alive.
+api_upstream() {
+  printf '  upstream api {\n    server 127.0.0.1:%s;\n    keepalive 256;\n  }\n' "$1"
+}
+
+# proxy_server LISTEN: an nginx server block that proxies everything to `api` as a plain reverse
+# proxy (HTTP/1.1 and keep-alive to the upstream, the usual forwarded headers).
+proxy_server() {
+  cat <<EOF
+  server {
+    listen $1;
+    location / {
+      proxy_pass http://api;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+EOF
+}
+
+# gateway_config FILE ISSUER_PORT GATEWAY_PORT UPSTREAM_PORT ADMIN_PORT: isogate's file for the
+# load runs, its ES256 key at keys/es256.pem beside it: one client (client_credentials, secret
+# "secret"), one resource, one route /invoices to the upstream.
+gateway_config() {
+  local file=$1 issuer=$2 gateway=$3 upstream=$4 admin=$5
+  cat >"$file" <<EOF
+[issuer]
+listen = "127.0.0.1:$issuer"
+issuer = "http://127.0.0.1:$issuer"
+access_token_lifetime = "1h"
+data_dir = "data"
+
+[[issuer.signing_keys]]
+file = "keys/es256.pem"
+alg = "ES256"
+
+[[api_scopes]]
+name = "read"
+
+[[api_scopes]]
+name = "write"
+
+[[api_resources]]
+name = "urn:invoices"
+scopes = ["read", "write"]
+require_resource_indicator = true
+
+[[clients]]
+client_id = "client"
+secrets = ["sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols="]
+allowed_grant_types = ["client_credentials"]
+allowed_scopes = ["read", "write"]
+
+[proxy]
+listen = "127.0.0.1:$gateway"
+clock_skew = "30s"
+
+[[routes]]
+path_prefix = "/invoices"
+upstream = "http://127.0.0.1:$upstream"
+resource = "urn:invoices"
+[routes.scopes]
+GET = ["read", "write"]
+"*" = ["write"]
+
+[admin]
+listen = "127.0.0.1:$admin"
+EOF
+}
