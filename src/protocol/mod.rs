@@ -21,9 +21,14 @@ pub(crate) fn random_token() -> String {
 /// `N` random bytes, base64url: a `jti` or a registered `client_id` (16).
 pub(crate) fn random_b64<const N: usize>() -> String {
     let mut bytes = [0u8; N];
-    // The system RNG failing is not recoverable; aws-lc aborts rather than return weak bytes.
-    aws_lc_rs::rand::fill(&mut bytes).unwrap_or_else(|_| panic!("the system RNG failed"));
+    random_fill(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Fills `bytes` from aws-lc's generator.
+pub(crate) fn random_fill(bytes: &mut [u8]) {
+    // The system RNG failing is not recoverable; aws-lc aborts rather than return weak bytes.
+    aws_lc_rs::rand::fill(bytes).unwrap_or_else(|_| panic!("the system RNG failed"));
 }
 
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.

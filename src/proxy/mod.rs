@@ -165,12 +165,10 @@ fn new_request_id() -> http::HeaderValue {
         static BATCH: RefCell<([u8; REQUEST_ID_BYTES * REQUEST_IDS_PER_DRAW], usize)> =
             const { RefCell::new(([0; REQUEST_ID_BYTES * REQUEST_IDS_PER_DRAW], REQUEST_ID_BYTES * REQUEST_IDS_PER_DRAW)) };
     }
-    let mut text = [0u8; 16];
+    let mut text = [0u8; REQUEST_ID_BYTES / 3 * 4];
     BATCH.with_borrow_mut(|(bytes, used)| {
         if *used == bytes.len() {
-            // The system RNG failing is not recoverable; aws-lc aborts rather than return weak
-            // bytes.
-            aws_lc_rs::rand::fill(bytes).unwrap_or_else(|_| panic!("the system RNG failed"));
+            crate::protocol::random_fill(bytes);
             *used = 0;
         }
         let id = &bytes[*used..*used + REQUEST_ID_BYTES];
