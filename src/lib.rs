@@ -23,6 +23,7 @@ pub mod secret;
 mod server;
 pub(crate) mod state;
 
+pub use memory::BLOCKING_KEEP_ALIVE;
 pub use server::{BindError, Server, StartError};
 
 use std::fmt;

@@ -297,6 +297,7 @@ fn serve(path: &Path) -> ExitCode {
     // Signals, reloads and the admin listener; the worker threads serve the rest.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_keep_alive(isogate::BLOCKING_KEEP_ALIVE)
         .build()
     {
         Ok(rt) => rt,
