@@ -14,8 +14,8 @@ const AFTER: Duration = Duration::from_millis(1_500);
 
 /// How long an idle blocking thread of the main runtime (where a reload parses) is kept, well
 /// under [`AFTER`]. What a thread's heap took stays resident until the thread ends: with tokio's
-/// 10 s the parse's thread outlived the purge after it, and 10,000 entries read 38.5–44.1 MiB
-/// after 5 or 20 reloads; 33.0–37.4 MiB with this (BENCHMARKS.md, "Session 9").
+/// 10 s the parse's thread outlived the purge after it, and 10,000 entries read a median 42.9 MiB
+/// after a few reloads, 37.0 MiB with this (BENCHMARKS.md, "Scale", "sixth").
 pub const BLOCKING_KEEP_ALIVE: Duration = Duration::from_millis(200);
 
 /// Large enough to be a block of its own, never written (so never resident).
