@@ -27,6 +27,9 @@ pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 /// The route label of a proxy request that matched no route.
 pub(crate) const NO_ROUTE: &str = "-";
 
+/// The `client_id` label of every registered client: their number is the public's to choose.
+pub(crate) const REGISTERED: &str = "registered";
+
 /// Upper bounds (seconds) of the request duration buckets: sub-millisecond answers of the
 /// gateway itself up to the 30 s default `upstream_timeout`.
 const DURATION_BUCKETS: [f64; 15] = [
@@ -435,6 +438,35 @@ impl Metrics {
             }
             false
         });
+    }
+
+    /// Drops the series of the clients and trusted issuers a reload removed, as
+    /// [`Metrics::keep_routes`] does for routes: a file whose clients or issuers change over
+    /// many reloads would otherwise grow the scrape with every name it ever held. The series
+    /// that registered clients share is kept whatever the file says.
+    pub fn forget<'a>(
+        &self,
+        clients: impl IntoIterator<Item = &'a str>,
+        issuers: impl IntoIterator<Item = &'a str>,
+    ) {
+        for client_id in clients.into_iter().filter(|&c| c != REGISTERED) {
+            for grant in crate::resources::GrantType::ALL {
+                self.tokens_issued.remove(&IssuedLabels {
+                    grant_type: grant.as_str(),
+                    client_id: client_id.to_owned(),
+                });
+            }
+        }
+        for issuer in issuers {
+            let issuer = issuer.to_owned();
+            for result in ["ok", "error"] {
+                self.jwks_fetches.remove(&JwksLabels {
+                    issuer: issuer.clone(),
+                    result,
+                });
+            }
+            self.jwks_last_success_time.remove(&IssuerLabels { issuer });
+        }
     }
 
     /// Times one request of `series` with the outcome at index `outcome` of [`OUTCOMES`].

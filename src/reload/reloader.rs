@@ -182,13 +182,23 @@ impl Reloader {
         if let Some(gateway) = &self.gateway {
             gateway.configure(&snapshot.config);
         }
-        // The series of routes this configuration removed go from the scrape.
+        // The series of routes, clients and trusted issuers this configuration removed go from
+        // the scrape.
         self.metrics.keep_routes(
             snapshot
                 .config
                 .routes
                 .iter()
                 .map(|r| r.path_prefix.as_str()),
+        );
+        let kept: rustc_hash::FxHashSet<&str> = trusted_issuers(&snapshot.config).collect();
+        self.metrics.forget(
+            old.config
+                .clients
+                .keys()
+                .filter(|c| !snapshot.config.clients.contains_key(*c))
+                .map(String::as_str),
+            trusted_issuers(&old.config).filter(|i| !kept.contains(i)),
         );
         self.state.store(snapshot);
         // Metrics and load time first: whoever sees the status sees them too.
@@ -245,6 +255,15 @@ fn tls_mode(config: &Config, role: Role) -> Option<bool> {
         Role::Proxy => config.proxy.as_ref().map(|p| p.tls.is_some()),
         Role::Admin => None,
     }
+}
+
+/// The `iss` of each of the gateway's trusted issuers.
+fn trusted_issuers(config: &Config) -> impl Iterator<Item = &str> {
+    config
+        .proxy
+        .iter()
+        .flat_map(|p| &p.trusted_issuers)
+        .map(|t| t.issuer.as_str())
 }
 
 #[cfg(test)]

@@ -240,6 +240,13 @@ pub enum GrantType {
 }
 
 impl GrantType {
+    /// Every grant type.
+    pub const ALL: [GrantType; 3] = [
+        GrantType::ClientCredentials,
+        GrantType::AuthorizationCode,
+        GrantType::RefreshToken,
+    ];
+
     /// The `grant_type` parameter value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -251,13 +258,7 @@ impl GrantType {
 
     /// Parses a `grant_type` value.
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            GrantType::ClientCredentials,
-            GrantType::AuthorizationCode,
-            GrantType::RefreshToken,
-        ]
-        .into_iter()
-        .find(|g| g.as_str() == s)
+        GrantType::ALL.into_iter().find(|g| g.as_str() == s)
     }
 }
 

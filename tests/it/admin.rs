@@ -530,6 +530,90 @@ async fn a_route_removed_by_a_reload_leaves_the_scrape() {
     );
 }
 
+/// A reload that removes a client and a trusted issuer removes their series from the scrape,
+/// as it does a route's; the client that stays keeps its count.
+#[tokio::test]
+async fn a_client_and_an_issuer_removed_by_a_reload_leave_the_scrape() {
+    use crate::servers::JwksServer;
+    let jwks = JwksServer::start(r#"{"keys":[]}"#.to_owned()).await;
+    let upstream = Upstream::start().await;
+    let base = config(&upstream.url(), "[\"read\", \"write\"]");
+    let other = format!(
+        "\n[[clients]]\nclient_id = \"other\"\nsecrets = [\"{SECRET_HASH}\"]\nallowed_grant_types = [\"client_credentials\"]\nallowed_scopes = [\"read\"]\n"
+    );
+    let trusted = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[[proxy.trusted_issuers]]\nissuer = \"{}\"\n",
+        jwks.issuer()
+    );
+    let full = base.replace("[proxy]\nlisten = \"127.0.0.1:0\"\n", &trusted) + &other;
+    assert!(full.contains("trusted_issuers") && full.contains("\"other\""));
+    let isogate = Isogate::start(&full).await;
+    token_for(&isogate, "urn:products").await;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("resource", "urn:products"),
+    ];
+    let reply = post_form(
+        &isogate.issuer_url("/connect/token"),
+        &form,
+        Some(("other", SECRET)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let issuer = jwks.issuer();
+    let label = |name: &str, scrape: &Scrape, key: &str| -> Vec<String> {
+        let mut values: Vec<String> = scrape
+            .series(name)
+            .iter()
+            .filter_map(|sample| sample.labels.get(key).cloned())
+            .collect();
+        values.sort();
+        values
+    };
+    let isogate = &isogate;
+    let before = eventually("the first fetch is counted", || async move {
+        let scrape = Scrape::of(isogate).await;
+        (!scrape
+            .series("isogate_jwks_last_success_timestamp_seconds")
+            .is_empty())
+        .then_some(scrape)
+    })
+    .await;
+    assert_eq!(
+        label("isogate_tokens_issued_total", &before, "client_id"),
+        ["client", "other"]
+    );
+    assert_eq!(
+        label("isogate_jwks_fetches_total", &before, "issuer"),
+        [issuer.as_str()]
+    );
+
+    // The file as it was, without the second client and the trusted issuer.
+    write_atomically(&isogate.path("isogate.toml"), &base);
+    isogate.reloaded(|s| s.applied == 1).await;
+
+    let after = Scrape::of(isogate).await;
+    assert_eq!(
+        label("isogate_tokens_issued_total", &after, "client_id"),
+        ["client"]
+    );
+    let client = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "client"),
+    ];
+    assert_eq!(after.get("isogate_tokens_issued_total", &client), 1.0);
+    for name in [
+        "isogate_jwks_fetches_total",
+        "isogate_jwks_last_success_timestamp_seconds",
+    ] {
+        assert_eq!(
+            label(name, &after, "issuer"),
+            Vec::<String>::new(),
+            "{name}"
+        );
+    }
+}
+
 async fn refuses_connections(addr: SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_err()
 }

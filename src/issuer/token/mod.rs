@@ -193,10 +193,9 @@ async fn issue(
             refresh_token::refresh_token(config, issuer, grants, client, form, jkt, now).await?
         }
     };
-    // Registered clients share one metrics label: their number is the public's to choose.
     let client_id = match config.clients.contains_key(&client.client_id) {
         true => client.client_id.clone(),
-        false => "registered".to_owned(),
+        false => crate::metrics::REGISTERED.to_owned(),
     };
     Ok(Issued {
         response,
