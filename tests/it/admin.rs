@@ -463,6 +463,17 @@ async fn reloads_show_in_the_metrics_and_the_config_view_without_secrets() {
     assert_ne!(applied.hash, first.hash);
 }
 
+/// The values of label `key` in the samples of `name`, sorted.
+fn labels_of(scrape: &Scrape, name: &str, key: &str) -> Vec<String> {
+    let mut values: Vec<String> = scrape
+        .series(name)
+        .iter()
+        .filter_map(|sample| sample.labels.get(key).cloned())
+        .collect();
+    values.sort();
+    values
+}
+
 /// A reload that removes a route removes that route's series from the scrape; the routes that
 /// stay keep counting from where they were.
 #[tokio::test]
@@ -480,15 +491,7 @@ async fn a_route_removed_by_a_reload_leaves_the_scrape() {
         call(&at("/products/1"), Some(&products)).await.status,
         StatusCode::OK
     );
-    let routes_in = |scrape: &Scrape, name: &str| -> Vec<String> {
-        let mut routes: Vec<String> = scrape
-            .series(name)
-            .iter()
-            .filter_map(|sample| sample.labels.get("route").cloned())
-            .collect();
-        routes.sort();
-        routes
-    };
+    let routes_in = |scrape: &Scrape, name: &str| labels_of(scrape, name, "route");
     let before = Scrape::of(&isogate).await;
     assert_eq!(
         routes_in(&before, "isogate_requests_total"),
@@ -561,15 +564,6 @@ async fn a_client_and_an_issuer_removed_by_a_reload_leave_the_scrape() {
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let issuer = jwks.issuer();
-    let label = |name: &str, scrape: &Scrape, key: &str| -> Vec<String> {
-        let mut values: Vec<String> = scrape
-            .series(name)
-            .iter()
-            .filter_map(|sample| sample.labels.get(key).cloned())
-            .collect();
-        values.sort();
-        values
-    };
     let isogate = &isogate;
     let before = eventually("the first fetch is counted", || async move {
         let scrape = Scrape::of(isogate).await;
@@ -580,11 +574,11 @@ async fn a_client_and_an_issuer_removed_by_a_reload_leave_the_scrape() {
     })
     .await;
     assert_eq!(
-        label("isogate_tokens_issued_total", &before, "client_id"),
+        labels_of(&before, "isogate_tokens_issued_total", "client_id"),
         ["client", "other"]
     );
     assert_eq!(
-        label("isogate_jwks_fetches_total", &before, "issuer"),
+        labels_of(&before, "isogate_jwks_fetches_total", "issuer"),
         [issuer.as_str()]
     );
 
@@ -594,7 +588,7 @@ async fn a_client_and_an_issuer_removed_by_a_reload_leave_the_scrape() {
 
     let after = Scrape::of(isogate).await;
     assert_eq!(
-        label("isogate_tokens_issued_total", &after, "client_id"),
+        labels_of(&after, "isogate_tokens_issued_total", "client_id"),
         ["client"]
     );
     let client = [
@@ -607,7 +601,7 @@ async fn a_client_and_an_issuer_removed_by_a_reload_leave_the_scrape() {
         "isogate_jwks_last_success_timestamp_seconds",
     ] {
         assert_eq!(
-            label(name, &after, "issuer"),
+            labels_of(&after, name, "issuer"),
             Vec::<String>::new(),
             "{name}"
         );
