@@ -122,6 +122,15 @@ struct JwksLabels {
     result: &'static str,
 }
 
+/// The `result` label of a JWKS fetch.
+fn jwks_result(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "error"
+    }
+}
+
 /// The series of one route, looked up once per request by the route's `path_prefix`.
 struct RouteSeries {
     label: Arc<str>,
@@ -459,10 +468,10 @@ impl Metrics {
         }
         for issuer in issuers {
             let issuer = issuer.to_owned();
-            for result in ["ok", "error"] {
+            for ok in [true, false] {
                 self.jwks_fetches.remove(&JwksLabels {
                     issuer: issuer.clone(),
-                    result,
+                    result: jwks_result(ok),
                 });
             }
             self.jwks_last_success_time.remove(&IssuerLabels { issuer });
@@ -568,7 +577,7 @@ impl Metrics {
         self.jwks_fetches
             .get_or_create(&JwksLabels {
                 issuer: issuer.to_owned(),
-                result: if ok { "ok" } else { "error" },
+                result: jwks_result(ok),
             })
             .inc();
     }

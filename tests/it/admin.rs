@@ -41,6 +41,17 @@ listen = "127.0.0.1:0"
         )
 }
 
+/// `toml` (of [`config`]) with the gateway trusting each of `issuers` as well.
+fn trusting(toml: &str, issuers: &[String]) -> String {
+    let proxy = "[proxy]\nlisten = \"127.0.0.1:0\"\n";
+    assert!(toml.contains(proxy));
+    let trusted: String = issuers
+        .iter()
+        .map(|i| format!("[[proxy.trusted_issuers]]\nissuer = \"{i}\"\n"))
+        .collect();
+    toml.replace(proxy, &format!("{proxy}{trusted}"))
+}
+
 async fn start(upstream: &Upstream) -> Isogate {
     Isogate::start(&config(&upstream.url(), "[\"read\", \"write\"]")).await
 }
@@ -303,13 +314,9 @@ async fn jwks_fetches_are_counted_by_issuer_and_result() {
     let down = JwksServer::start(String::new()).await;
     down.set(None);
     let upstream = Upstream::start().await;
-    let toml = config(&upstream.url(), "[\"read\", \"write\"]").replace(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\n",
-        &format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\n[[proxy.trusted_issuers]]\nissuer = \"{}\"\n[[proxy.trusted_issuers]]\nissuer = \"{}\"\n",
-            jwks.issuer(),
-            down.issuer()
-        ),
+    let toml = trusting(
+        &config(&upstream.url(), "[\"read\", \"write\"]"),
+        &[jwks.issuer(), down.issuer()],
     );
     let isogate = Isogate::start(&toml).await;
     // Each issuer is fetched once in the background at start.
@@ -544,11 +551,7 @@ async fn a_client_and_an_issuer_removed_by_a_reload_leave_the_scrape() {
     let other = format!(
         "\n[[clients]]\nclient_id = \"other\"\nsecrets = [\"{SECRET_HASH}\"]\nallowed_grant_types = [\"client_credentials\"]\nallowed_scopes = [\"read\"]\n"
     );
-    let trusted = format!(
-        "[proxy]\nlisten = \"127.0.0.1:0\"\n[[proxy.trusted_issuers]]\nissuer = \"{}\"\n",
-        jwks.issuer()
-    );
-    let full = base.replace("[proxy]\nlisten = \"127.0.0.1:0\"\n", &trusted) + &other;
+    let full = trusting(&base, &[jwks.issuer()]) + &other;
     assert!(full.contains("trusted_issuers") && full.contains("\"other\""));
     let isogate = Isogate::start(&full).await;
     token_for(&isogate, "urn:products").await;
